@@ -1,0 +1,77 @@
+"""Domains and run profiles: the single place where study sizes are set."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, replace
+
+from .errors import ConfigError
+
+DOMAINS: tuple[str, ...] = ("isic", "spleen", "kvasir", "cxr")
+
+DOMAIN_TITLES = {
+    "isic": "ISIC 2018 (dermoscopy)",
+    "spleen": "MSD Spleen (CT)",
+    "kvasir": "Kvasir-SEG (endoscopy)",
+    "cxr": "Chest X-ray (Montgomery + Shenzhen)",
+}
+
+
+@dataclass(frozen=True)
+class Profile:
+    """Sizes and models of one run profile."""
+
+    name: str
+    source: str                 # "phantom" or "real"
+    model: str                  # model key, see frozenseg.models.MODELS
+    n_train: int                # labelled train pool per domain (the largest N budget)
+    n_test: int | None          # test cases per 2D domain (None = all of the real test split)
+    spleen_train_volumes: int
+    spleen_test_volumes: int | None
+    phantom_size: int           # side of a 2D phantom image, pixels
+    phantom_depth: int          # slices in a phantom CT volume
+    data_seed: int = 0          # phantom generation and the fixed test split; the experiment seed varies the rest
+    jitter_levels: tuple[float, ...] = (0.0, 0.05, 0.1, 0.2, 0.3)
+    loosen_levels: tuple[float, ...] = (1.0, 1.1, 1.25, 1.5, 2.0)
+    budgets: tuple[int, ...] = (10, 25, 50, 100)
+    extra: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        """Plain dict, for provenance records."""
+        return asdict(self)
+
+
+PROFILES: dict[str, Profile] = {
+    "smoke": Profile(
+        name="smoke", source="phantom", model="litemedsam", n_train=12, n_test=3,
+        spleen_train_volumes=2, spleen_test_volumes=1, phantom_size=128, phantom_depth=12,
+        jitter_levels=(0.0, 0.2), loosen_levels=(1.0, 1.5), budgets=(5, 10),
+    ),
+    "cpu": Profile(
+        name="cpu", source="phantom", model="litemedsam", n_train=100, n_test=30,
+        spleen_train_volumes=10, spleen_test_volumes=3, phantom_size=256, phantom_depth=32,
+    ),
+    "full": Profile(
+        name="full", source="real", model="sam_vit_b", n_train=100, n_test=None,
+        spleen_train_volumes=25, spleen_test_volumes=None, phantom_size=256, phantom_depth=48,
+    ),
+}
+
+
+def get_profile(name: str, **overrides) -> Profile:
+    """Profile by name, with optional field overrides (e.g. ``source="real"``)."""
+    if name not in PROFILES:
+        raise ConfigError(f"unknown profile {name!r}; choose one of {sorted(PROFILES)} (make report PROFILE=cpu)")
+    prof = PROFILES[name]
+    bad = set(overrides) - set(prof.__dataclass_fields__)
+    if bad:
+        raise ConfigError(f"unknown profile field(s) {sorted(bad)}; valid: {sorted(prof.__dataclass_fields__)}")
+    return replace(prof, **{k: v for k, v in overrides.items() if v is not None})
+
+
+def check_domain(domain: str, extra: tuple[str, ...] = ()) -> str:
+    """Return ``domain`` if known, else raise a ConfigError listing the valid ones."""
+    if domain not in DOMAINS and domain not in extra:
+        raise ConfigError(
+            f"unknown domain {domain!r}; choose from {list(DOMAINS) + list(extra)}, "
+            "or onboard a folder of image + mask pairs with frozenseg.data.load_folder"
+        )
+    return domain
