@@ -1,0 +1,53 @@
+# frozenseg: `make report` builds the HTML study on the embedded default; `make test` runs the tests.
+SHELL := /bin/bash
+PROFILE ?= cpu
+SEEDS ?= 0
+NOTEBOOKS ?=
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.frozenseg-setup
+
+.DEFAULT_GOAL := help
+.PHONY: help setup report smoke test bench data data-status lab clean clean-cache
+
+help: ## List the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@echo "  variables: PROFILE=$(PROFILE) (smoke|cpu|full)  SEEDS=\"$(SEEDS)\"  NOTEBOOKS=\"01_frozen_oracle ...\"  FROZENSEG_DATA=/path"
+
+setup: $(STAMP) ## Create .venv with the pinned dependencies and register the 'frozenseg' kernel (no-op when up to date)
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[test]"
+	$(PY) -m ipykernel install --prefix $(VENV) --name frozenseg --display-name "frozenseg" >/dev/null
+	@touch $@
+	@echo "environment ready: $(VENV)"
+
+report: setup ## Run the notebooks and build report/build/$(PROFILE)/index.html (PROFILE, SEEDS, NOTEBOOKS)
+	$(PY) -m frozenseg.runner --profile $(PROFILE) --seeds $(SEEDS) $(if $(NOTEBOOKS),--notebooks $(NOTEBOOKS))
+
+smoke: setup ## Build the report in the seconds-to-minutes smoke profile
+	$(MAKE) report PROFILE=smoke
+
+test: setup ## Run the test suite (library tests, notebooks in smoke mode, the report in headless Chromium)
+	$(PY) -m pytest -q
+
+bench: setup ## Measure encoder throughput, cold vs warm report time and peak memory -> bench/bench.json
+	$(PY) -m frozenseg.bench --profile $(PROFILE)
+
+data: setup ## Fetch and verify the real datasets and weights declared in data_manifest.yaml (needs a network)
+	$(PY) -m frozenseg.manifest fetch
+
+data-status: setup ## Show which real datasets and weights are present under FROZENSEG_DATA
+	$(PY) -m frozenseg.manifest status
+
+lab: setup ## Open the notebooks in JupyterLab
+	$(VENV)/bin/jupyter lab notebooks/
+
+clean: ## Remove built reports and results (keeps the embedding cache)
+	rm -rf report/build results bench
+
+clean-cache: ## Remove the embedding cache (the next build re-encodes every image)
+	rm -rf .cache/frozenseg

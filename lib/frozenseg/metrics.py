@@ -1,0 +1,80 @@
+"""Dice, IoU and HD95 per case, and per-volume 3D scores (never an average over slices).
+
+HD95 uses MONAI's ``compute_hausdorff_distance`` (95th percentile, symmetric, in mm when spacing is given).
+Conventions: both masks empty -> Dice = IoU = 1 and HD95 = 0; exactly one empty -> Dice = IoU = 0 and HD95 = NaN
+(undefined; tables report it as missing rather than inventing a distance).
+"""
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+
+from .errors import DataError
+
+
+def _pair(pred: np.ndarray, gt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Check shapes and cast to bool."""
+    pred, gt = np.asarray(pred), np.asarray(gt)
+    if pred.shape != gt.shape:
+        raise DataError(None, f"prediction shape {pred.shape} differs from ground truth {gt.shape}",
+                        "resize the prediction to the image size before scoring")
+    return pred.astype(bool), gt.astype(bool)
+
+
+def dice(pred: np.ndarray, gt: np.ndarray) -> float:
+    """Dice coefficient 2|A∩B| / (|A| + |B|)."""
+    p, g = _pair(pred, gt)
+    s = p.sum() + g.sum()
+    return 1.0 if s == 0 else float(2.0 * np.logical_and(p, g).sum() / s)
+
+
+def iou(pred: np.ndarray, gt: np.ndarray) -> float:
+    """Intersection over union."""
+    p, g = _pair(pred, gt)
+    u = np.logical_or(p, g).sum()
+    return 1.0 if u == 0 else float(np.logical_and(p, g).sum() / u)
+
+
+def hd95(pred: np.ndarray, gt: np.ndarray, spacing=None) -> float:
+    """95th-percentile symmetric Hausdorff distance (pixels, or mm with ``spacing``) via MONAI."""
+    import torch
+    from monai.metrics import compute_hausdorff_distance
+
+    p, g = _pair(pred, gt)
+    if not p.any() and not g.any():
+        return 0.0
+    if not p.any() or not g.any():
+        return float("nan")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        d = compute_hausdorff_distance(torch.from_numpy(p)[None, None], torch.from_numpy(g)[None, None],
+                                       include_background=True, percentile=95,
+                                       spacing=None if spacing is None else [float(s) for s in spacing])
+    return float(d.reshape(-1)[0])
+
+
+def score(pred: np.ndarray, gt: np.ndarray, spacing=None, with_hd95: bool = True) -> dict[str, float]:
+    """Dice, IoU and (optionally) HD95 of one case or one volume."""
+    out = {"dice": dice(pred, gt), "iou": iou(pred, gt)}
+    if with_hd95:
+        out["hd95"] = hd95(pred, gt, spacing)
+    return out
+
+
+def assemble_volume(shape: tuple[int, int, int], slices: dict[int, np.ndarray]) -> np.ndarray:
+    """Stack per-slice predictions into an (H, W, D) volume; slices not predicted are empty."""
+    vol = np.zeros(shape, dtype=bool)
+    for z, m in slices.items():
+        if m.shape != shape[:2]:
+            raise DataError(None, f"slice {z} prediction is {m.shape}, volume slices are {shape[:2]}",
+                            "predict at the slice's original size")
+        vol[:, :, z] = m
+    return vol
+
+
+def score_volume(pred_vol: np.ndarray, gt_vol: np.ndarray, spacing=None, with_hd95: bool = True) -> dict[str, float]:
+    """3D Dice, IoU and HD95 (mm with spacing) of one volume: every voxel counts once."""
+    if pred_vol.ndim != 3:
+        raise DataError(None, f"expected an (H, W, D) volume, got {pred_vol.shape}", "use assemble_volume first")
+    return score(pred_vol, gt_vol, spacing, with_hd95)

@@ -1,0 +1,60 @@
+"""Tidy results files (one row per case x method x seed) and the seed-aware summaries tables are made from."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from . import paths
+from .errors import DataError
+from .io import atomic_path
+
+KEY_COLUMNS = ["notebook", "profile", "source", "model", "seed", "domain", "unit", "case_id", "method"]
+
+
+def results_path(notebook: str, profile: str) -> Path:
+    """``results/<profile>/<notebook>.parquet``."""
+    return paths.results_dir(profile) / f"{notebook}.parquet"
+
+
+def save_results(df: pd.DataFrame, notebook: str, profile: str) -> Path:
+    """Validate and write a tidy results table atomically, rows sorted so reruns give identical files."""
+    missing = [c for c in KEY_COLUMNS if c not in df.columns]
+    if missing:
+        raise DataError(None, f"results of {notebook} lack columns {missing}", "add them to every row")
+    if df.duplicated(KEY_COLUMNS).any():
+        dup = df[df.duplicated(KEY_COLUMNS, keep=False)].head(3)
+        raise DataError(None, f"results of {notebook} repeat a case x method x seed:\n{dup}", "make the method names unique")
+    for col in ("dice", "iou"):
+        if col in df and ((df[col] < 0) | (df[col] > 1)).any():
+            raise DataError(None, f"{col} outside [0, 1] in {notebook}", "check the metric inputs")
+    df = df.sort_values(KEY_COLUMNS, kind="stable").reset_index(drop=True)
+    path = results_path(notebook, profile)
+    with atomic_path(path) as tmp:
+        df.to_parquet(tmp, index=False)
+    return path
+
+
+def load_results(notebook: str, profile: str) -> pd.DataFrame:
+    """Read a results table, with a clear error if the notebook that makes it has not run."""
+    path = results_path(notebook, profile)
+    if not path.is_file():
+        raise DataError(path, "results file not found", f"run `make report PROFILE={profile}` (notebook {notebook})")
+    return pd.read_parquet(path)
+
+
+def seed_summary(df: pd.DataFrame, by: list[str], metric: str = "dice") -> pd.DataFrame:
+    """Mean of ``metric`` over cases within each seed, then mean, sd and count across seeds."""
+    per_seed = df.groupby(by + ["seed"], dropna=False)[metric].agg(["mean", "size"]).reset_index()
+    out = per_seed.groupby(by, dropna=False).agg(
+        mean=("mean", "mean"), sd=("mean", lambda s: float(np.std(s, ddof=1)) if len(s) > 1 else np.nan),
+        seeds=("mean", "size"), cases=("size", "max")).reset_index()
+    return out
+
+
+def fmt_mean_sd(mean: float, sd: float, digits: int = 3) -> str:
+    """'0.912 ± 0.004', or just the mean when there is one seed."""
+    if mean is None or np.isnan(mean):
+        return "–"
+    return f"{mean:.{digits}f}" if sd is None or np.isnan(sd) else f"{mean:.{digits}f} ± {sd:.{digits}f}"
