@@ -267,7 +267,7 @@ def test_load_cxr_unites_both(tmp_path):
     cases = L.load_cxr(root)
     assert len(cases) == 5 and {c.domain for c in cases} == {"cxr"}
     assert {c.meta["dataset"] for c in cases} == {"montgomery", "shenzhen"}
-    assert L.load_domain("cxr", root)[0].case_id == cases[0].case_id
+    assert L.load_real("cxr", root)[0].case_id == cases[0].case_id
 
 
 def test_load_msd_spleen_reorients_and_windows(tmp_path):
@@ -382,7 +382,7 @@ def test_missing_dataset_names_folder_and_fix(tmp_path, monkeypatch):
 
 def test_unknown_domain():
     with pytest.raises(ConfigError, match="load_folder"):
-        L.load_domain("retina")
+        L.load_real("retina")
 
 
 # ----------------------------------------------------------------------------- generic folder

