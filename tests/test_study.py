@@ -82,3 +82,20 @@ def test_spleen_is_scored_per_volume(tmp_path):
     assert {"slice", "volume"} == set(df.unit)
     assert (vol.hd95 >= 0).all() and vol.dice.between(0, 1).all()
     assert summarize_oracle(df).loc[0, "unit"] == "volume"
+
+
+def test_empty_ground_truth_is_flagged_not_scored(litemedsam):
+    """A case with an empty mask has no GT box: it is recorded with a flag and left out of the tables."""
+    from frozenseg.data import Case
+    from frozenseg.oracle import oracle_cases, scored_units
+
+    rng = np.random.default_rng(0)
+    img = (rng.random((64, 64, 3)) * 255).astype(np.uint8)
+    full = np.zeros((64, 64), bool)
+    full[20:40, 20:40] = True
+    cases = [Case("a", "mine", img, full, source="folder"), Case("b", "mine", img, np.zeros_like(full), source="folder")]
+    embs = [litemedsam.encode(img)] * 2
+    df = oracle_cases(litemedsam, cases, embs, seed=0, domain="mine", jitter_levels=(0.1,), loosen_levels=(1.5,))
+    flagged = df[df.case_id == "b"]
+    assert list(flagged.flag) == ["empty_gt_mask"] and flagged.dice.isna().all()
+    assert set(scored_units(df.assign(unit="case")).case_id) == {"a"}

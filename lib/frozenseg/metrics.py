@@ -46,12 +46,20 @@ def hd95(pred: np.ndarray, gt: np.ndarray, spacing=None) -> float:
         return 0.0
     if not p.any() or not g.any():
         return float("nan")
+    p, g = _crop_to_union(p, g)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         d = compute_hausdorff_distance(torch.from_numpy(p)[None, None], torch.from_numpy(g)[None, None],
                                        include_background=True, percentile=95,
                                        spacing=None if spacing is None else [float(s) for s in spacing])
     return float(d.reshape(-1)[0])
+
+
+def _crop_to_union(p: np.ndarray, g: np.ndarray, margin: int = 2) -> tuple[np.ndarray, np.ndarray]:
+    """Crop both masks to their union's bounding box plus a background margin (distances are unchanged)."""
+    idx = np.nonzero(p | g)
+    sl = tuple(slice(max(int(i.min()) - margin, 0), int(i.max()) + margin + 1) for i in idx)
+    return np.ascontiguousarray(p[sl]), np.ascontiguousarray(g[sl])
 
 
 def score(pred: np.ndarray, gt: np.ndarray, spacing=None, with_hd95: bool = True) -> dict[str, float]:

@@ -35,7 +35,7 @@ def oracle_cases(model, cases, embeddings, seed: int, domain: str, jitter_levels
         pred = model.decode(emb, boxes=np.stack([v[3] for v in variants]))
         for (method, pert, level, box), m, piou in zip(variants, pred.masks, pred.iou):
             rows.append({**base, "method": method, "perturbation": pert, "level": level,
-                         **score(m, case.mask, case.spacing), "box_iou": box_iou(box, gt),
+                         **score(m, case.mask, case.spacing, with_hd95=method == "gt_box"), "box_iou": box_iou(box, gt),
                          "pred_iou": float(piou), "flag": "", "_mask": m})
     return pd.DataFrame(rows)
 
@@ -49,7 +49,7 @@ def volume_rows(slice_rows: pd.DataFrame, volumes: dict) -> pd.DataFrame:
         first = g.iloc[0]
         rows.append({"domain": first.domain, "seed": first.seed, "case_id": vid, "volume_id": vid,
                      "method": method, "perturbation": first.perturbation, "level": first.level,
-                     **score_volume(pred, vol.mask, vol.spacing), "box_iou": float(g.box_iou.mean()),
+                     **score_volume(pred, vol.mask, vol.spacing, with_hd95=method == "gt_box"), "box_iou": float(g.box_iou.mean()),
                      "pred_iou": float(g.pred_iou.mean()), "flag": ""})
     return pd.DataFrame(rows)
 

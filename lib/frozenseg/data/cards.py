@@ -1,0 +1,37 @@
+"""Dataset cards: what each domain's train pool and test split contain."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from .types import DomainData
+
+
+def card(data: DomainData, title: str | None = None) -> dict:
+    """Counts, image sizes, foreground fraction and scoring unit of one domain."""
+    cases = data.train + data.test
+    shapes = sorted({c.image.shape[:2] for c in cases})
+    fg = np.array([c.mask.mean() for c in cases]) if cases else np.array([np.nan])
+    size = f"{shapes[0][0]}x{shapes[0][1]}" if len(shapes) == 1 else f"{len(shapes)} sizes, e.g. {shapes[0][0]}x{shapes[0][1]}"
+    return {
+        "domain": title or data.domain, "source": data.source,
+        "train pool": len(data.train), "test": len(data.test),
+        "test volumes": len(data.volumes) if data.volumes else "–",
+        "scored per": "3D volume" if data.volumes else "image",
+        "image size (HxW)": size,
+        "foreground %": f"{100 * np.nanmean(fg):.1f} (range {100 * np.nanmin(fg):.1f}–{100 * np.nanmax(fg):.1f})",
+        "empty masks": int(sum(not c.mask.any() for c in cases)),
+    }
+
+
+def cards_table(datas: dict[str, DomainData], titles: dict[str, str] | None = None) -> pd.DataFrame:
+    """One card row per domain."""
+    return pd.DataFrame([card(d, (titles or {}).get(k)) for k, d in datas.items()])
+
+
+def pick_examples(data: DomainData, n: int = 4) -> list:
+    """``n`` test cases spread over the split (deterministic), for the example grid."""
+    if not data.test:
+        return []
+    idx = np.unique(np.linspace(0, len(data.test) - 1, num=min(n, len(data.test))).round().astype(int))
+    return [data.test[i] for i in idx]
