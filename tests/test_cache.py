@@ -79,3 +79,24 @@ def test_real_model_embeddings_round_trip(tmp_path, litemedsam, ellipse_image):
     cached = EmbeddingCache(tmp_path).get(litemedsam, img)
     box = np.array([50.0, 45.0, 190.0, 145.0])
     assert np.array_equal(litemedsam.decode(fresh, boxes=box).logits, litemedsam.decode(cached, boxes=box).logits)
+
+
+def test_mask_cache_returns_identical_masks_cold_and_warm(tmp_path, litemedsam, ellipse_image):
+    from frozenseg.cache import MaskCache
+
+    img, mask = ellipse_image
+    emb = litemedsam.encode(img)
+    boxes = np.array([[50.0, 45.0, 190.0, 145.0], [30.0, 30.0, 210.0, 170.0]])
+    cache = MaskCache(tmp_path)
+    cold_masks, cold_iou = cache.decode_boxes(litemedsam, img, emb, boxes)
+    fresh = litemedsam.decode(emb, boxes=boxes)
+    assert np.array_equal(cold_masks, fresh.masks) and np.allclose(cold_iou, fresh.iou)
+    warm = MaskCache(tmp_path)
+    warm_masks, warm_iou = warm.decode_boxes(litemedsam, img, emb, boxes)
+    assert warm.hits == 1 and warm.misses == 0
+    assert np.array_equal(warm_masks, cold_masks) and np.array_equal(warm_iou, cold_iou)
+    assert cache.path(litemedsam, img, boxes, False) != cache.path(litemedsam, img, boxes[:1], False)
+    path = cache.path(litemedsam, img, boxes, False)
+    path.write_bytes(b"garbage")
+    again, _ = MaskCache(tmp_path).decode_boxes(litemedsam, img, emb, boxes)
+    assert np.array_equal(again, cold_masks)

@@ -19,8 +19,12 @@ def box_variants(gt: np.ndarray, shape, jitter_levels, loosen_levels, rng) -> li
     return out
 
 
-def oracle_cases(model, cases, embeddings, seed: int, domain: str, jitter_levels, loosen_levels) -> pd.DataFrame:
-    """One row per case x box variant: Dice, IoU, HD95, the box's IoU with the GT box, predicted IoU."""
+def oracle_cases(model, cases, embeddings, seed: int, domain: str, jitter_levels, loosen_levels,
+                 mask_cache=None) -> pd.DataFrame:
+    """One row per case x box variant: Dice, IoU, HD95 (GT box only), the box's IoU with the GT box, predicted IoU."""
+    from .cache import MaskCache
+
+    mask_cache = mask_cache or MaskCache()
     code = DOMAINS.index(domain) if domain in DOMAINS else sum(map(ord, domain))
     rows = []
     for case, emb in zip(cases, embeddings):
@@ -32,8 +36,8 @@ def oracle_cases(model, cases, embeddings, seed: int, domain: str, jitter_levels
         rng = np.random.default_rng([seed, code, _stable_int(case.case_id)])
         gt = mask_to_box(case.mask, case.case_id)
         variants = box_variants(gt, case.mask.shape, jitter_levels, loosen_levels, rng)
-        pred = model.decode(emb, boxes=np.stack([v[3] for v in variants]))
-        for (method, pert, level, box), m, piou in zip(variants, pred.masks, pred.iou):
+        masks, ious = mask_cache.decode_boxes(model, case.image, emb, np.stack([v[3] for v in variants]))
+        for (method, pert, level, box), m, piou in zip(variants, masks, ious):
             rows.append({**base, "method": method, "perturbation": pert, "level": level,
                          **score(m, case.mask, case.spacing, with_hd95=method == "gt_box"), "box_iou": box_iou(box, gt),
                          "pred_iou": float(piou), "flag": "", "_mask": m})
@@ -66,7 +70,8 @@ def run_oracle(study, notebook: str = "01_frozen_oracle") -> pd.DataFrame:
         data = study.data(domain)
         embs = study.embeddings(data.test, desc=f"{domain} test")
         for seed in study.seeds:
-            df = oracle_cases(study.model, data.test, embs, seed, domain, prof.jitter_levels, prof.loosen_levels)
+            df = oracle_cases(study.model, data.test, embs, seed, domain, prof.jitter_levels, prof.loosen_levels,
+                              study.masks)
             if data.volumes:
                 df = pd.concat([df.assign(unit="slice"), volume_rows(df, data.volumes).assign(unit="volume")])
             else:

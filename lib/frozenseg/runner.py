@@ -71,7 +71,7 @@ def run_notebook(name: str, params: dict, force: bool = False) -> Path:
     print(f"[run ] {name} ({params['profile']}, seeds {params['seeds']})", flush=True)
     with atomic_path(out) as tmp:
         papermill.execute_notebook(nb, str(tmp), parameters=params, kernel_name=kernel_name(),
-                                   cwd=str(paths.REPO), progress_bar=False, log_output=False)
+                                   cwd=str(paths.REPO), progress_bar=True, log_output=False)
     _render_html(out)
     write_json_atomic(stamp_path, stamp)
     print(f"[done] {name} in {time.perf_counter() - t0:.1f} s", flush=True)

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import paths
-from .cache import EmbeddingCache
+from .cache import EmbeddingCache, MaskCache
 from .config import DOMAIN_TITLES, DOMAINS, Profile, check_domain, get_profile
 from .data import DomainData
 from .errors import ConfigError
@@ -27,6 +27,7 @@ class Study:
     model_key: str
     folders: dict[str, str] = field(default_factory=dict)
     cache: EmbeddingCache = field(default_factory=EmbeddingCache)
+    masks: MaskCache = field(default_factory=MaskCache)
     _data: dict = field(default_factory=dict, repr=False)
 
     @functools.cached_property

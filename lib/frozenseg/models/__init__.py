@@ -30,9 +30,21 @@ def set_threads(n: int | None = None) -> int:
     return n
 
 
+def default_device() -> str:
+    """'cuda' when a GPU is visible (the full profile), else 'cpu' (``FROZENSEG_DEVICE`` overrides)."""
+    import os
+
+    return os.environ.get("FROZENSEG_DEVICE") or ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def load_model(key: str = "litemedsam", checkpoint: str | None = None, device: str | None = None) -> PromptableModel:
+    """Load a model by key onto ``device`` (default: a GPU when present); loaded once per process."""
+    return _load(key, None if checkpoint is None else str(checkpoint)).to(device or default_device())
+
+
 @functools.lru_cache(maxsize=4)
-def load_model(key: str = "litemedsam", checkpoint: str | None = None) -> PromptableModel:
-    """Load a model by key; checkpoints come from ``checkpoint`` or the manifest's target under the data root."""
+def _load(key: str, checkpoint: str | None) -> PromptableModel:
+    """Build a model on the CPU; checkpoints come from ``checkpoint`` or the manifest's target under the data root."""
     if key not in MODELS:
         raise ConfigError(f"unknown model {key!r}; choose one of {sorted(MODELS)}")
     if key == "litemedsam":

@@ -57,8 +57,16 @@ class PromptableModel:
         self.prompt_encoder = prompt_encoder.eval()
         self.mask_decoder = mask_decoder.eval()
         self.weights_id = weights_id
+        self.device = torch.device("cpu")
         for p in self.parameters():
             p.requires_grad_(False)
+
+    def to(self, device: str | torch.device) -> "PromptableModel":
+        """Move the three parts to ``device`` (e.g. "cuda"); inputs and outputs stay NumPy on the CPU."""
+        self.device = torch.device(device)
+        for m in (self.image_encoder, self.prompt_encoder, self.mask_decoder):
+            m.to(self.device)
+        return self
 
     # ---- identity -------------------------------------------------------------------------
     @property
@@ -90,7 +98,7 @@ class PromptableModel:
         """Run the image encoder once (use ``frozenseg.cache`` to keep the result)."""
         check_image(image)
         x, input_size = self.preprocess(image)
-        feats = self.image_encoder(x)[0].float().numpy()
+        feats = self.image_encoder(x.to(self.device))[0].float().cpu().numpy()
         if not np.isfinite(feats).all():
             raise DataError(None, f"{self.key} encoder produced non-finite features", "check the input image for NaN")
         return Embedding(features=feats, original_size=tuple(image.shape[:2]), input_size=tuple(input_size))
@@ -100,7 +108,8 @@ class PromptableModel:
         box_t = pts = None
         if boxes is not None:
             b = np.asarray(boxes, dtype=np.float64).reshape(-1, 2, 2)
-            box_t = torch.as_tensor(self.scale_coords(b, emb.original_size, emb.input_size), dtype=torch.float32)
+            box_t = torch.as_tensor(self.scale_coords(b, emb.original_size, emb.input_size), dtype=torch.float32,
+                                    device=self.device)
             box_t = box_t.reshape(-1, 4)
         if points is not None:
             p = np.asarray(points, dtype=np.float64)
@@ -109,11 +118,11 @@ class PromptableModel:
             lab = lab[None] if lab.ndim == 1 else lab
             if lab.shape != p.shape[:2]:
                 raise ConfigError(f"point_labels shape {lab.shape} does not match points {p.shape[:2]}")
-            pts = (torch.as_tensor(self.scale_coords(p, emb.original_size, emb.input_size), dtype=torch.float32),
-                   torch.as_tensor(lab))
+            pts = (torch.as_tensor(self.scale_coords(p, emb.original_size, emb.input_size), dtype=torch.float32,
+                                   device=self.device), torch.as_tensor(lab, device=self.device))
         m = None
         if mask_input is not None:
-            m = torch.as_tensor(np.asarray(mask_input, dtype=np.float32))
+            m = torch.as_tensor(np.asarray(mask_input, dtype=np.float32), device=self.device)
             m = m.reshape(-1, 1, *m.shape[-2:])
         return self.prompt_encoder(points=pts, boxes=box_t, masks=m)
 
@@ -141,19 +150,19 @@ class PromptableModel:
             raise ConfigError("decode needs at least one prompt: boxes, points, mask_input or sparse_embeddings")
         sparse, dense = self.prompt_embeddings(emb, boxes, points, point_labels, mask_input)
         if sparse_embeddings is not None:
-            extra = torch.as_tensor(sparse_embeddings, dtype=torch.float32)
+            extra = torch.as_tensor(sparse_embeddings, dtype=torch.float32, device=self.device)
             extra = extra[None] if extra.ndim == 2 else extra
             sparse = extra if sparse.shape[1] == 0 else torch.cat([sparse.expand(extra.shape[0], -1, -1), extra], 1)
         b = sparse.shape[0]
         if dense.shape[0] != b:
             dense = dense.expand(b, -1, -1, -1)
-        img = emb.tensor().expand(b, -1, -1, -1)
+        img = emb.tensor().to(self.device).expand(b, -1, -1, -1)
         low, iou = self.decode_tensors(img, sparse, dense, multimask=multimask)
         k = low.shape[1]
         up = self.upscale(low.reshape(b * k, 1, *low.shape[-2:]), emb.original_size, emb.input_size)
-        logits = up.reshape(b * k, *emb.original_size).numpy()
-        return Prediction(logits=logits.astype(np.float32), iou=iou.reshape(-1).numpy(),
-                          low_res=low.reshape(b * k, *low.shape[-2:]).numpy())
+        logits = up.reshape(b * k, *emb.original_size).float().cpu().numpy()
+        return Prediction(logits=logits, iou=iou.reshape(-1).float().cpu().numpy(),
+                          low_res=low.reshape(b * k, *low.shape[-2:]).float().cpu().numpy())
 
 
 def check_image(image: np.ndarray) -> None:

@@ -28,6 +28,11 @@ class SamCheckpoint(PromptableModel):
         if label:
             self.label = label
 
+    def to(self, device):
+        """Move the whole Sam module (its pixel mean/std buffers included)."""
+        self.sam.to(device)
+        return super().to(device)
+
     @classmethod
     def from_checkpoint(cls, arch: str, checkpoint: str | Path, weights_id: str | None = None, **kw):
         """Load a segment-anything checkpoint (``arch`` in vit_b / vit_l / vit_h)."""
@@ -51,7 +56,7 @@ class SamCheckpoint(PromptableModel):
         resized = tr.apply_image(image)
         x = torch.as_tensor(resized).permute(2, 0, 1).contiguous()[None].float()
         h, w = x.shape[-2:]
-        return self.sam.preprocess(x), (int(h), int(w))
+        return self.sam.preprocess(x.to(self.device)), (int(h), int(w))
 
     def scale_coords(self, xy, original_size, input_size):
         """ResizeLongestSide.apply_coords: scale x by new_w/W and y by new_h/H."""
