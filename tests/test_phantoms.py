@@ -205,3 +205,24 @@ def test_generation_speed():
     for d in DOMAINS_2D:
         assert _best_time(lambda: make_phantom_case(d, 5, 256, 0)) < 0.1, d
     assert _best_time(lambda: make_phantom_volume(1, 256, 32, 0), n=1) < 3.0
+
+
+def test_phantom_store_returns_identical_data_and_recovers(tmp_path):
+    """The phantom cache gives back exactly what the generator makes; a corrupt file is regenerated."""
+    from frozenseg.config import get_profile
+    from frozenseg.data.phantoms import phantom_domain
+    from frozenseg.data.store import cached_phantom_domain
+
+    prof = get_profile("smoke")
+    fresh = phantom_domain("cxr", prof)
+    first = cached_phantom_domain("cxr", prof, root=tmp_path)
+    (stored,) = list(tmp_path.glob("cxr-*.pkl"))
+    again = cached_phantom_domain("cxr", prof, root=tmp_path)
+    for a, b, c in zip(fresh.test, first.test, again.test):
+        assert np.array_equal(a.image, b.image) and np.array_equal(a.image, c.image)
+        assert np.array_equal(a.mask, c.mask) and a.case_id == c.case_id
+    stored.write_bytes(b"truncated")
+    healed = cached_phantom_domain("cxr", prof, root=tmp_path)
+    assert np.array_equal(healed.test[0].image, fresh.test[0].image)
+    other = cached_phantom_domain("cxr", get_profile("smoke", n_test=2), root=tmp_path)
+    assert len(other.test) == 2 and len(list(tmp_path.glob("cxr-*.pkl"))) == 2

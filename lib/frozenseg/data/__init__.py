@@ -15,9 +15,9 @@ def load_domain(domain: str, profile: Profile, source: str = "phantom", folder: 
         return _split(domain, "folder", load_folder(folder, domain, max_side=profile.real_max_side), profile)
     check_domain(domain)
     if source == "phantom":
-        from .phantoms import phantom_domain
+        from .store import cached_phantom_domain
 
-        return phantom_domain(domain, profile)
+        return cached_phantom_domain(domain, profile)
     if source != "real":
         raise ConfigError(f"unknown data source {source!r}; use 'phantom', 'real' or a folder")
     kw = {} if domain == "spleen" else {"max_side": profile.real_max_side}

@@ -1,0 +1,6 @@
+"""Mask to Concept (M2C) on a frozen decoder: concept search, HUE uncertainty and the annotation loop."""
+from .core import (FLAG_COLLAPSED, FLAG_SINGLE, Concept, ConceptCollapsedError, DecoderBackend,  # noqa: F401
+                   FitSettings, fit_concept, predict, predict_logits)
+from .hue import EMPTY_U, Hue, hue_from_logits, hue_scores, mean_uncertain_entropy, rank_correlation  # noqa: F401
+from .loop import (LoopConfig, LoopState, annotation_loop, ground_truth_annotator, select,  # noqa: F401
+                   start_indices)

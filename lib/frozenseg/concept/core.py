@@ -1,0 +1,239 @@
+"""Concept search: k learnable prompt tokens optimised through a frozen decoder on cached embeddings."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..errors import ConfigError, DataError, FrozenSegError
+
+FLAG_COLLAPSED = "concept_collapsed"
+FLAG_SINGLE = "single_support"
+
+
+class ConceptCollapsedError(FrozenSegError):
+    """The learned concept predicts an empty mask on every support image."""
+
+
+@dataclass(frozen=True)
+class FitSettings:
+    """Optimiser and loss settings of one concept fit (defaults: the source's published settings)."""
+
+    k: int = 4                       # concept tokens
+    epochs: int = 60                 # one AdamW step per epoch (batch = the labelled set)
+    lr: float = 5e-4
+    lr_min: float = 5e-6             # cosine schedule end
+    weight_decay: float = 0.0
+    clip: float = 1.0                # gradient-norm clip
+    focal_weight: float = 20.0       # SAM's focal:Dice ratio of 20:1
+    dice_weight: float = 1.0
+    init: str = "random"             # "random" (seeded, N(0, init_std)) or "zero" (all k tokens then stay equal)
+    init_std: float = 0.1
+
+    def with_(self, **kw) -> "FitSettings":
+        """A copy with some fields changed (unknown names raise ConfigError)."""
+        bad = set(kw) - set(self.__dataclass_fields__)
+        if bad:
+            raise ConfigError(f"unknown concept setting(s) {sorted(bad)}; valid: {sorted(self.__dataclass_fields__)}")
+        return replace(self, **kw)
+
+
+@dataclass
+class Concept:
+    """A learned concept: (k, C) prompt tokens plus how it was fitted."""
+
+    tokens: np.ndarray                                 # (k, C) float32
+    backend: str
+    losses: list[float] = field(default_factory=list)  # loss per epoch
+    n_support: int = 0
+    flag: str = ""                                     # "", FLAG_SINGLE or FLAG_COLLAPSED
+
+    def tensor(self, device="cpu") -> torch.Tensor:
+        """Tokens as a (k, C) float32 tensor."""
+        return torch.as_tensor(np.asarray(self.tokens, dtype=np.float32), device=device)
+
+
+class DecoderBackend:
+    """Concept search through a frozen PromptableModel (LiteMedSAM default): concept = sparse prompt tokens."""
+
+    def __init__(self, model, cache=None):
+        from ..cache import EmbeddingCache
+
+        self.model = model
+        self.cache = cache or EmbeddingCache()
+        self.key = model.key
+        self.dim = int(model.prompt_encoder.embed_dim)
+
+    def features(self, images, desc: str = "encoding") -> list:
+        """Cached embeddings of images (never re-encoded once on disk)."""
+        return self.cache.get_many(self.model, list(images), desc=desc, progress=False)
+
+    def _dense(self, b: int) -> torch.Tensor:
+        """The prompt encoder's no-mask dense embedding, repeated for ``b`` images."""
+        _, dense = self.model.prompt_encoder(points=None, boxes=None, masks=None)
+        return dense.expand(b, -1, -1, -1)
+
+    def logits(self, feats, tokens: torch.Tensor) -> torch.Tensor:
+        """Differentiable low-res logits (B, S, S) of the concept ``tokens`` (k, C) on ``feats``."""
+        dev = self.model.device
+        img = torch.cat([e.tensor() for e in feats]).to(dev)
+        sparse = tokens.to(dev)[None].expand(len(feats), -1, -1)
+        low, _ = self.model.decode_tensors(img, sparse, self._dense(len(feats)), multimask=False)
+        return low[:, 0]
+
+    def valid_size(self, feat, side: int) -> tuple[int, int]:
+        """(h, w) of the image inside a ``side``-pixel low-res frame (the rest is padding)."""
+        h, w = feat.input_size
+        s = side / self.model.input_frame
+        return max(1, int(round(h * s))), max(1, int(round(w * s)))
+
+    def target(self, mask: np.ndarray, feat, side: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mask mapped into the model's low-res frame (soft, resize + pad) and the valid-region mask."""
+        h, w = self.valid_size(feat, side)
+        m = torch.as_tensor(np.asarray(mask, dtype=np.float32))[None, None]
+        m = F.interpolate(m, size=(h, w), mode="area")[0, 0]
+        tgt = torch.zeros(side, side)
+        tgt[:h, :w] = m
+        valid = torch.zeros(side, side, dtype=torch.bool)
+        valid[:h, :w] = True
+        return tgt, valid
+
+    def to_image(self, low: torch.Tensor, feat) -> np.ndarray:
+        """(S, S) low-res logits -> (H, W) logits at the original image size."""
+        side = low.shape[-1]
+        h, w = self.valid_size(feat, side)
+        up = F.interpolate(low[None, None, :h, :w].float().cpu(), size=tuple(feat.original_size), mode="bilinear",
+                           align_corners=False)
+        return up[0, 0].numpy()
+
+    def box_logits(self, feat, box) -> np.ndarray:
+        """(H, W) logits of the frozen model prompted with one xyxy box in original pixels."""
+        return self.model.decode(feat, boxes=np.asarray(box, dtype=np.float64)).logits[0]
+
+    def tokens_like(self, k: int) -> tuple[int, int]:
+        """Shape of a concept with ``k`` tokens."""
+        return (k, self.dim)
+
+
+# ---------------------------------------------------------------- losses
+
+
+def focal_loss(logits: torch.Tensor, target: torch.Tensor, valid: torch.Tensor, alpha=0.25, gamma=2.0) -> torch.Tensor:
+    """Sigmoid focal loss (RetinaNet form) averaged over valid pixels, per image -> (B,)."""
+    p = logits.sigmoid()
+    ce = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
+    p_t = p * target + (1 - p) * (1 - target)
+    a_t = alpha * target + (1 - alpha) * (1 - target)
+    loss = a_t * ce * (1 - p_t) ** gamma * valid
+    return loss.flatten(1).sum(1) / valid.flatten(1).sum(1).clamp(min=1)
+
+
+def dice_loss(logits: torch.Tensor, target: torch.Tensor, valid: torch.Tensor, eps=1.0) -> torch.Tensor:
+    """Soft Dice loss over valid pixels, per image -> (B,)."""
+    p = logits.sigmoid() * valid
+    t = target * valid
+    inter = (p * t).flatten(1).sum(1)
+    return 1 - (2 * inter + eps) / (p.flatten(1).sum(1) + t.flatten(1).sum(1) + eps)
+
+
+def concept_loss(logits, target, valid, s: FitSettings) -> torch.Tensor:
+    """Weighted focal + Dice, mean over the batch."""
+    return (s.focal_weight * focal_loss(logits, target, valid) + s.dice_weight * dice_loss(logits, target, valid)).mean()
+
+
+# ---------------------------------------------------------------- fit / predict
+
+
+def check_support(masks) -> None:
+    """Raise DataError for an empty support set or an empty support mask (naming its index)."""
+    if len(masks) == 0:
+        raise DataError(None, "the support set is empty", "label at least one image before fitting a concept")
+    for i, m in enumerate(masks):
+        if not np.asarray(m).any():
+            raise DataError(None, f"support mask {i} is empty",
+                            "a concept is learned from foreground: drop images without the target or fix the mask")
+
+
+def init_tokens(shape: tuple[int, int], s: FitSettings, seed: int) -> torch.Tensor:
+    """Seeded initial concept: zeros or N(0, init_std)."""
+    if s.init == "zero":
+        return torch.zeros(shape)
+    if s.init != "random":
+        raise ConfigError(f"unknown concept init {s.init!r}; use 'random' or 'zero'")
+    g = torch.Generator().manual_seed(int(seed))
+    return torch.randn(shape, generator=g) * s.init_std
+
+
+def cosine_lr(step: int, total: int, s: FitSettings) -> float:
+    """Cosine decay from ``lr`` to ``lr_min`` over ``total`` steps."""
+    if total <= 1:
+        return s.lr
+    return s.lr_min + 0.5 * (s.lr - s.lr_min) * (1 + math.cos(math.pi * step / (total - 1)))
+
+
+def fit_concept(backend, feats, masks, settings: FitSettings = FitSettings(), seed: int = 0,
+                init: Concept | np.ndarray | None = None, require_nonempty: bool = False) -> Concept:
+    """Optimise a concept on labelled (feature, mask) pairs; ``init`` warm-starts from earlier tokens."""
+    check_support(masks)
+    if len(feats) != len(masks):
+        raise ConfigError(f"{len(feats)} embeddings for {len(masks)} masks")
+    side = _low_side(backend, feats[0])
+    pairs = [backend.target(m, f, side) for m, f in zip(masks, feats)]
+    tgt, valid = torch.stack([p[0] for p in pairs]), torch.stack([p[1] for p in pairs]).float()
+    start = init.tokens if isinstance(init, Concept) else init
+    p0 = torch.as_tensor(np.asarray(start, dtype=np.float32)) if start is not None else \
+        init_tokens(backend.tokens_like(settings.k), settings, seed)
+    param = torch.nn.Parameter(p0.clone())
+    opt = torch.optim.AdamW([param], lr=settings.lr, weight_decay=settings.weight_decay)
+    losses = []
+    for step in range(settings.epochs):
+        for grp in opt.param_groups:
+            grp["lr"] = cosine_lr(step, settings.epochs, settings)
+        loss = concept_loss(backend.logits(feats, param), tgt.to(param.device), valid.to(param.device), settings)
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_([param], settings.clip)
+        opt.step()
+        losses.append(float(loss.detach()))
+    concept = Concept(tokens=param.detach().cpu().numpy().astype(np.float32), backend=backend.key, losses=losses,
+                      n_support=len(masks), flag=FLAG_SINGLE if len(masks) == 1 else "")
+    return _check_collapse(backend, concept, feats, require_nonempty)
+
+
+def _low_side(backend, feat) -> int:
+    """Side of the backend's low-res output frame (probed once per backend)."""
+    if not hasattr(backend, "_side"):
+        with torch.no_grad():
+            backend._side = int(backend.logits([feat], torch.zeros(backend.tokens_like(1))).shape[-1])
+    return backend._side
+
+
+def _check_collapse(backend, concept: Concept, feats, require_nonempty: bool) -> Concept:
+    """Flag (or raise) when the concept predicts empty masks on every support image."""
+    with torch.no_grad():
+        low = backend.logits(feats, concept.tensor())
+    if not (low > 0).any():
+        if require_nonempty:
+            raise ConceptCollapsedError(f"the concept predicts an empty mask on all {len(feats)} support images; "
+                                        "try more epochs, a higher lr or a larger init_std")
+        concept.flag = FLAG_COLLAPSED
+    return concept
+
+
+@torch.no_grad()
+def predict_logits(backend, concept: Concept, feats, batch: int = 8) -> list[np.ndarray]:
+    """(H, W) logits of the concept on each image (decode -> upscale to the image)."""
+    out = []
+    for i in range(0, len(feats), batch):
+        chunk = feats[i:i + batch]
+        low = backend.logits(chunk, concept.tensor())
+        out += [backend.to_image(lo, f) for lo, f in zip(low, chunk)]
+    return out
+
+
+def predict(backend, concept: Concept, feats) -> list[np.ndarray]:
+    """Binary (H, W) masks of the concept on each image."""
+    return [lg > 0 for lg in predict_logits(backend, concept, feats)]

@@ -1,0 +1,231 @@
+"""The active annotation loop: fit, score uncertainty, send the top-k to an annotator, refit warm-started.
+
+The loop's state is written atomically after every finished round, so an interrupted loop resumes from
+the last finished round and gives the same result as an uninterrupted run with the same seed.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from ..errors import ConfigError, DataError
+from ..io import write_json_atomic
+from ..metrics import dice, iou
+from .core import Concept, FitSettings, fit_concept, predict_logits
+from .hue import hue_scores
+
+Annotator = Callable[[int], np.ndarray]      # pool index -> the corrected (ground-truth) mask
+STRATEGIES = ("hue", "random")
+STATE_VERSION = 1
+
+
+def ground_truth_annotator(masks) -> Annotator:
+    """The study's simulated annotator: returns the ground-truth mask of a pool image."""
+    return lambda i: np.asarray(masks[i], dtype=bool)
+
+
+@dataclass(frozen=True)
+class LoopConfig:
+    """What one loop run depends on (a state file written under another config is refused)."""
+
+    strategy: str = "hue"            # "hue": top-k by U; "random": k at random (same budget)
+    start: int = 5                   # labelled images before round 1 (drawn at random)
+    rounds: int = 5                  # refits after the start fit
+    per_round: int = 5               # images sent to the annotator per round
+    seed: int = 0
+    settings: FitSettings = FitSettings()
+    test_u: str = "last"             # compute U on the test split: "last" round, "all" rounds or "none"
+
+    def __post_init__(self):
+        if self.strategy not in STRATEGIES:
+            raise ConfigError(f"unknown selection strategy {self.strategy!r}; use one of {STRATEGIES}")
+        if self.start < 1 or self.per_round < 1 or self.rounds < 0:
+            raise ConfigError(f"need start >= 1, per_round >= 1, rounds >= 0 (got {self.start}, "
+                              f"{self.per_round}, {self.rounds})")
+        if self.test_u not in ("last", "all", "none"):
+            raise ConfigError(f"test_u must be 'last', 'all' or 'none', not {self.test_u!r}")
+
+    def fingerprint(self, n_pool: int, n_test: int) -> dict:
+        """JSON-able identity of this run (config plus data sizes)."""
+        return {**asdict(self), "n_pool": n_pool, "n_test": n_test, "version": STATE_VERSION}
+
+
+@dataclass
+class LoopState:
+    """Progress after a finished round: labelled pool indices, concept tokens, result rows."""
+
+    round: int
+    labelled: list[int]
+    tokens: list
+    rows: list[dict] = field(default_factory=list)
+    losses: list[list[float]] = field(default_factory=list)
+
+    def concept(self, backend_key: str) -> Concept:
+        """The concept of the last finished round."""
+        return Concept(tokens=np.asarray(self.tokens, dtype=np.float32), backend=backend_key,
+                       n_support=len(self.labelled))
+
+
+def start_indices(n_pool: int, start: int, seed: int) -> list[int]:
+    """The seeded random start set (shared by every strategy with the same seed)."""
+    if start > n_pool:
+        raise ConfigError(f"start set of {start} images needs a pool of at least {start}, got {n_pool}")
+    return sorted(int(i) for i in np.random.default_rng([seed, 0]).choice(n_pool, start, replace=False))
+
+
+def select(strategy: str, candidates: list[int], u: dict[int, float], k: int, seed: int, rnd: int) -> list[int]:
+    """The next ``k`` pool indices to annotate: top-k by U (ties by index) or a seeded random draw."""
+    k = min(k, len(candidates))
+    if strategy == "hue":
+        missing = [i for i in candidates if i not in u]
+        if missing:
+            raise DataError(None, f"no uncertainty for pool images {missing[:5]}", "score the pool before selecting")
+        return sorted(sorted(candidates, key=lambda i: (-u[i], i))[:k])
+    rng = np.random.default_rng([seed, 1, rnd])
+    return sorted(int(i) for i in rng.choice(candidates, k, replace=False))
+
+
+def _load_state(path: Path | None, fp: dict) -> LoopState | None:
+    """The saved state of this run, if any; a state from another config raises ConfigError."""
+    if path is None or not Path(path).is_file():
+        return None
+    rec = json.loads(Path(path).read_text())
+    if rec.get("fingerprint") != json.loads(json.dumps(fp, default=str)):
+        raise ConfigError(f"{path} holds a loop with other settings; delete it to start over")
+    return LoopState(**rec["state"])
+
+
+def _save_state(path: Path | None, fp: dict, state: LoopState, labels: "_Labels") -> None:
+    """Write the collected masks, then the state, each atomically (temp file + rename)."""
+    if path is not None:
+        labels.save()
+        write_json_atomic(path, {"fingerprint": fp, "state": asdict(state)})
+
+
+class _Labels:
+    """Masks from the annotator, asked once per image and kept beside the state file (bit-packed npz)."""
+
+    def __init__(self, annotator: Annotator, state_path: str | Path | None):
+        self.annotator, self.masks = annotator, {}
+        self.path = None if state_path is None else Path(state_path).with_suffix(".masks.npz")
+        if self.path is not None and self.path.is_file():
+            with np.load(self.path) as z:
+                for key in z.files:
+                    if key.startswith("m"):
+                        shape = tuple(int(v) for v in z["s" + key[1:]])
+                        bits = np.unpackbits(z[key], count=int(np.prod(shape)))
+                        self.masks[int(key[1:])] = bits.reshape(shape).astype(bool)
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        """The annotated mask of pool image ``i`` (asks the annotator the first time)."""
+        if i not in self.masks:
+            m = np.asarray(self.annotator(int(i)))
+            if m.ndim != 2:
+                raise DataError(None, f"annotator returned a {m.shape} array for pool image {i}", "return an (H, W) mask")
+            self.masks[i] = m.astype(bool)
+        return self.masks[i]
+
+    def save(self) -> None:
+        """Write every mask collected so far atomically."""
+        from ..io import atomic_path
+
+        arrays = {}
+        for i, m in self.masks.items():
+            arrays[f"m{i}"], arrays[f"s{i}"] = np.packbits(m.reshape(-1)), np.asarray(m.shape)
+        with atomic_path(self.path) as tmp:
+            with open(tmp, "wb") as fh:
+                np.savez(fh, **arrays)
+
+
+def _evaluate(backend, cfg: LoopConfig, rnd: int, last: bool, concept: Concept, labelled: set[int], pool_feats,
+              pool_truth, test_feats, test_scorer) -> list[dict]:
+    """Rows of one round: every pool image (U where needed, Dice vs truth) and every test image."""
+    base = {"round": rnd, "n_labelled": len(labelled), "concept_flag": concept.flag}
+    unl = [i for i in range(len(pool_feats)) if i not in labelled]
+    rows = []
+    if unl and (cfg.strategy == "hue" or pool_truth is not None):
+        lg = predict_logits(backend, concept, [pool_feats[i] for i in unl])
+        hues = hue_scores(backend, [pool_feats[i] for i in unl], lg) if cfg.strategy == "hue" else [None] * len(unl)
+        for i, g, h in zip(unl, lg, hues):
+            r = {**base, "split": "pool", "index": i, "labelled": False, **(h.to_dict() if h else {})}
+            if pool_truth is not None:
+                r.update(dice=dice(g > 0, pool_truth[i]), iou=iou(g > 0, pool_truth[i]))
+            rows.append(r)
+    rows += [{**base, "split": "pool", "index": i, "labelled": True, "dice": 1.0, "iou": 1.0} for i in sorted(labelled)]
+    if test_feats:
+        lg = predict_logits(backend, concept, test_feats)
+        with_u = cfg.test_u == "all" or (cfg.test_u == "last" and last)
+        hues = hue_scores(backend, test_feats, lg) if with_u else [None] * len(lg)
+        for r in test_scorer([g > 0 for g in lg]):
+            j = r.get("index")
+            h = hues[j] if j is not None and j < len(hues) and hues[j] is not None else None
+            rows.append({**base, "split": "test", "labelled": False, **r, **(h.to_dict() if h else {})})
+    return rows
+
+
+def default_scorer(test_masks):
+    """Per-case Dice / IoU of test predictions (rows carry the test index)."""
+    return lambda preds: [{"index": j, "dice": dice(p, m), "iou": iou(p, m)} for j, (p, m) in enumerate(zip(preds, test_masks))]
+
+
+def annotation_loop(backend, pool_feats, annotator: Annotator, cfg: LoopConfig, test_feats=None, test_masks=None,
+                    pool_truth=None, state_path: str | Path | None = None, warm_round0: LoopState | None = None,
+                    test_scorer=None) -> LoopState:
+    """Run (or resume) the loop; returns the final state, whose ``rows`` hold every round's results."""
+    n_pool, test_feats = len(pool_feats), list(test_feats or [])
+    if test_feats and test_scorer is None:
+        if test_masks is None or len(test_masks) != len(test_feats):
+            raise ConfigError("test_feats need test_masks of the same length (or a test_scorer)")
+        test_scorer = default_scorer(test_masks)
+    fp = cfg.fingerprint(n_pool, len(test_feats))
+    state = _load_state(state_path, fp) or warm_round0
+    labels = _Labels(annotator, state_path)
+    if state is None:
+        labelled = start_indices(n_pool, cfg.start, cfg.seed)
+        concept = fit_concept(backend, [pool_feats[i] for i in labelled], [labels[i] for i in labelled],
+                              cfg.settings, seed=cfg.seed)
+        rows = _evaluate(backend, cfg, 0, cfg.rounds == 0, concept, set(labelled), pool_feats, pool_truth,
+                         test_feats, test_scorer)
+        state = LoopState(round=0, labelled=labelled, tokens=concept.tokens.tolist(), rows=rows,
+                          losses=[concept.losses])
+        _save_state(state_path, fp, state, labels)
+    elif state is warm_round0:
+        if warm_round0.round != 0 or warm_round0.labelled != start_indices(n_pool, cfg.start, cfg.seed):
+            raise ConfigError("warm_round0 must be round 0 of a loop with the same start size and seed")
+        if cfg.strategy == "hue" and not _has_pool_u(warm_round0):
+            raise ConfigError("warm_round0 lacks pool uncertainties; run the 'hue' loop first and share its round 0")
+        state = LoopState(**json.loads(json.dumps(asdict(warm_round0))))   # a private copy
+        _save_state(state_path, fp, state, labels)
+    while state.round < cfg.rounds:
+        state = _next_round(backend, cfg, state, pool_feats, labels, pool_truth, test_feats, test_scorer)
+        _save_state(state_path, fp, state, labels)
+    return state
+
+
+def _has_pool_u(state: LoopState) -> bool:
+    """Whether the last round scored U on every unlabelled pool image."""
+    rows = [r for r in state.rows if r["round"] == state.round and r["split"] == "pool" and not r["labelled"]]
+    return all("u" in r for r in rows)
+
+
+def _next_round(backend, cfg, state: LoopState, pool_feats, labels, pool_truth, test_feats, test_scorer) -> LoopState:
+    """Select, annotate, refit warm-started, evaluate: one round."""
+    rnd = state.round + 1
+    labelled = set(state.labelled)
+    cand = [i for i in range(len(pool_feats)) if i not in labelled]
+    u = {r["index"]: r["u"] for r in state.rows if r["round"] == state.round and r["split"] == "pool" and "u" in r}
+    picked = select(cfg.strategy, cand, u, cfg.per_round, cfg.seed, rnd)
+    labelled |= set(picked)
+    order = sorted(labelled)
+    concept = fit_concept(backend, [pool_feats[i] for i in order], [labels[i] for i in order], cfg.settings,
+                          seed=cfg.seed, init=state.concept(backend.key))
+    rows = _evaluate(backend, cfg, rnd, rnd == cfg.rounds, concept, labelled, pool_feats, pool_truth, test_feats,
+                     test_scorer)
+    for r in rows:
+        r["picked"] = r["split"] == "pool" and r["index"] in picked
+    return LoopState(round=rnd, labelled=order, tokens=concept.tokens.tolist(), rows=state.rows + rows,
+                     losses=state.losses + [concept.losses])
