@@ -31,6 +31,7 @@ from IPython.display import display
 
 import frozenseg.viz as viz
 from frozenseg.oracle import run_oracle, sensitivity_summary, summarize_oracle
+from frozenseg.report import source_study_note
 from frozenseg.results import save_results
 from frozenseg.study import setup
 
@@ -56,6 +57,7 @@ art.table(table, "oracle_dice", caption=(
     "Frozen decoder prompted with the ground-truth box (the oracle), and with the loosest and most-jittered "
     "boxes of the sweep. Mean ± sd across seeds of the per-seed mean over test cases; spleen per 3D volume."))
 display(table)
+print(art.note(source_study_note("frozen_gt_box_oracle_dice", titles), name="reference", reference=True))
 
 # %% [markdown]
 # ## Localization sensitivity: Dice as the box degrades

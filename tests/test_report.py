@@ -218,3 +218,13 @@ def test_headless_chromium_renders(built, tmp_path):
     assert attrs.get("data-broken-images") == "0" and attrs.get("data-images") == "2", body
     png = browser.screenshot(out, tmp_path / "report.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+
+
+def test_source_study_note_reads_the_reference_file():
+    """Reference figures come from report/source_study.yaml, labelled as the source study's."""
+    from frozenseg.report import source_study_note
+
+    text = source_study_note("training_free_pipeline_dice", {"isic": "ISIC"})
+    assert text.startswith("Source study's figures") and "ISIC 0.882" in text
+    with pytest.raises(KeyError, match="source_study.yaml"):
+        source_study_note("not_a_key")

@@ -326,3 +326,16 @@ def main(argv: list[str] | None = None) -> Path:
 
 if __name__ == "__main__":
     main()
+
+
+def source_study_note(key: str, titles: dict[str, str] | None = None) -> str:
+    """One line of the source study's published figures (``report/source_study.yaml``), labelled as such."""
+    import yaml
+
+    from .paths import REPORT_SRC
+
+    ref = yaml.safe_load((REPORT_SRC / "source_study.yaml").read_text(encoding="utf-8"))
+    if key not in ref:
+        raise KeyError(f"{key!r} is not in report/source_study.yaml; known: {sorted(k for k in ref if k != 'source')}")
+    values = ", ".join(f"{(titles or {}).get(d, d)} {v}" for d, v in ref[key].items())
+    return f"Source study's figures ({key.replace('_', ' ')}; {ref['source']}): {values}."

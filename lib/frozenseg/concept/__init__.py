@@ -4,3 +4,4 @@ from .core import (FLAG_COLLAPSED, FLAG_SINGLE, Concept, ConceptCollapsedError, 
 from .hue import EMPTY_U, Hue, hue_from_logits, hue_scores, mean_uncertain_entropy, rank_correlation  # noqa: F401
 from .loop import (LoopConfig, LoopState, annotation_loop, ground_truth_annotator, select,  # noqa: F401
                    start_indices)
+from .experiment import concept_params, fit_settings, run_concept_study  # noqa: F401,E402

@@ -19,7 +19,7 @@ class Hue:
     u: float
     box_iou: float          # IoU(concept mask, box-prompted mask); NaN when the concept mask is empty
     entropy: float          # mean binary entropy (nats) over pixels with 0.05 < p < 0.95
-    empty: bool
+    empty_mask: bool
 
     def to_dict(self) -> dict:
         """Plain dict for result rows."""
@@ -40,11 +40,11 @@ def hue_from_logits(logits: np.ndarray, box_prompt) -> Hue:
     """U = (1 - IoU(concept mask, mask of its own box)) + entropy; ``box_prompt(box) -> (H, W) logits``."""
     mask = logits > 0
     if not mask.any():
-        return Hue(u=EMPTY_U, box_iou=float("nan"), entropy=mean_uncertain_entropy(logits), empty=True)
+        return Hue(u=EMPTY_U, box_iou=float("nan"), entropy=mean_uncertain_entropy(logits), empty_mask=True)
     box_mask = box_prompt(mask_to_box(mask)) > 0
     ov = iou(mask, box_mask)
     ent = mean_uncertain_entropy(logits)
-    return Hue(u=(1.0 - ov) + ent, box_iou=ov, entropy=ent, empty=False)
+    return Hue(u=(1.0 - ov) + ent, box_iou=ov, entropy=ent, empty_mask=False)
 
 
 def hue_scores(backend, feats, logits_list) -> list[Hue]:

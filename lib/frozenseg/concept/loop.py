@@ -6,6 +6,7 @@ the last finished round and gives the same result as an uninterrupted run with t
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -63,6 +64,14 @@ class LoopState:
     tokens: list
     rows: list[dict] = field(default_factory=list)
     losses: list[list[float]] = field(default_factory=list)
+    fit_s: list[float] = field(default_factory=list)        # wall seconds of each round's fit
+    history: list = field(default_factory=list)             # tokens of every finished round
+
+    def at_round(self, rnd: int) -> "LoopState":
+        """The state as it was after round ``rnd`` (e.g. round 0, to share with another strategy)."""
+        lab = sorted(r["index"] for r in self.rows if r["round"] == rnd and r["split"] == "pool" and r["labelled"])
+        return LoopState(round=rnd, labelled=lab, tokens=self.history[rnd], rows=[r for r in self.rows if r["round"] <= rnd],
+                         losses=self.losses[: rnd + 1], fit_s=self.fit_s[: rnd + 1], history=self.history[: rnd + 1])
 
     def concept(self, backend_key: str) -> Concept:
         """The concept of the last finished round."""
@@ -174,24 +183,26 @@ def default_scorer(test_masks):
 
 def annotation_loop(backend, pool_feats, annotator: Annotator, cfg: LoopConfig, test_feats=None, test_masks=None,
                     pool_truth=None, state_path: str | Path | None = None, warm_round0: LoopState | None = None,
-                    test_scorer=None) -> LoopState:
+                    test_scorer=None, tag: dict | None = None) -> LoopState:
     """Run (or resume) the loop; returns the final state, whose ``rows`` hold every round's results."""
     n_pool, test_feats = len(pool_feats), list(test_feats or [])
     if test_feats and test_scorer is None:
         if test_masks is None or len(test_masks) != len(test_feats):
             raise ConfigError("test_feats need test_masks of the same length (or a test_scorer)")
         test_scorer = default_scorer(test_masks)
-    fp = cfg.fingerprint(n_pool, len(test_feats))
+    fp = {**cfg.fingerprint(n_pool, len(test_feats)), "tag": tag or {}}
     state = _load_state(state_path, fp) or warm_round0
     labels = _Labels(annotator, state_path)
     if state is None:
         labelled = start_indices(n_pool, cfg.start, cfg.seed)
+        t0 = time.perf_counter()
         concept = fit_concept(backend, [pool_feats[i] for i in labelled], [labels[i] for i in labelled],
                               cfg.settings, seed=cfg.seed)
+        fit_s = time.perf_counter() - t0
         rows = _evaluate(backend, cfg, 0, cfg.rounds == 0, concept, set(labelled), pool_feats, pool_truth,
                          test_feats, test_scorer)
         state = LoopState(round=0, labelled=labelled, tokens=concept.tokens.tolist(), rows=rows,
-                          losses=[concept.losses])
+                          losses=[concept.losses], fit_s=[fit_s], history=[concept.tokens.tolist()])
         _save_state(state_path, fp, state, labels)
     elif state is warm_round0:
         if warm_round0.round != 0 or warm_round0.labelled != start_indices(n_pool, cfg.start, cfg.seed):
@@ -221,11 +232,14 @@ def _next_round(backend, cfg, state: LoopState, pool_feats, labels, pool_truth, 
     picked = select(cfg.strategy, cand, u, cfg.per_round, cfg.seed, rnd)
     labelled |= set(picked)
     order = sorted(labelled)
+    t0 = time.perf_counter()
     concept = fit_concept(backend, [pool_feats[i] for i in order], [labels[i] for i in order], cfg.settings,
                           seed=cfg.seed, init=state.concept(backend.key))
+    fit_s = time.perf_counter() - t0
     rows = _evaluate(backend, cfg, rnd, rnd == cfg.rounds, concept, labelled, pool_feats, pool_truth, test_feats,
                      test_scorer)
     for r in rows:
         r["picked"] = r["split"] == "pool" and r["index"] in picked
     return LoopState(round=rnd, labelled=order, tokens=concept.tokens.tolist(), rows=state.rows + rows,
-                     losses=state.losses + [concept.losses])
+                     losses=state.losses + [concept.losses], fit_s=state.fit_s + [fit_s],
+                     history=state.history + [concept.tokens.tolist()])

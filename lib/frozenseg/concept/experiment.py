@@ -1,0 +1,151 @@
+"""The concept-search study of notebook 11: per domain, HUE vs random selection from 1 and 5 labelled images."""
+from __future__ import annotations
+
+import hashlib
+import shutil
+import time
+
+import numpy as np
+import pandas as pd
+
+from .. import paths
+from ..metrics import assemble_volume, dice, iou, score_volume
+from .core import FitSettings
+from .hue import rank_correlation
+from .loop import LoopConfig, annotation_loop, ground_truth_annotator
+
+NOTEBOOK = "11_concept_search"
+# Sizes when a profile leaves them open. lr: the source's 5e-4 -> 5e-6 moves LiteMedSAM's tokens too little in
+# 60 single-batch steps (every concept collapses to an empty mask, measured); 5e-2 -> 5e-4 keeps its 100:1 decay.
+DEFAULTS = {"k": 4, "epochs": 60, "rounds": 5, "per_round": 5, "starts": (1, 5), "pool": None, "n_test": None,
+            "lr": 5e-2, "lr_min": 5e-4, "n_boot": 1000}
+SOURCE_LR = {"lr": 5e-4, "lr_min": 5e-6}
+
+
+def concept_params(profile) -> dict:
+    """The profile's concept settings over DEFAULTS."""
+    return {**DEFAULTS, **(getattr(profile, "concept", None) or {})}
+
+
+def fit_settings(params: dict) -> FitSettings:
+    """FitSettings from concept params (k, epochs, lr, lr_min and any FitSettings field)."""
+    return FitSettings().with_(**{k: v for k, v in params.items() if k in FitSettings.__dataclass_fields__})
+
+
+def test_subset(data, n_test: int | None) -> list:
+    """The first ``n_test`` test cases; for volumes, whole volumes while they fit (at least one)."""
+    if n_test is None:
+        return list(data.test)
+    if not data.volumes:
+        return list(data.test[:n_test])
+    out, vols = [], list(dict.fromkeys(c.volume_id for c in data.test))
+    for v in vols:
+        part = [c for c in data.test if c.volume_id == v]
+        if out and len(out) + len(part) > n_test:
+            break
+        out += part
+    return out
+
+
+def test_scorer(cases, volumes: dict):
+    """Scorer rows for test predictions: one per case (unit 'case' or 'slice'), plus 3D rows per volume."""
+    unit = "slice" if volumes else "case"
+
+    def score(preds):
+        rows = [{"index": j, "unit": unit, "case_id": c.case_id, "volume_id": c.volume_id, "dice": dice(p, c.mask),
+                 "iou": iou(p, c.mask)} for j, (p, c) in enumerate(zip(preds, cases))]
+        for vid in dict.fromkeys(c.volume_id for c in cases if c.volume_id):
+            vol = volumes[vid]
+            pred = assemble_volume(vol.mask.shape, {c.slice_index: p for p, c in zip(preds, cases) if c.volume_id == vid})
+            rows.append({"index": None, "unit": "volume", "case_id": vid, "volume_id": vid,
+                         **score_volume(pred, vol.mask, vol.spacing, with_hd95=False)})
+        return rows
+
+    return score
+
+
+def state_dir(profile: str):
+    """Where interrupted loops keep their per-round state (removed when the whole study finishes)."""
+    return paths.build_dir(profile) / "state" / NOTEBOOK
+
+
+def _ids_hash(cases) -> str:
+    """Short hash of case ids (part of a loop state's fingerprint)."""
+    return hashlib.sha256("|".join(c.case_id for c in cases).encode()).hexdigest()[:12]
+
+
+def run_domain(study, backend, domain: str, seed: int, params: dict) -> tuple[pd.DataFrame, dict]:
+    """Every (start size, strategy) loop of one domain and seed; rows plus timings."""
+    data = study.data(domain)
+    pool = data.train[: params["pool"]] if params["pool"] else list(data.train)
+    test = test_subset(data, params["n_test"])
+    pool_f = backend.features([c.image for c in pool], desc=f"{domain} pool")
+    test_f = backend.features([c.image for c in test], desc=f"{domain} test")
+    settings, truth = fit_settings(params), [c.mask for c in pool]
+    tag = {"model": study.model.cache_id, "pool": _ids_hash(pool), "test": _ids_hash(test), "domain": domain}
+    parts, times = [], {}
+    for start in params["starts"]:
+        shared = None
+        for strategy in ("hue", "random"):
+            cfg = LoopConfig(strategy=strategy, start=start, rounds=params["rounds"], per_round=params["per_round"],
+                             seed=seed, settings=settings)
+            t0 = time.perf_counter()
+            st = annotation_loop(backend, pool_f, ground_truth_annotator(truth), cfg, test_f, pool_truth=truth,
+                                 test_scorer=test_scorer(test, data.volumes), warm_round0=shared, tag=tag,
+                                 state_path=state_dir(study.profile.name) / f"{domain}_{strategy}_s{start}_seed{seed}.json")
+            times[(start, strategy)] = {"loop_s": time.perf_counter() - t0, "fit_s": st.fit_s,
+                                        "tokens": np.asarray(st.tokens, dtype=np.float32)}
+            shared = shared or st.at_round(0)
+            parts.append(loop_rows(st, pool, strategy, start))
+    df = pd.concat(parts, ignore_index=True).assign(domain=domain, seed=seed, source=study.source_of(domain))
+    return df, times
+
+
+def loop_rows(state, pool, strategy: str, start: int) -> pd.DataFrame:
+    """Tidy rows of one loop: test rows as scored, pool rows with unit 'pool' and the pool case id."""
+    df = pd.DataFrame(state.rows)
+    is_pool = df.split == "pool"
+    df.loc[is_pool, "case_id"] = [pool[int(i)].case_id for i in df.loc[is_pool, "index"]]
+    df.loc[is_pool, "unit"] = "pool"
+    df["strategy"], df["start"] = strategy, start
+    df["method"] = [f"concept_{strategy}_start{start}_r{r}" for r in df["round"]]
+    df["flag"] = df["concept_flag"].fillna("")
+    return df.drop(columns=["concept_flag"])
+
+
+def run_concept_study(study, notebook: str = NOTEBOOK) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+    """The whole study for every domain and seed: tidy results, timings, final concepts by (domain, seed, start, strategy)."""
+    from .core import DecoderBackend
+
+    params = concept_params(study.profile)
+    backend = DecoderBackend(study.model, study.cache)
+    parts, trows, concepts = [], [], {}
+    for domain in study.domains:
+        for seed in study.seeds:
+            df, times = run_domain(study, backend, domain, seed, params)
+            parts.append(df)
+            trows += [{"domain": domain, "seed": seed, "start": s, "strategy": k, "loop_s": v["loop_s"],
+                       "fit_start_s": v["fit_s"][0] if v["fit_s"] else np.nan} for (s, k), v in times.items()]
+            concepts.update({(domain, seed, s, k): v["tokens"] for (s, k), v in times.items()})
+    shutil.rmtree(state_dir(study.profile.name), ignore_errors=True)
+    out = pd.concat(parts, ignore_index=True).drop(columns=["index"])
+    out = out.assign(notebook=notebook, profile=study.profile.name, model=study.model_key)
+    return out, pd.DataFrame(trows), concepts
+
+
+def gallery_panels(study, df: pd.DataFrame, concepts: dict, n: int = 3) -> dict[str, list]:
+    """Per domain: the most and least uncertain test images with the final HUE concept's prediction."""
+    from .core import Concept, DecoderBackend, predict
+    from .summary import extreme_cases
+
+    backend, panels = DecoderBackend(study.model, study.cache), {}
+    for dom in study.domains:
+        most, least, (seed, start) = extreme_cases(df, dom, n)
+        concept = Concept(tokens=concepts[(dom, seed, start, "hue")], backend=backend.key)
+        by_id = {c.case_id: c for c in study.data(dom).test}
+        for label, rows in (("most uncertain", most), ("least uncertain", least)):
+            cases = [by_id[cid] for cid in rows.case_id]
+            preds = predict(backend, concept, backend.features([c.image for c in cases]))
+            panels[f"{dom}: {label}"] = [(c, p, f"U={u:.2f} Dice={d:.2f}")
+                                         for c, p, u, d in zip(cases, preds, rows.u, rows.dice)]
+    return panels
