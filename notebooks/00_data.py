@@ -31,7 +31,7 @@ folders = {}         # extra domains, e.g. {"mydomain": "/path/with/images_and_m
 from IPython.display import display
 
 import frozenseg.viz as viz
-from frozenseg.data.cards import cards_table, pick_examples
+from frozenseg.data.cards import cards_table, failure_modes, pick_examples
 from frozenseg.study import setup
 
 study = setup(profile=profile, seeds=seeds, domains=domains, source=source, model=model,
@@ -55,8 +55,7 @@ display(cards)
 # ## What makes each domain hard (as built into the data)
 
 # %%
-for d, data in datas.items():
-    print(f"{titles[d]}: {data.meta.get('failure_modes', 'real data: see STUDY.md')}")
+print(art.note(failure_modes(datas, titles), name="failure_modes"))
 
 # %% [markdown]
 # ## Examples (ground truth in green)

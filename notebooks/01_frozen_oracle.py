@@ -55,7 +55,8 @@ results.groupby(["domain", "unit"]).size().rename("rows").to_frame()
 table = summarize_oracle(results, titles)
 art.table(table, "oracle_dice", caption=(
     "Frozen decoder prompted with the ground-truth box (the oracle), and with the loosest and most-jittered "
-    "boxes of the sweep. Mean ± sd across seeds of the per-seed mean over test cases; spleen per 3D volume."))
+    "boxes of the sweep. Mean ± sd across seeds of the per-seed mean over test cases; spleen per 3D volume "
+    "(HD95 in mm there; in pixels for the 2D domains, whose phantoms have no physical spacing)."))
 display(table)
 print(art.note(source_study_note("frozen_gt_box_oracle_dice", titles), name="reference", reference=True))
 

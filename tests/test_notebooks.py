@@ -60,3 +60,19 @@ def test_rerun_with_same_seeds_gives_identical_tables(smoke_report):
 def test_up_to_date_notebook_is_skipped(smoke_report, capsys):
     run_notebook("00_data", {"profile": "smoke", "seeds": SEEDS})
     assert "[skip] 00_data" in capsys.readouterr().out
+
+
+@pytest.mark.browser
+def test_built_smoke_report_renders_in_chromium(smoke_report, tmp_path):
+    """The report the notebooks built loads in headless Chromium with every image rendered."""
+    import re
+
+    import browser
+
+    body = re.search(r"<body[^>]*>", browser.dump_dom(smoke_report)).group(0)
+    broken = re.search(r'data-broken-images="(\d+)"', body)
+    images = re.search(r'data-images="(\d+)"', body)
+    assert broken and broken.group(1) == "0", body
+    assert images and int(images.group(1)) >= 2, body
+    png = browser.screenshot(smoke_report, tmp_path / "smoke_report.png")
+    assert png.stat().st_size > 10_000

@@ -39,8 +39,8 @@ def oracle_cases(model, cases, embeddings, seed: int, domain: str, jitter_levels
         masks, ious = mask_cache.decode_boxes(model, case.image, emb, np.stack([v[3] for v in variants]))
         for (method, pert, level, box), m, piou in zip(variants, masks, ious):
             rows.append({**base, "method": method, "perturbation": pert, "level": level,
-                         **score(m, case.mask, case.spacing, with_hd95=method == "gt_box"), "box_iou": box_iou(box, gt),
-                         "pred_iou": float(piou), "flag": "", "_mask": m})
+                         **score(m, case.mask, case.spacing, with_hd95=method == "gt_box"),
+                         "box_iou": box_iou(box, gt), "pred_iou": float(piou), "flag": "", "_mask": m})
     return pd.DataFrame(rows)
 
 
@@ -53,8 +53,8 @@ def volume_rows(slice_rows: pd.DataFrame, volumes: dict) -> pd.DataFrame:
         first = g.iloc[0]
         rows.append({"domain": first.domain, "seed": first.seed, "case_id": vid, "volume_id": vid,
                      "method": method, "perturbation": first.perturbation, "level": first.level,
-                     **score_volume(pred, vol.mask, vol.spacing, with_hd95=method == "gt_box"), "box_iou": float(g.box_iou.mean()),
-                     "pred_iou": float(g.pred_iou.mean()), "flag": ""})
+                     **score_volume(pred, vol.mask, vol.spacing, with_hd95=method == "gt_box"),
+                     "box_iou": float(g.box_iou.mean()), "pred_iou": float(g.pred_iou.mean()), "flag": ""})
     return pd.DataFrame(rows)
 
 
@@ -87,7 +87,8 @@ def scored_units(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def summarize_oracle(df: pd.DataFrame, titles: dict[str, str] | None = None) -> pd.DataFrame:
-    """Per domain: GT-box Dice (mean ± sd over seeds), median Dice, median HD95, loosest-box and worst-jitter Dice."""
+    """Per domain: GT-box Dice (mean ± sd over seeds), median Dice, median HD95 (mm for volumes, else pixels),
+    and Dice with the loosest and the most-jittered boxes."""
     from .results import fmt_mean_sd, seed_summary
 
     d = scored_units(df)
@@ -100,7 +101,7 @@ def summarize_oracle(df: pd.DataFrame, titles: dict[str, str] | None = None) -> 
         g = gt[gt.domain == dom]
         row = {"domain": (titles or {}).get(dom, dom), "unit": s.loc[dom, "unit"], "n": int(s.loc[dom, "cases"]),
                "GT-box Dice": fmt_mean_sd(s.loc[dom, "mean"], s.loc[dom, "sd"]),
-               "median Dice": f"{g.dice.median():.3f}", "median HD95 (px or mm)": f"{g.hd95.median():.1f}"}
+               "median Dice": f"{g.dice.median():.3f}", "median HD95": f"{g.hd95.median():.1f}"}
         for pert, lvl, label in (("loosen", loose_m, f"Dice, box x{loose_m:g}"),
                                  ("jitter", jit_m, f"Dice, jitter {jit_m:g}")):
             if pd.notna(lvl):

@@ -35,3 +35,12 @@ def pick_examples(data: DomainData, n: int = 4) -> list:
         return []
     idx = np.unique(np.linspace(0, len(data.test) - 1, num=min(n, len(data.test))).round().astype(int))
     return [data.test[i] for i in idx]
+
+
+def failure_modes(datas: dict[str, DomainData], titles: dict[str, str] | None = None) -> str:
+    """One line per domain on what makes it hard, as built into the phantoms (or a pointer for real data)."""
+    lines = []
+    for key, data in datas.items():
+        text = data.meta.get("failure_modes") or f"{data.source} data: see the study's description of this domain"
+        lines.append(f"- **{(titles or {}).get(key, key)}**: {text}")
+    return "\n".join(lines)
