@@ -34,8 +34,8 @@ smoke: setup ## Build the report in the seconds-to-minutes smoke profile
 test: setup ## Run the test suite (library tests, notebooks in smoke mode, the report in headless Chromium)
 	$(PY) -m pytest -q
 
-bench: setup ## Measure encoder throughput, cold vs warm report time and peak memory -> bench/bench.json
-	$(PY) -m frozenseg.bench --profile $(PROFILE)
+bench: setup ## Encoder throughput, cold vs warm build, concept fit and decoder tuning times, peak memory -> bench/bench.json (BENCH="model report")
+	$(PY) -m frozenseg.bench --profile $(PROFILE) $(if $(BENCH),--parts $(BENCH))
 
 data: setup ## Fetch and verify the real datasets and weights declared in data_manifest.yaml (needs a network)
 	$(PY) -m frozenseg.manifest fetch

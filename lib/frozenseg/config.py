@@ -34,6 +34,7 @@ class Profile:
     loosen_levels: tuple[float, ...] = (1.0, 1.1, 1.25, 1.5, 2.0)
     budgets: tuple[int, ...] = (10, 25, 50, 100)
     concept: dict = field(default_factory=dict)   # concept-search sizes (frozenseg.concept.experiment.DEFAULTS)
+    fewshot: dict = field(default_factory=dict)   # few-shot decoder tuning sizes (frozenseg.finetune.DEFAULTS)
     extra: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
@@ -46,12 +47,14 @@ PROFILES: dict[str, Profile] = {
         name="smoke", source="phantom", model="litemedsam", n_train=12, n_test=3,
         spleen_train_volumes=2, spleen_test_volumes=1, phantom_size=128, phantom_depth=12,
         jitter_levels=(0.0, 0.2), loosen_levels=(1.0, 1.5), budgets=(5, 10),
-        concept={"k": 2, "epochs": 3, "rounds": 2, "per_round": 1, "starts": (1,), "pool": 4, "n_test": 3},
+        concept={"k": 2, "epochs": 10, "rounds": 2, "per_round": 1, "starts": (1,), "pool": 4, "n_test": 3},
+        fewshot={"budgets": (1, 2), "epochs": 2, "patience": 1, "n_test": 3},
     ),
     "cpu": Profile(
         name="cpu", source="phantom", model="litemedsam", n_train=100, n_test=30,
         spleen_train_volumes=10, spleen_test_volumes=3, phantom_size=256, phantom_depth=32,
         concept={"k": 4, "epochs": 10, "rounds": 2, "per_round": 2, "starts": (1, 5), "pool": 10, "n_test": 20},
+        fewshot={"budgets": (10, 25), "epochs": 3, "patience": 2, "n_test": 20},
     ),
     "full": Profile(
         name="full", source="real", model="sam_vit_b", n_train=100, n_test=None,

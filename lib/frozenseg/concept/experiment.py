@@ -11,14 +11,13 @@ import pandas as pd
 from .. import paths
 from ..metrics import assemble_volume, dice, iou, score_volume
 from .core import FitSettings
-from .hue import rank_correlation
 from .loop import LoopConfig, annotation_loop, ground_truth_annotator
 
 NOTEBOOK = "11_concept_search"
 # Sizes when a profile leaves them open. lr: the source's 5e-4 -> 5e-6 moves LiteMedSAM's tokens too little in
-# 60 single-batch steps (every concept collapses to an empty mask, measured); 5e-2 -> 5e-4 keeps its 100:1 decay.
+# its few single-batch steps (concepts collapse to empty masks, measured); 0.1 -> 1e-3 keeps its 100:1 decay.
 DEFAULTS = {"k": 4, "epochs": 60, "rounds": 5, "per_round": 5, "starts": (1, 5), "pool": None, "n_test": None,
-            "lr": 5e-2, "lr_min": 5e-4, "n_boot": 1000}
+            "lr": 0.1, "lr_min": 1e-3, "n_boot": 1000}
 SOURCE_LR = {"lr": 5e-4, "lr_min": 5e-6}
 
 

@@ -1,0 +1,223 @@
+"""Concept search, HUE and the annotation loop: learning, frozen decoder, resume, selection, bad inputs."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from frozenseg.concept import (EMPTY_U, FLAG_COLLAPSED, FLAG_SINGLE, ConceptCollapsedError, DecoderBackend,
+                               FitSettings, LoopConfig, annotation_loop, fit_concept, ground_truth_annotator,
+                               hue_from_logits, predict, rank_correlation, select)
+from frozenseg.errors import ConfigError, DataError
+from frozenseg.metrics import dice
+
+
+class FakeBackend:
+    """A differentiable stand-in: logits = a * image + b with (a, b) = the concept's mean token."""
+
+    key, dim = "fake", 2
+
+    def features(self, images, desc=""):
+        return [np.asarray(im, dtype=np.float32) for im in images]
+
+    def logits(self, feats, tokens):
+        a, b = tokens.mean(0)
+        return torch.stack([torch.as_tensor(f) for f in feats]) * a * 10 + b * 10 - 5
+
+    def target(self, mask, feat, side):
+        return torch.as_tensor(mask, dtype=torch.float32), torch.ones(mask.shape, dtype=torch.bool)
+
+    def to_image(self, low, feat):
+        return low.detach().numpy()
+
+    def box_logits(self, feat, box):
+        x0, y0, x1, y1 = (int(v) for v in box)
+        out = -np.ones(feat.shape, np.float32) * 5
+        out[y0:y1 + 1, x0:x1 + 1] = 5
+        return out
+
+    def tokens_like(self, k):
+        return (k, 2)
+
+
+def _fake_pool(n=10, size=16):
+    rng = np.random.default_rng(1)
+    imgs, masks = [], []
+    for i in range(n):
+        m = np.zeros((size, size), bool)
+        r = 2 + i % 5
+        m[3:3 + r, 4:4 + r + i % 3] = True
+        imgs.append(m * (0.6 + 0.4 * rng.random((size, size))) + 0.3 * rng.random((size, size)) * (i % 4 == 0))
+        masks.append(m)
+    return imgs, masks
+
+
+def _ellipses(n=3):
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:96, :112]
+    out = []
+    for i in range(n):
+        img = (rng.random((96, 112, 3)) * 40 + 150).astype(np.uint8)
+        m = ((yy - 44 - 3 * i) / 22) ** 2 + ((xx - 54 + 4 * i) / 28) ** 2 < 1
+        img[m] = 40
+        out.append((img, m))
+    return out
+
+
+@pytest.fixture(scope="module")
+def lite(litemedsam):
+    data = _ellipses()
+    be = DecoderBackend(litemedsam)
+    return be, be.features([im for im, _ in data]), [m for _, m in data]
+
+
+# ---------------------------------------------------------------- LiteMedSAM: learning through the frozen decoder
+
+
+def test_loss_decreases_and_concept_segments(lite):
+    be, feats, masks = lite
+    c = fit_concept(be, feats[:2], masks[:2], FitSettings(k=2, epochs=8, lr=0.1, lr_min=1e-3), seed=0)
+    assert c.losses[-1] < 0.5 * c.losses[0]
+    pred = predict(be, c, feats[2:])[0]
+    assert pred.shape == masks[2].shape and dice(pred, masks[2]) > 0.5
+
+
+def test_concept_moves_while_decoder_stays_frozen(lite):
+    be, feats, masks = lite
+    parts = (be.model.prompt_encoder, be.model.mask_decoder)
+    before = [{k: v.clone() for k, v in m.state_dict().items()} for m in parts]
+    s = FitSettings(k=2, epochs=3, lr=0.1)
+    from frozenseg.concept.core import init_tokens
+
+    start = init_tokens((2, be.dim), s, seed=0).numpy()
+    c = fit_concept(be, feats[:1], masks[:1], s, seed=0)
+    assert np.abs(c.tokens - start).max() > 1e-3
+    assert c.flag in (FLAG_SINGLE, FLAG_COLLAPSED)
+    for m, b in zip(parts, before):
+        assert all(torch.equal(v, m.state_dict()[k]) for k, v in b.items())
+    assert not any(p.requires_grad for p in be.model.parameters())
+
+
+# ---------------------------------------------------------------- HUE
+
+
+def test_hue_empty_prediction_is_two():
+    h = hue_from_logits(-np.ones((20, 20)) * 8, lambda box: pytest.fail("no box for an empty mask"))
+    assert h.u == EMPTY_U and h.empty_mask
+
+
+def test_hue_perfect_concept_is_small():
+    m = np.zeros((30, 30), bool)
+    m[5:20, 8:25] = True
+    lg = np.where(m, 12.0, -12.0)
+    h = hue_from_logits(lg, lambda box: lg)
+    assert h.u < 0.05 and h.box_iou == 1.0
+
+
+def test_hue_disagreement_raises_u():
+    m = np.zeros((30, 30), bool)
+    m[5:20, 8:25] = True
+    lg = np.where(m, 12.0, -12.0)
+    assert hue_from_logits(lg, lambda box: -lg).u > 0.9
+
+
+def test_rank_correlation_and_flags():
+    u = np.linspace(0, 2, 30)
+    d = 1 - u / 2 + np.random.default_rng(0).normal(0, 0.05, 30)
+    rc = rank_correlation(u, d, n_boot=200, seed=0)
+    assert rc["rho"] < -0.8 and rc["lo"] <= rc["rho"] <= rc["hi"]
+    assert rc == rank_correlation(u, d, n_boot=200, seed=0)
+    assert rank_correlation([1, 2], [0.1, 0.2])["flag"] == "too_few_cases"
+    assert rank_correlation([1, 1, 1], [0.1, 0.2, 0.3])["flag"] == "constant_input"
+
+
+# ---------------------------------------------------------------- the loop
+
+
+def _cfg(strategy="hue", **kw):
+    s = FitSettings(k=1, epochs=5, lr=0.1, lr_min=1e-3)
+    return LoopConfig(strategy=strategy, start=2, rounds=3, per_round=2, seed=3, settings=s, **kw)
+
+
+def test_loop_resumes_after_interruption_with_same_result(tmp_path):
+    be, (imgs, masks) = FakeBackend(), _fake_pool()
+    feats = be.features(imgs)
+    full = annotation_loop(be, feats, ground_truth_annotator(masks), _cfg(), feats[:3], masks[:3], pool_truth=masks,
+                           state_path=tmp_path / "a.json")
+    calls = {"n": 0}
+
+    def flaky(i):
+        calls["n"] += 1
+        if calls["n"] == 5:           # dies mid-round 2 (2 start + 2 round-1 labels answered)
+            raise KeyboardInterrupt
+        return masks[i]
+
+    path = tmp_path / "b.json"
+    with pytest.raises(KeyboardInterrupt):
+        annotation_loop(be, feats, flaky, _cfg(), feats[:3], masks[:3], pool_truth=masks, state_path=path)
+    assert json.loads(path.read_text())["state"]["round"] == 1
+    asked = []
+    resumed = annotation_loop(be, feats, lambda i: asked.append(i) or masks[i], _cfg(), feats[:3], masks[:3],
+                              pool_truth=masks, state_path=path)
+    assert resumed.rows == full.rows and resumed.labelled == full.labelled
+    assert np.array_equal(np.asarray(resumed.tokens), np.asarray(full.tokens))
+    assert len(asked) == 4, "images labelled before the interruption are not asked again"
+    with pytest.raises(ConfigError, match="other settings"):
+        annotation_loop(be, feats, ground_truth_annotator(masks), _cfg(test_u="none"), feats[:3], masks[:3],
+                        state_path=path)
+
+
+def test_random_and_hue_differ_and_respect_budget():
+    be, (imgs, masks) = FakeBackend(), _fake_pool()
+    feats = be.features(imgs)
+    hue = annotation_loop(be, feats, ground_truth_annotator(masks), _cfg("hue"), pool_truth=masks)
+    rnd = annotation_loop(be, feats, ground_truth_annotator(masks), _cfg("random"), pool_truth=masks,
+                          warm_round0=hue.at_round(0))
+    for st in (hue, rnd):
+        assert len(st.labelled) == 2 + 3 * 2 == len(set(st.labelled))
+        for r in range(4):
+            assert sum(x["labelled"] for x in st.rows if x["round"] == r) == 2 + 2 * r
+    assert hue.history[0] == rnd.history[0]
+    assert hue.labelled != rnd.labelled
+
+
+def test_select_top_k_by_u_and_seeded_random():
+    u = {0: 0.1, 1: 2.0, 2: 0.7, 3: 0.7, 4: 0.3}
+    assert select("hue", list(u), u, 2, seed=0, rnd=1) == [1, 2]
+    a = select("random", list(u), u, 3, seed=0, rnd=1)
+    assert a == select("random", list(u), u, 3, seed=0, rnd=1) and len(a) == 3
+    assert len(select("hue", [0, 4], u, 5, seed=0, rnd=1)) == 2
+
+
+# ---------------------------------------------------------------- bad input
+
+
+def test_bad_inputs_raise_clear_errors():
+    be, (imgs, masks) = FakeBackend(), _fake_pool()
+    feats = be.features(imgs)
+    with pytest.raises(DataError, match="support mask 1 is empty"):
+        fit_concept(be, feats[:2], [masks[0], np.zeros_like(masks[1])], FitSettings(epochs=1))
+    with pytest.raises(DataError, match="support set is empty"):
+        fit_concept(be, [], [], FitSettings(epochs=1))
+    with pytest.raises(ConfigError):
+        LoopConfig(strategy="greedy")
+    with pytest.raises(ConfigError):
+        FitSettings().with_(learning_rate=1.0)
+    with pytest.raises(ConfigError, match="pool of at least"):
+        annotation_loop(be, feats[:1], ground_truth_annotator(masks), _cfg())
+
+
+def test_single_support_and_collapse_are_flagged_not_silent():
+    be, (imgs, masks) = FakeBackend(), _fake_pool()
+    feats = be.features(imgs)
+    one = fit_concept(be, feats[:1], masks[:1], FitSettings(k=1, epochs=5, lr=0.1), seed=0)
+    assert one.flag == FLAG_SINGLE
+    dead = FitSettings(k=1, epochs=0, init="zero")          # logits = -5 everywhere: empty masks
+    assert fit_concept(be, feats[:2], masks[:2], dead).flag == FLAG_COLLAPSED
+    with pytest.raises(ConceptCollapsedError):
+        fit_concept(be, feats[:2], masks[:2], dead, require_nonempty=True)
+    st = annotation_loop(be, feats, ground_truth_annotator(masks), LoopConfig(start=2, rounds=1, per_round=1,
+                         settings=dead), feats[:2], masks[:2])
+    test_rows = [r for r in st.rows if r["split"] == "test"]
+    assert all(r["concept_flag"] == FLAG_COLLAPSED and r["dice"] == 0.0 for r in test_rows)
+    assert all(r["u"] == EMPTY_U for r in test_rows if r["round"] == 1)

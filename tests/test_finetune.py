@@ -1,0 +1,140 @@
+"""Few-shot decoder tuning on tiny synthetic images: copy semantics, frozen encoders, early stopping, failures."""
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from frozenseg import finetune
+from frozenseg.boxes import mask_to_box
+from frozenseg.data.types import Case
+from frozenseg.errors import ConfigError
+from frozenseg.finetune import (STATUS_FAILED, TuningFailedError, labelled_set, predict_rows, static_fewshot_box,
+                                tune_decoder, validation_split)
+
+FAST = {"epochs": 2, "lr": 5e-4, "batch_size": 2, "patience": 2}
+
+
+def _ellipse_case(i: int, h: int = 72, w: int = 96) -> Case:
+    """A dark ellipse on noisy grey, its position and size varying with ``i``."""
+    rng = np.random.default_rng(i)
+    img = (rng.random((h, w, 3)) * 40 + 140).astype(np.uint8)
+    yy, xx = np.mgrid[:h, :w]
+    cy, cx, ry, rx = 30 + 3 * i, 40 + 5 * i, 14 + 2 * i, 20 + i
+    mask = ((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 < 1
+    img[mask] = 40
+    return Case(case_id=f"toy{i}", domain="toy", image=img, mask=mask)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """Tiny workloads: one torch thread (two threads thrash when the cores are shared), restored afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def toy(litemedsam):
+    """Four toy cases with their (cached) embeddings."""
+    from frozenseg.cache import EmbeddingCache
+
+    cases = [_ellipse_case(i) for i in range(4)]
+    embs = EmbeddingCache().get_many(litemedsam, [c.image for c in cases], progress=False)
+    return cases, embs
+
+
+def _tune(model, toy, boxes=None, masks=None, **kw):
+    """Tune on the toy set with GT boxes unless told otherwise."""
+    cases, embs = toy
+    boxes = boxes if boxes is not None else [mask_to_box(c.mask) for c in cases]
+    masks = masks if masks is not None else [c.mask for c in cases]
+    return tune_decoder(model, embs, masks, boxes, **{**FAST, "seed": 0, **kw})
+
+
+def _snapshot(module) -> dict:
+    """Detached copies of a module's parameters."""
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+def test_loss_decreases_and_shared_model_stays_frozen(litemedsam, toy):
+    before = _snapshot(litemedsam.mask_decoder)
+    loose = static_fewshot_box(toy[0])
+    run = _tune(litemedsam, toy, boxes=[loose(c) for c in toy[0]], val_fraction=0.0, epochs=4)
+    losses = [h["train_loss"] for h in run.history if h["epoch"] > 0]
+    assert run.ok and run.epochs_run == 4 and losses[-1] < losses[0]
+    after = litemedsam.mask_decoder.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before), "the shared decoder must not change"
+    assert not any(p.requires_grad for p in litemedsam.parameters())
+    for part in (litemedsam.image_encoder, litemedsam.prompt_encoder, litemedsam.mask_decoder):
+        assert all(p.grad is None for p in part.parameters()), "frozen parts must receive no gradient"
+    assert any(not torch.equal(before[k], v) for k, v in run.decoder.state_dict().items()), "the copy was trained"
+    assert run.model.prompt_encoder is litemedsam.prompt_encoder and run.model.cache_id != litemedsam.cache_id
+
+
+def test_tuned_decode_has_the_frozen_models_geometry(litemedsam, toy):
+    cases, embs = toy
+    run = _tune(litemedsam, toy, epochs=1)
+    box = mask_to_box(cases[0].mask)
+    tuned, frozen = run.decode(embs[0], box), litemedsam.decode(embs[0], boxes=box)
+    assert tuned.logits.shape == frozen.logits.shape == (1, *cases[0].mask.shape)
+    assert tuned.low_res.shape == frozen.low_res.shape
+
+
+def test_same_seed_gives_identical_weights(litemedsam, toy):
+    a, b = _tune(litemedsam, toy, seed=3), _tune(litemedsam, toy, seed=3)
+    assert a.best_epoch == b.best_epoch and a.history == b.history
+    assert all(torch.equal(v, b.decoder.state_dict()[k]) for k, v in a.decoder.state_dict().items())
+
+
+def test_early_stopping_reads_only_the_validation_split(litemedsam, toy):
+    cases, _ = toy
+    tr, va = validation_split(4, 0.25, 0)
+    assert sorted(tr + va) == [0, 1, 2, 3] and len(va) == 1
+    masks = [~c.mask if i in va else c.mask for i, c in enumerate(cases)]   # a validation label that tuning cannot fit
+    run = _tune(litemedsam, toy, masks=masks, val_fraction=0.25, epochs=6, patience=2)
+    assert run.val_index == va and run.best_epoch == 0 and run.epochs_run == 2, run.history
+    frozen = litemedsam.mask_decoder.state_dict()
+    assert all(torch.equal(v, frozen[k]) for k, v in run.decoder.state_dict().items()), "epoch 0 (untuned) kept"
+
+
+def test_nan_loss_stops_the_run_as_failed(litemedsam, toy, monkeypatch):
+    real, calls = finetune.segmentation_loss, {"n": 0}
+
+    def flaky(*a):
+        calls["n"] += 1
+        return real(*a) * (math.nan if calls["n"] >= 3 else 1.0)
+
+    monkeypatch.setattr(finetune, "segmentation_loss", flaky)
+    run = _tune(litemedsam, toy, epochs=3)
+    assert run.status == STATUS_FAILED and "non-finite" in run.message
+    with pytest.raises(TuningFailedError):
+        run.decode(toy[1][0], mask_to_box(toy[0][0].mask))
+    rows = predict_rows(litemedsam, toy[0][:2], toy[1][:2], lambda c: mask_to_box(c.mask), run)
+    assert all(r["flag"] == "tuning_failed" and math.isnan(r["dice"]) for r in rows)
+
+
+def test_budget_larger_than_the_pool_is_a_clear_error():
+    cases = [_ellipse_case(i) for i in range(3)]
+    with pytest.raises(ConfigError, match="N=5"):
+        labelled_set(cases, 5, seed=0)
+    assert [c.case_id for c in labelled_set(cases, 2, 0)] == [c.case_id for c in labelled_set(cases, 3, 0)
+                                                              if c.case_id in {x.case_id for x in labelled_set(cases, 2, 0)}]
+
+
+def test_static_fewshot_box_is_the_mean_normalised_gt_box():
+    cases = [_ellipse_case(i) for i in range(3)]
+    box_of = static_fewshot_box(cases)
+    norm = np.mean([mask_to_box(c.mask) / [96, 72, 96, 72] for c in cases], axis=0)
+    big = np.zeros((144, 192, 3), np.uint8)
+    assert np.allclose(box_of(cases[0]), norm * [96, 72, 96, 72])
+    assert np.allclose(box_of(Case("big", "toy", big, np.zeros((144, 192), bool))), norm * [192, 144, 192, 144])
+
+
+def test_bad_inputs_are_refused(litemedsam, toy):
+    cases, embs = toy
+    with pytest.raises(ConfigError):
+        tune_decoder(litemedsam, embs[:2], [c.mask for c in cases], [mask_to_box(c.mask) for c in cases])
+    with pytest.raises(ConfigError):
+        validation_split(4, 1.0, 0)
