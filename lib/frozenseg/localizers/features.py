@@ -1,0 +1,138 @@
+"""Frozen feature spaces for the localizers: the SAM image embedding, or DINOv2 patch tokens via transformers."""
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..cache import image_hash
+from ..errors import ConfigError, MissingDatasetError
+from .grid import FeatureGrid
+
+DINOV2_KEYS = ("dinov2_vits14", "dinov2_vitb14")      # manifest entries tried in order
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass
+class FeatureMap:
+    """Per-cell unit-norm features (C, gh, gw) of one image and the grid that places them in the image."""
+
+    cells: np.ndarray
+    grid: FeatureGrid
+
+    def flat(self) -> np.ndarray:
+        """(gh*gw, C) rows, one per cell."""
+        return self.cells.reshape(self.cells.shape[0], -1).T
+
+    def pool_mask(self, mask: np.ndarray) -> np.ndarray:
+        """(gh*gw,) fraction of each cell covered by a (H, W) mask."""
+        return self.grid.pool(mask).reshape(-1)
+
+
+def unit_cells(f: np.ndarray, center: bool) -> np.ndarray:
+    """L2-normalise each cell of (C, h, w) features, optionally after removing the image's mean feature."""
+    f = np.asarray(f, dtype=np.float32)
+    if center:
+        f = f - f.reshape(f.shape[0], -1).mean(1)[:, None, None]
+    return f / np.maximum(np.linalg.norm(f, axis=0, keepdims=True), 1e-8)
+
+
+class SamFeatures:
+    """The promptable model's own image embedding (valid cells only), optionally average-pooled by ``pool``."""
+
+    name = "sam"
+
+    def __init__(self, model, pool: int = 1, center: bool = True):
+        self.model, self.pool, self.center = model, int(pool), bool(center)
+
+    def __call__(self, image: np.ndarray, emb) -> FeatureMap:
+        """FeatureMap of one image from its cached embedding."""
+        if emb is None:
+            raise ConfigError("the 'sam' feature space needs the image's embedding (pass study.embeddings(cases))")
+        grid = FeatureGrid.of(self.model, emb)
+        f = grid.valid(emb.features)
+        if self.pool > 1:
+            f = F.avg_pool2d(torch.from_numpy(np.ascontiguousarray(f))[None], self.pool, ceil_mode=True)[0].numpy()
+            grid = FeatureGrid(grid.original_size, grid.input_size, grid.stride * self.pool, grid.scale)
+        return FeatureMap(unit_cells(f, self.center), grid)
+
+
+class Dinov2Features:
+    """DINOv2 patch tokens (transformers ``Dinov2Model``) of the image stretched to ``side`` x ``side``."""
+
+    name = "dinov2"
+
+    def __init__(self, model, side: int = 224, center: bool = True, memo: int = 512):
+        self.net = model.eval()
+        self.patch = int(model.config.patch_size)
+        self.side = int(side) // self.patch * self.patch
+        self.center, self.memo, self._memo = bool(center), int(memo), OrderedDict()
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, **kw) -> "Dinov2Features":
+        """Load frozen weights from a transformers-format folder."""
+        from transformers import Dinov2Model
+
+        return cls(Dinov2Model.from_pretrained(str(path)), **kw)
+
+    @torch.no_grad()
+    def tokens(self, image: np.ndarray) -> np.ndarray:
+        """(C, n, n) raw patch tokens of one image (memoised by image content)."""
+        key = image_hash(image)
+        if key in self._memo:
+            self._memo.move_to_end(key)
+            return self._memo[key]
+        x = torch.from_numpy(np.array(image, copy=True)).permute(2, 0, 1)[None].float() / 255.0
+        x = F.interpolate(x, size=(self.side, self.side), mode="bilinear", align_corners=False, antialias=True)
+        x = (x - torch.tensor(IMAGENET_MEAN)[:, None, None]) / torch.tensor(IMAGENET_STD)[:, None, None]
+        dev = next(self.net.parameters()).device
+        hid = self.net(pixel_values=x.to(dev)).last_hidden_state[0, 1:].float().cpu().numpy()
+        n = self.side // self.patch
+        tok = hid[-n * n:].T.reshape(-1, n, n)
+        self._memo[key] = tok
+        if len(self._memo) > self.memo:
+            self._memo.popitem(last=False)
+        return tok
+
+    def __call__(self, image: np.ndarray, emb=None) -> FeatureMap:
+        """FeatureMap of one image (the SAM embedding is not used)."""
+        tok = self.tokens(image)
+        grid = FeatureGrid.stretched(image.shape[:2], tok.shape[1:], self.patch)
+        return FeatureMap(unit_cells(tok, self.center), grid)
+
+
+def dinov2_weights() -> Path | None:
+    """Folder of the first DINOv2 weights present under the data root, else None."""
+    from ..manifest import locate
+
+    for key in DINOV2_KEYS:
+        try:
+            return locate(key)
+        except (MissingDatasetError, ConfigError, KeyError):
+            continue
+    return None
+
+
+def make_feature_space(spec, model=None, **kw):
+    """'sam', 'dinov2', 'auto' (DINOv2 when its weights are present, else SAM) or a feature-space object."""
+    if callable(spec) and hasattr(spec, "name"):
+        return spec
+    if spec == "auto":
+        spec = "dinov2" if dinov2_weights() is not None else "sam"
+    if spec == "sam":
+        if model is None:
+            raise ConfigError("the 'sam' feature space needs model=<PromptableModel>")
+        return SamFeatures(model, **kw)
+    if spec == "dinov2":
+        path = dinov2_weights()
+        if path is None:
+            from ..manifest import locate
+
+            locate(DINOV2_KEYS[0])    # raises the error that says where to put the weights
+        return Dinov2Features.from_pretrained(path, **{k: v for k, v in kw.items() if k != "pool"})
+    raise ConfigError(f"unknown feature space {spec!r}; choose 'sam', 'dinov2' or 'auto'")

@@ -1,0 +1,251 @@
+"""Localizers: dispatch, support checks, the feature-grid mapping, each localizer on easy phantoms, drawer traces."""
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from frozenseg.boxes import box_iou, mask_to_box
+from frozenseg.data.phantoms import make_phantom_case
+from frozenseg.errors import ConfigError, DataError
+from frozenseg.localizers import LOCALIZERS, FeatureGrid, Localization, make_localizer
+from frozenseg.localizers import drawer as drawer_mod
+from frozenseg.localizers.drawer import MissingTraceError
+from frozenseg.localizers.static_box import normalised_box
+from frozenseg.models.base import Embedding
+
+FIXTURE_TRACES = Path(__file__).parent / "fixtures" / "traces"
+
+
+@pytest.fixture(scope="module")
+def isic(litemedsam):
+    """Five 128-px ISIC phantoms with embeddings: 3 support, 2 queries."""
+    cases = [make_phantom_case("isic", i, 128, 0) for i in range(5)]
+    return cases, [litemedsam.encode(c.image) for c in cases]
+
+
+def fixture_image():
+    """The deterministic image whose LLM reply is recorded in tests/fixtures/traces."""
+    yy, xx = np.mgrid[:48, :64]
+    img = np.full((48, 64, 3), 200, np.uint8)
+    img[((yy - 24) / 10) ** 2 + ((xx - 30) / 15) ** 2 < 1] = (90, 60, 40)
+    return img
+
+
+def query_ious(loc, cases, embs):
+    """Box IoU with the ground truth on each query (0 where nothing was found)."""
+    out = []
+    for c, e in zip(cases, embs):
+        r = loc.locate(c.image, e)
+        out.append(0.0 if r.box is None else box_iou(r.box, mask_to_box(c.mask)))
+    return out
+
+
+# ---------------------------------------------------------------- dispatch and support checks
+
+def test_unknown_localizer_lists_names():
+    with pytest.raises(ConfigError) as err:
+        make_localizer("nope")
+    for name in LOCALIZERS:
+        assert name in str(err.value)
+
+
+def test_unknown_parameter_is_named():
+    with pytest.raises(ConfigError, match="bogus"):
+        make_localizer("static_box", bogus=1)
+
+
+def test_empty_support_and_empty_masks_raise():
+    c = make_phantom_case("cxr", 0, 64, 0)
+    with pytest.raises(DataError, match="empty"):
+        make_localizer("static_box").fit([])
+    blank = type(c)(case_id="blank", domain="cxr", image=c.image, mask=np.zeros_like(c.mask))
+    with pytest.raises(DataError, match="support masks are empty"):
+        make_localizer("static_box").fit([blank, blank])
+
+
+def test_locate_before_fit_raises():
+    with pytest.raises(ConfigError, match="fit"):
+        make_localizer("static_box").locate(np.zeros((8, 8, 3), np.uint8))
+
+
+# ---------------------------------------------------------------- feature grid
+
+def test_feature_grid_round_trip(litemedsam):
+    emb = Embedding(features=np.zeros((256, 64, 64), np.float32), original_size=(100, 160), input_size=(160, 256))
+    g = FeatureGrid.of(litemedsam, emb)
+    assert g.stride == 4 and g.shape == (40, 64)
+    cells = np.array([[0, 0], [63, 39], [17, 5]])
+    assert np.array_equal(g.pixel_to_cell(g.cell_to_pixel(cells)), cells)
+    xy = np.array([[0.0, 0.0], [159.0, 99.0], [80.3, 41.7]])
+    back = g.cell_to_pixel(g.pixel_to_cell(xy))
+    assert np.all(np.abs(back - xy) <= g.stride / np.array(g.scale) / 2 + 1e-9)
+    mask = np.zeros((100, 160), bool)
+    mask[:, :80] = True
+    pooled = g.pool(mask)
+    assert pooled.shape == (40, 64) and abs(pooled.mean() - 0.5) < 0.02
+    assert g.upsample(pooled).shape == (100, 160)
+
+
+# ---------------------------------------------------------------- localizers on phantoms
+
+def test_static_box_is_mean_of_normalised_boxes():
+    cases = [make_phantom_case("cxr", i, s, 0) for i, s in ((0, 64), (1, 96), (2, 80))]
+    loc = make_localizer("static_box").fit(cases)
+    expect = np.mean([normalised_box(c.mask) for c in cases], 0)
+    assert np.allclose(loc.box01, expect)
+    r = loc.locate(np.zeros((50, 70, 3), np.uint8))
+    assert r.flag == "ok" and np.allclose(r.box, expect * [69, 49, 69, 49])
+
+
+def test_prototype_localizes_isic(litemedsam, isic):
+    cases, embs = isic
+    loc = make_localizer("prototype", model=litemedsam).fit(cases[:3], embs[:3])
+    assert min(query_ious(loc, cases[3:], embs[3:])) > 0.1     # measured 0.23 / 0.14: weak with 3 supports
+
+
+def test_cpg_localizes_and_selects_by_prior(litemedsam, isic):
+    cases, embs = isic
+    loc = make_localizer("cpg", model=litemedsam, features="sam").fit(cases[:3], embs[:3])
+    assert np.mean(query_ious(loc, cases[3:], embs[3:])) > 0.3    # measured 0.58 / 0.27
+    r = loc.locate(cases[3].image, embs[3])
+    mask = loc.decode(litemedsam, embs[3], r)
+    assert mask.shape == cases[3].mask.shape and r.extra["selected_mask"] in (0, 1, 2)
+    assert r.extra["prior"].shape == cases[3].mask.shape and r.extra["feature_space"] == "sam"
+
+
+def test_amg_ranks_candidates(litemedsam, isic):
+    cases, embs = isic
+    loc = make_localizer("amg", model=litemedsam, features="sam").fit(cases[:3], embs[:3])
+    r = loc.locate(cases[3].image, embs[3])                      # one query: 18 box prompts are the slow part
+    assert box_iou(r.box, mask_to_box(cases[3].mask)) > 0.2      # measured 0.40
+    assert r.extra["n_candidates"] >= 1 and r.extra["mask"].shape == cases[3].mask.shape
+
+
+def test_heuristic_drawer_isic():
+    cases = [make_phantom_case("isic", i, 256, 0) for i in (200, 201, 202, 203)]
+    loc = make_localizer("drawer")
+    ious = [box_iou(loc.locate(c.image).box, mask_to_box(c.mask)) for c in cases]
+    assert np.mean(ious) > 0.6                                   # measured 0.84 over 16 such cases
+    assert len(loc.locate(cases[0].image).extra["polygon"]) >= 3
+
+
+def test_nothing_found_is_flagged_not_zero():
+    r = make_localizer("drawer").locate(np.full((64, 64, 3), 128, np.uint8))
+    assert r.box is None and r.flag == "no_detection" and not r.found
+
+
+def test_dinov2_tiny_random_runs_through_cpg(isic):
+    from transformers import Dinov2Config, Dinov2Model
+
+    from frozenseg.localizers.features import Dinov2Features
+
+    cfg = Dinov2Config(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
+                       patch_size=14, image_size=56)
+    torch.manual_seed(0)
+    space = Dinov2Features(Dinov2Model(cfg), side=56)
+    cases, _ = isic
+    loc = make_localizer("cpg", features=space).fit(cases[:2])     # DINOv2 needs no SAM embedding
+    r = loc.locate(cases[3].image)
+    assert isinstance(r, Localization) and r.extra.get("feature_space") == "dinov2"
+    assert r.box is not None and r.extra["prior"].shape == cases[3].mask.shape
+    assert space.tokens(cases[3].image).shape == (32, 4, 4)
+
+
+# ---------------------------------------------------------------- LLM drawer: traces, replay, fallbacks
+
+@pytest.fixture
+def llm_env(monkeypatch, tmp_path):
+    """LLM settings in the environment and a private trace folder."""
+    monkeypatch.setenv("FROZENSEG_LLM_URL", "http://localhost:9/v1")
+    monkeypatch.setenv("FROZENSEG_LLM_KEY", "sk-test-secret")
+    monkeypatch.setenv("FROZENSEG_LLM_MODEL", "mock-vlm")
+    return tmp_path / "traces"
+
+
+def reply(content):
+    """A chat-completions reply with ``content``."""
+    return {"choices": [{"message": {"role": "assistant", "content": content}}]}
+
+
+def test_llm_records_trace_and_replay_reproduces(monkeypatch, llm_env):
+    sent = []
+
+    def fake_post(url, body, key, timeout):
+        sent.append((url, body, key))
+        return reply('{"polygon": [[10, 12], [40, 12], [40, 30], [10, 30]]}')
+
+    monkeypatch.setattr(drawer_mod, "http_post", fake_post)
+    img = fixture_image()
+    live = make_localizer("drawer", backend="llm", trace_dir=str(llm_env), margin=0.0).locate(img)
+    assert live.flag == "ok" and np.allclose(live.box, [10, 12, 40, 30])
+    url, body, key = sent[0]
+    assert url.endswith("/chat/completions") and body["temperature"] == 0
+    assert body["messages"][0]["content"][1]["image_url"]["url"].startswith("data:image/png;base64,")
+    files = list(llm_env.rglob("*.json"))
+    assert len(files) == 1 and "sk-test-secret" not in files[0].read_text()
+    assert json.loads(files[0].read_text())["key"] == live.extra["trace_key"] == files[0].stem
+
+    monkeypatch.setattr(drawer_mod, "http_post", lambda *a, **k: pytest.fail("replay must not call the network"))
+    again = make_localizer("drawer", backend="replay", trace_dir=str(llm_env), margin=0.0).locate(img)
+    assert np.array_equal(again.box, live.box) and again.extra["polygon"] == live.extra["polygon"]
+
+
+def test_replay_from_recorded_fixture(monkeypatch):
+    monkeypatch.setattr(drawer_mod, "http_post", lambda *a, **k: pytest.fail("no network in replay"))
+    loc = make_localizer("drawer", backend="replay", llm_model="fixture-vlm", trace_dir=str(FIXTURE_TRACES),
+                         target="skin lesion", modality="dermoscopy", margin=0.0)
+    r = loc.locate(fixture_image())
+    assert r.flag == "ok" and np.allclose(r.box, [15, 14, 45, 34])
+
+
+def test_missing_trace_names_key(tmp_path):
+    loc = make_localizer("drawer", backend="replay", llm_model="fixture-vlm", trace_dir=str(tmp_path))
+    key = loc.key_for(fixture_image())
+    with pytest.raises(MissingTraceError) as err:
+        loc.locate(fixture_image())
+    assert key in str(err.value) and "backend='llm'" in str(err.value)
+
+
+@pytest.mark.parametrize("behaviour,flag", [("malformed", "llm_malformed"), ("fail", "llm_error")])
+def test_bad_llm_reply_is_a_recorded_fallback(monkeypatch, llm_env, behaviour, flag):
+    def fake_post(url, body, key, timeout):
+        if behaviour == "fail":
+            raise OSError("connection refused")
+        return reply("The lesion is roughly in the middle.")
+
+    monkeypatch.setattr(drawer_mod, "http_post", fake_post)
+    img = make_phantom_case("isic", 200, 128, 0).image
+    r = make_localizer("drawer", backend="llm", trace_dir=str(llm_env)).locate(img)
+    assert r.flag == flag and r.box is not None and r.extra["fallback"] == "heuristic" and r.extra["error"]
+    trace = json.loads(next(llm_env.rglob("*.json")).read_text())
+    assert trace["status"] == ("error" if behaviour == "fail" else "ok")
+    none = make_localizer("drawer", backend="llm", trace_dir=str(llm_env), fallback="none").locate(img)
+    assert none.box is None and none.flag == flag
+
+
+def test_llm_without_settings_says_what_to_set(monkeypatch, tmp_path):
+    for k in ("FROZENSEG_LLM_URL", "FROZENSEG_LLM_MODEL"):
+        monkeypatch.delenv(k, raising=False)
+    with pytest.raises(ConfigError, match="FROZENSEG_LLM_MODEL"):
+        make_localizer("drawer", backend="llm", trace_dir=str(tmp_path)).locate(fixture_image())
+
+
+def test_amg_feature_ensemble_scores(litemedsam, isic):
+    from transformers import Dinov2Config, Dinov2Model
+
+    from frozenseg.localizers.amg import zscore
+    from frozenseg.localizers.features import Dinov2Features
+
+    torch.manual_seed(0)
+    cfg = Dinov2Config(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64, patch_size=14)
+    cases, embs = isic
+    loc = make_localizer("amg", model=litemedsam, features=["sam", Dinov2Features(Dinov2Model(cfg), side=56)])
+    loc.fit(cases[:3], embs[:3])
+    q = cases[3]
+    masks = np.stack([q.mask, ~q.mask, np.roll(q.mask, 30, axis=1)])
+    sims = loc.similarities(q.image, embs[3], masks)              # candidates given, so no decoder calls
+    assert sims.shape == (2, 3) and np.isfinite(sims).all()
+    assert np.argmax(sims[0]) == 0                                # SAM features prefer the true lesion
+    assert abs(zscore(sims[1]).mean()) < 1e-5 and abs(zscore(sims[1]).std() - 1) < 1e-4
