@@ -35,6 +35,8 @@ class Profile:
     budgets: tuple[int, ...] = (10, 25, 50, 100)
     concept: dict = field(default_factory=dict)   # concept-search sizes (frozenseg.concept.experiment.DEFAULTS)
     fewshot: dict = field(default_factory=dict)   # few-shot decoder tuning sizes (frozenseg.finetune.DEFAULTS)
+    baselines: dict = field(default_factory=dict)  # trained-network sizes (frozenseg.baselines.sweep.DEFAULTS)
+    pipeline: dict = field(default_factory=dict)  # training-free pipeline sizes (frozenseg.pipeline.experiment.DEFAULTS)
     extra: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
@@ -47,19 +49,28 @@ PROFILES: dict[str, Profile] = {
         name="smoke", source="phantom", model="litemedsam", n_train=12, n_test=3,
         spleen_train_volumes=2, spleen_test_volumes=1, phantom_size=128, phantom_depth=12,
         jitter_levels=(0.0, 0.2), loosen_levels=(1.0, 1.5), budgets=(5, 10),
-        concept={"k": 2, "epochs": 10, "rounds": 2, "per_round": 1, "starts": (1,), "pool": 4, "n_test": 3},
+        concept={"k": 2, "epochs": 10, "refit_epochs": 5, "rounds": 2, "per_round": 1, "starts": (1,), "pool": 4, "n_test": 3},
         fewshot={"budgets": (1, 2), "epochs": 2, "patience": 1, "n_test": 3},
+        baselines={"budgets": (5,), "image_side": 32, "batch_size": 2, "steps": 1, "eval_every": 1, "patience": 1,
+                   "keep_checkpoints": False, "nnunet": False},
+        pipeline={"n_support": 5, "n_genome": 6, "genome_budget": 3, "router_n_test": 2},
     ),
     "cpu": Profile(
         name="cpu", source="phantom", model="litemedsam", n_train=100, n_test=30,
         spleen_train_volumes=10, spleen_test_volumes=3, phantom_size=256, phantom_depth=32,
-        concept={"k": 4, "epochs": 10, "rounds": 2, "per_round": 2, "starts": (1, 5), "pool": 10, "n_test": 20},
+        concept={"k": 4, "epochs": 10, "refit_epochs": 10, "rounds": 2, "per_round": 2, "starts": (1, 5), "pool": 10, "n_test": 20},
         fewshot={"budgets": (10, 25), "epochs": 3, "patience": 2, "n_test": 20},
+        baselines={"image_side": 64, "batch_size": 4, "steps": 16, "eval_every": 8, "patience": 2, "lr": 1e-3,
+                   "keep_checkpoints": False, "nnunet": False},
+        pipeline={"n_support": 10, "n_genome": 16, "genome_budget": 20, "router_n_test": 12},
     ),
     "full": Profile(
         name="full", source="real", model="sam_vit_b", n_train=100, n_test=None,
         spleen_train_volumes=25, spleen_test_volumes=None, phantom_size=256, phantom_depth=48,
-        concept={"k": 4, "epochs": 60, "rounds": 5, "per_round": 5, "starts": (1, 5), "pool": None, "n_test": None},
+        concept={"k": 4, "epochs": 60, "refit_epochs": 20, "rounds": 5, "per_round": 5, "starts": (1, 5), "pool": None, "n_test": None},
+        baselines={"image_side": 256, "batch_size": 8, "steps": 4000, "eval_every": 200, "patience": 5, "lr": 3e-4,
+                   "keep_checkpoints": True, "nnunet": True},
+        pipeline={"n_support": 10, "n_genome": 40, "genome_budget": 120, "router_n_test": None},
     ),
 }
 

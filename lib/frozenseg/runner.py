@@ -21,11 +21,45 @@ from .errors import ConfigError
 from .io import atomic_path, write_json_atomic
 
 KERNEL = "frozenseg"
+# Notebooks that read other notebooks' results: they run after those (when selected) and rerun when they change.
+NEEDS: dict[str, tuple[str, ...]] = {
+    "06_trained_baselines": ("02_isic", "03_spleen", "04_kvasir", "05_cxr", "07_fewshot_decoder"),
+    "08_medical_pretraining": ("07_fewshot_decoder",),
+    # 10 refits the 2D pipelines from the genomes 02/04/05 cached and checks its deployed Dice against their results
+    "10_gate_validity": ("02_isic", "04_kvasir", "05_cxr"),
+    "12_gallery": ("02_isic", "03_spleen", "04_kvasir", "05_cxr"),
+}
 
 
 def notebook_sources() -> dict[str, Path]:
     """Numbered notebooks in run order: name -> path."""
     return {p.stem: p for p in sorted(paths.NOTEBOOKS.glob("[0-9][0-9]_*.py"))}
+
+
+def run_order(names: list[str]) -> list[str]:
+    """``names`` in the given (numbered) order, except that a notebook runs after the selected ones it NEEDS."""
+    out: list[str] = []
+
+    def visit(name: str) -> None:
+        if name in out:
+            return
+        for dep in NEEDS.get(name, ()):
+            if dep in names:
+                visit(dep)
+        out.append(name)
+
+    for name in names:
+        visit(name)
+    return out
+
+
+def inputs_hash(name: str, profile: str) -> str:
+    """Hash of the results files ``name`` reads (missing ones count as missing), so it reruns when they change."""
+    h = hashlib.sha256()
+    for dep in NEEDS.get(name, ()):
+        f = paths.results_dir(profile) / f"{dep}.parquet"
+        h.update(dep.encode() + (f.read_bytes() if f.is_file() else b"<missing>"))
+    return h.hexdigest()[:16]
 
 
 def library_hash() -> str:
@@ -41,7 +75,7 @@ def _stamp(name: str, params: dict) -> dict:
     """What a notebook's outputs depend on."""
     src = notebook_sources()[name].read_bytes()
     return {"notebook": hashlib.sha256(src).hexdigest()[:16], "library": library_hash(),
-            "params": json.dumps(params, sort_keys=True)}
+            "params": json.dumps(params, sort_keys=True), "inputs": inputs_hash(name, params["profile"])}
 
 
 def kernel_name() -> str:
@@ -96,7 +130,7 @@ def run_all(profile: str, seeds: list[int], notebooks: list[str] | None = None, 
         params["data_root"] = str(data_root)
     if source:
         params["source"] = source
-    for name in notebooks or list(notebook_sources()):
+    for name in run_order(notebooks or list(notebook_sources())):
         run_notebook(name, params, force=force)
     return build_report(profile)
 

@@ -1,0 +1,305 @@
+"""The sweep of notebook 06: every (domain, arch, N, seed) trained once, resumable, one tidy results table."""
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .. import paths
+from ..errors import ConfigError
+from ..io import atomic_path, write_json_atomic
+from .nets import ARCHS, build_net, check_arch
+from .train import STATUS_FAILED, TrainRun, predict_masks, prepare, train_net
+
+NOTEBOOK = "06_trained_baselines"
+# Sizes when a profile leaves them open (Profile.baselines overrides; budgets None = Profile.budgets).
+DEFAULTS = {"archs": tuple(ARCHS), "budgets": None, "image_side": 256, "batch_size": 8, "steps": 2000,
+            "eval_every": 100, "patience": 5, "lr": 3e-4, "weight_decay": 1e-4, "val_fraction": 0.2,
+            "bg_ratio": 0.3, "pretrained": "auto", "keep_checkpoints": True, "n_test": None,
+            "nnunet": False, "nnunet_trainer": "nnUNetTrainer", "nnunet_configuration": "2d", "nnunet_fold": "0"}
+TRAIN_KEYS = ("steps", "batch_size", "lr", "weight_decay", "eval_every", "patience", "val_fraction")
+FLIP_DOMAINS = frozenset({"isic", "kvasir"})   # no laterality there: flips keep the label valid
+RUN_FILE, ROWS_FILE, CURVE_FILE, CKPT_FILE = "run.json", "rows.parquet", "curve.csv", "best.pt"
+INFO_COLUMNS = ["arch", "n_labels", "init", "status", "steps_run", "best_step", "train_s", "n_fit", "n_val", "n_bg",
+                "image_side", "message"]
+
+
+def baseline_params(profile) -> dict:
+    """The profile's trained-baseline settings over DEFAULTS (budgets default to the profile's N budgets)."""
+    params = {**DEFAULTS, **(getattr(profile, "baselines", None) or {})}
+    params["budgets"] = tuple(int(n) for n in (params["budgets"] or profile.budgets))
+    params["archs"] = tuple(check_arch(a) for a in params["archs"])
+    return params
+
+
+@dataclass(frozen=True)
+class RunKey:
+    """One training run of the sweep."""
+
+    domain: str
+    arch: str
+    n: int
+    seed: int
+
+    @property
+    def name(self) -> str:
+        """Folder name, e.g. 'unet_r34_n025_s0'."""
+        return f"{self.arch}_n{self.n:03d}_s{self.seed}"
+
+    @property
+    def method(self) -> str:
+        """Method name in results rows, e.g. 'unet_r34_n25'."""
+        return f"{self.arch}_n{self.n}"
+
+
+def plan_runs(domains, archs, budgets, seeds) -> list[RunKey]:
+    """Every run of the sweep in a fixed order (domain, N, seed, arch)."""
+    return [RunKey(d, a, int(n), int(s)) for d in domains for n in budgets for s in seeds for a in archs]
+
+
+def runs_root(profile: str) -> Path:
+    """Where run folders live: ``results/<profile>/06_trained_baselines/runs/``."""
+    return paths.results_dir(profile) / NOTEBOOK / "runs"
+
+
+def check_budget(domain: str, n: int, pool: int) -> None:
+    """Raise a ConfigError naming the pool size when N exceeds the train pool."""
+    if n < 1 or n > pool:
+        raise ConfigError(f"N={n} labelled cases asked for domain {domain!r}, but its train pool holds {pool}; "
+                          "use budgets <= the pool size or a profile with a larger n_train")
+
+
+# ---------------------------------------------------------------- training data
+
+
+def labelled_cases(study, domain: str, n: int, seed: int, bg_ratio: float) -> tuple[list, int]:
+    """The seeded nested N-label train subset, plus background slices of the same volumes for CT; (cases, n_bg)."""
+    from ..data.splits import subsample_train
+
+    train = study.data(domain).train
+    check_budget(domain, n, len(train))
+    fg = subsample_train(train, n, seed)
+    bg = background_slices(study, domain, fg, int(round(n * bg_ratio)), seed) if fg[0].volume_id else []
+    return fg + bg, len(bg)
+
+
+def background_slices(study, domain: str, labelled, k: int, seed: int) -> list:
+    """``k`` seeded spleen-free slices of the train volumes the labelled slices come from (never test volumes)."""
+    ids = sorted({c.volume_id for c in labelled})
+    vols = [v for v in (train_volume(study, domain, vid) for vid in ids) if v is not None]
+    cand = [(v, z) for v in vols for z in range(v.mask.shape[2]) if not v.mask[:, :, z].any()]
+    if k <= 0 or not cand:
+        return []
+    pick = np.random.default_rng([int(seed), 0xB6]).permutation(len(cand))[:k]
+    return [cand[i][0].slice_case(cand[i][1]) for i in sorted(pick)]
+
+
+def train_volume(study, domain: str, volume_id: str):
+    """A train volume by id (phantoms regenerated, real ones reloaded), or None for folder domains."""
+    data, prof = study.data(domain), study.profile
+    if volume_id not in data.meta.get("train_volumes", []):
+        raise ConfigError(f"{volume_id!r} is not a train volume of {domain!r}")
+    if data.source == "phantom":
+        idx = int(volume_id.rsplit("_p", 1)[1])
+        return _phantom_volume(idx, prof.phantom_size, prof.phantom_depth, int(data.meta.get("seed", prof.data_seed)))
+    if data.source == "real":
+        return _real_volume(volume_id, str(paths.data_root()))
+    return None
+
+
+@functools.lru_cache(maxsize=64)
+def _phantom_volume(index: int, size: int, depth: int, seed: int):
+    """A spleen phantom volume, generated once per process."""
+    from ..data.phantoms import make_phantom_volume
+
+    return make_phantom_volume(index, size, depth, seed)
+
+
+@functools.lru_cache(maxsize=64)
+def _real_volume(volume_id: str, root: str):
+    """A real MSD spleen volume, loaded once per process."""
+    from ..data.loaders import load_msd_spleen
+
+    return load_msd_spleen(ids=[volume_id])[0]
+
+
+# ---------------------------------------------------------------- test scoring
+
+
+def test_units(study, domain: str, n_test: int | None) -> tuple[list, list]:
+    """(2D test cases, test volumes): the fixed test split (spleen: whole volumes, every slice predicted)."""
+    from ..concept.experiment import test_subset
+
+    data = study.data(domain)
+    test = test_subset(data, n_test)
+    if data.volumes:
+        return [], [data.volumes[v] for v in dict.fromkeys(c.volume_id for c in test)]
+    return [c for c in test if c.mask.any()], []
+
+
+def score_rows(net, cases, volumes, side: int) -> list[dict]:
+    """Per-case rows for 2D test cases and per-volume 3D rows for test volumes."""
+    from ..metrics import dice, iou, score_volume
+
+    rows = []
+    for case, m in zip(cases, predict_masks(net, [c.image for c in cases], side)):
+        rows.append({"case_id": case.case_id, "volume_id": None, "unit": "case", "dice": dice(m, case.mask),
+                     "iou": iou(m, case.mask), "flag": ""})
+    for vol in volumes:
+        rows.append({"case_id": vol.volume_id, "volume_id": vol.volume_id, "unit": "volume", "flag": "",
+                     **score_volume(predict_volume(net, vol, side), vol.mask, vol.spacing, with_hd95=False)})
+    return rows
+
+
+def predict_volume(net, vol, side: int) -> np.ndarray:
+    """(H, W, D) boolean prediction of every axial slice of a volume."""
+    from ..metrics import assemble_volume
+
+    depth = vol.image.shape[2]
+    slices = [np.repeat(vol.image[:, :, z, None], 3, axis=2) for z in range(depth)]
+    return assemble_volume(vol.image.shape, dict(enumerate(predict_masks(net, slices, side))))
+
+
+def failed_rows(cases, volumes) -> list[dict]:
+    """NaN rows flagged 'training_failed' for every test unit of a diverged run (never scored as empty)."""
+    units = [(c.case_id, None, "case") for c in cases] + [(v.volume_id, v.volume_id, "volume") for v in volumes]
+    return [{"case_id": c, "volume_id": v, "unit": u, "dice": np.nan, "iou": np.nan, "flag": "training_failed"}
+            for c, v, u in units]
+
+
+# ---------------------------------------------------------------- one run, resumable
+
+
+def signature(study, key: RunKey, params: dict) -> dict:
+    """What a finished run's rows depend on: settings, data identity and init (a change retrains)."""
+    data = study.data(key.domain)
+    ids = hashlib.sha256(json.dumps([[c.case_id for c in data.train], [c.case_id for c in data.test]]).encode())
+    return {"profile": study.profile.name, "source": study.source_of(key.domain), "data": ids.hexdigest()[:16],
+            "code": code_hash(),
+            "train": {k: params[k] for k in TRAIN_KEYS}, "image_side": params["image_side"],
+            "bg_ratio": params["bg_ratio"], "pretrained": str(params["pretrained"]), "n_test": params["n_test"],
+            "key": [key.domain, key.arch, key.n, key.seed]}
+
+
+@functools.lru_cache(maxsize=1)
+def code_hash() -> str:
+    """Hash of the code that trains and scores a run (an edit retrains, as the runner reruns edited notebooks)."""
+    h = hashlib.sha256()
+    for name in ("nets.py", "train.py", "sweep.py"):
+        h.update((Path(__file__).parent / name).read_bytes())
+    return h.hexdigest()[:16]
+
+
+def finished_rows(folder: Path, sig: dict) -> pd.DataFrame | None:
+    """Rows of a run finished with the same signature, else None (missing, partial or stale)."""
+    run_file, rows_file = folder / RUN_FILE, folder / ROWS_FILE
+    if not (run_file.is_file() and rows_file.is_file()):
+        return None
+    try:
+        rec = json.loads(run_file.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None
+    return pd.read_parquet(rows_file) if rec.get("signature") == sig else None
+
+
+def run_one(study, key: RunKey, params: dict, root: Path | None = None, progress=None) -> tuple[pd.DataFrame, bool]:
+    """Train, score and save one run, or read it back when already finished; returns (rows, was_trained)."""
+    from ..repro import seed_everything
+
+    folder = Path(root or runs_root(study.profile.name)) / key.domain / key.name
+    sig = signature(study, key, params)
+    done = finished_rows(folder, sig)
+    if done is not None:
+        return done, False
+    train, n_bg = labelled_cases(study, key.domain, key.n, key.seed, params["bg_ratio"])
+    seed_everything(key.seed)
+    net, init = build_net(key.arch, params["pretrained"], key.seed)
+    x, y = prepare(train, params["image_side"])
+    run = train_net(net, x, y, seed=key.seed, flip=key.domain in FLIP_DOMAINS, progress=progress,
+                    **{k: params[k] for k in TRAIN_KEYS})
+    cases, volumes = test_units(study, key.domain, params["n_test"])
+    rows = score_rows(net, cases, volumes, params["image_side"]) if run.ok else failed_rows(cases, volumes)
+    df = pd.DataFrame(rows).assign(domain=key.domain, seed=key.seed, method=key.method,
+                                   **run_info(run, key, init, n_bg, params["image_side"]))
+    save_run(folder, run, df, sig, params["keep_checkpoints"])
+    return df, True
+
+
+def run_info(run: TrainRun, key: RunKey, init: str, n_bg: int, side: int) -> dict:
+    """Per-run columns repeated on every row of that run."""
+    return {"arch": key.arch, "n_labels": key.n, "init": init, "status": run.status, "steps_run": run.steps_run,
+            "best_step": run.best_step, "train_s": round(run.seconds, 2), "n_fit": len(run.train_index),
+            "n_val": len(run.val_index), "n_bg": n_bg, "image_side": side, "message": run.message}
+
+
+def save_run(folder: Path, run: TrainRun, rows: pd.DataFrame, sig: dict, keep_checkpoint: bool) -> None:
+    """Checkpoint, training curve and rows, each atomically; ``run.json`` last, so it marks a finished run."""
+    import torch
+
+    if keep_checkpoint and run.state is not None:
+        with atomic_path(folder / CKPT_FILE) as tmp:
+            torch.save(run.state, tmp)
+    with atomic_path(folder / CURVE_FILE) as tmp:
+        pd.DataFrame(run.history, columns=["step", "train_loss", "val_loss", "val_dice"]).to_csv(tmp, index=False)
+    with atomic_path(folder / ROWS_FILE) as tmp:
+        rows.to_parquet(tmp, index=False)
+    write_json_atomic(folder / RUN_FILE, {"signature": sig, "status": run.status, "message": run.message,
+                                          "best_step": run.best_step, "steps_run": run.steps_run,
+                                          "seconds": round(run.seconds, 2), "checkpoint": keep_checkpoint and run.ok})
+
+
+def training_curves(study, root: Path | None = None) -> pd.DataFrame:
+    """Every saved training curve of this study's runs, tagged with its run."""
+    root = Path(root or runs_root(study.profile.name))
+    parts = []
+    for f in sorted(root.glob(f"*/*/{CURVE_FILE}")):
+        arch, n, s = f.parent.name.rsplit("_", 2)
+        parts.append(pd.read_csv(f).assign(domain=f.parent.parent.name, arch=arch, n_labels=int(n[1:]),
+                                           seed=int(s[1:])))
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+
+
+# ---------------------------------------------------------------- the sweep
+
+
+def check_budgets(study, domains, budgets) -> None:
+    """Fail fast, before any training, when a budget exceeds a domain's train pool."""
+    for d in domains:
+        for n in budgets:
+            check_budget(d, int(n), len(study.data(d).train))
+
+
+def run_sweep(study, params: dict | None = None, root: Path | None = None, notebook: str = NOTEBOOK,
+              progress: bool = True) -> pd.DataFrame:
+    """Every (domain, arch, N, seed) run, finished ones read back; one tidy table (results rows)."""
+    from tqdm.auto import tqdm
+
+    params = params or baseline_params(study.profile)
+    check_budgets(study, study.domains, params["budgets"])
+    keys = plan_runs(study.domains, params["archs"], params["budgets"], study.seeds)
+    parts, trained = [], 0
+    with tqdm(keys, desc="trained baselines", disable=not progress) as bar:
+        for key in bar:
+            bar.set_postfix_str(f"{key.domain} {key.arch} N={key.n} seed {key.seed}")
+            df, new = run_one(study, key, params, root)
+            parts.append(df.assign(source=study.source_of(key.domain)))
+            trained += new
+    if params.get("nnunet"):
+        from .nnunet import nnunet_sweep
+
+        parts += nnunet_sweep(study, params, root)
+    print(f"{trained} run(s) trained, {len(keys) - trained} finished run(s) read back")
+    out = pd.concat(parts, ignore_index=True)
+    return out.assign(notebook=notebook, profile=study.profile.name, model=out.arch)
+
+
+def failed_runs(df: pd.DataFrame) -> pd.DataFrame:
+    """One row per failed run (status 'failed') with its message."""
+    cols = ["domain", "arch", "n_labels", "seed", "steps_run", "message"]
+    failed = df[df.status == STATUS_FAILED][cols]
+    return failed.drop_duplicates(["domain", "arch", "n_labels", "seed"]).reset_index(drop=True)

@@ -1,0 +1,355 @@
+"""Trained baselines on tiny configs: both archs, resume after a kill, NaN -> failed, N > pool, the nnU-Net adapter's
+files, and the headline logic on synthetic results."""
+import json
+import math
+from dataclasses import dataclass, field
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from frozenseg.baselines import nets, summary, sweep, train
+from frozenseg.baselines import nnunet as nnu
+from frozenseg.config import PROFILES, get_profile
+from frozenseg.data.types import Case, DomainData
+from frozenseg.errors import ConfigError
+
+TINY = {"archs": ("unet_r34", "segformer_b2"), "budgets": (3, 4), "image_side": 32, "batch_size": 2, "steps": 2,
+        "eval_every": 1, "patience": 1, "lr": 1e-3, "weight_decay": 1e-4, "val_fraction": 0.25, "bg_ratio": 0.5,
+        "pretrained": False, "keep_checkpoints": True, "n_test": None, "nnunet": False,
+        "nnunet_trainer": "nnUNetTrainer_1epoch", "nnunet_configuration": "2d", "nnunet_fold": "0"}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """Tiny workloads: one torch thread, restored afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _disc_case(i: int, side: int = 40, grey: bool = False) -> Case:
+    """A dark disc on noisy bright background, position varying with ``i``."""
+    rng = np.random.default_rng(i)
+    img = (rng.random((side, side, 3)) * 40 + 150).astype(np.uint8)
+    yy, xx = np.mgrid[:side, :side]
+    mask = (yy - 14 - i % 5) ** 2 + (xx - 16 - i % 7) ** 2 < 64
+    img[mask] = 50
+    if grey:
+        img[..., 1] = img[..., 2] = img[..., 0]
+    return Case(case_id=f"toy_p{i:05d}", domain="toy", image=img, mask=mask, source="folder")
+
+
+@dataclass
+class ToyStudy:
+    """The slice of a Study the sweep uses, over in-memory toy domains."""
+
+    domains: list
+    seeds: list
+    profile: object = field(default_factory=lambda: get_profile("smoke"))
+    _data: dict = field(default_factory=dict)
+
+    def data(self, domain):
+        if domain not in self._data:
+            cases = [_disc_case(i, grey=domain == "grey") for i in range(9)]
+            self._data[domain] = DomainData(domain=domain, source="folder", train=cases[:6], test=cases[6:])
+        return self._data[domain]
+
+    def source_of(self, domain):
+        return "folder"
+
+
+# ----------------------------------------------------------------------------- networks and training
+
+
+@pytest.mark.parametrize("arch", list(nets.ARCHS))
+def test_both_archs_build_offline_from_scratch_and_predict_full_size(arch, tmp_path, monkeypatch):
+    monkeypatch.setenv("FROZENSEG_DATA", str(tmp_path))           # no encoder weights on disk
+    net, init = nets.build_net(arch, "auto", seed=0)
+    assert init == nets.FROM_SCRATCH
+    again, _ = nets.build_net(arch, "auto", seed=0)
+    assert all(torch.equal(a, b) for a, b in zip(net.state_dict().values(), again.state_dict().values()))
+    masks = train.predict_masks(net, [_disc_case(0).image, np.zeros((24, 40, 3), np.uint8)], side=32)
+    assert masks[0].shape == (40, 40) and masks[1].shape == (24, 40) and masks[0].dtype == bool
+
+
+def test_encoder_weights_on_disk_are_used_and_labelled_pretrained(tmp_path, monkeypatch):
+    from safetensors.torch import save_file
+
+    ref, _ = nets.build_net("unet_r34", False, seed=5)
+    folder = tmp_path / "weights" / "smp-resnet34-imagenet"
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text("{}")
+    save_file({k: v.contiguous() for k, v in ref.encoder.state_dict().items()}, str(folder / "model.safetensors"))
+    monkeypatch.setenv("FROZENSEG_DATA", str(tmp_path))
+    nets._template.cache_clear()
+    net, init = nets.build_net("unet_r34", "auto", seed=0)
+    nets._template.cache_clear()
+    assert init == nets.PRETRAINED
+    assert all(torch.equal(a, b) for a, b in zip(net.encoder.state_dict().values(), ref.encoder.state_dict().values()))
+
+
+def test_pretrained_true_without_weights_names_them(tmp_path, monkeypatch):
+    monkeypatch.setenv("FROZENSEG_DATA", str(tmp_path))
+    with pytest.raises(Exception, match="smp_resnet34_imagenet"):
+        nets.resolve_init("unet_r34", True)
+
+
+@pytest.mark.parametrize("arch", list(nets.ARCHS))
+def test_tiny_training_runs_keeps_best_step_and_curve(arch):
+    x, y = train.prepare([_disc_case(i) for i in range(5)], 32)
+    net, _ = nets.build_net(arch, False, seed=1)
+    run = train.train_net(net, x, y, steps=3, batch_size=2, lr=1e-3, eval_every=1, patience=5, val_fraction=0.4, seed=0)
+    assert run.ok and run.steps_run == 3 and 1 <= run.best_step <= 3
+    assert [h["step"] for h in run.history] == [1, 2, 3] and len(run.val_index) == 2
+    assert all(math.isfinite(h["val_loss"]) for h in run.history)
+
+
+def test_image_side_must_suit_the_encoders():
+    with pytest.raises(ConfigError, match="multiple of 32"):
+        train.to_tensors([_disc_case(0).image], 40)
+
+
+# ----------------------------------------------------------------------------- the sweep
+
+
+def test_sweep_resumes_after_a_kill_without_retraining(tmp_path, monkeypatch):
+    study, params = ToyStudy(["toy"], [0]), {**TINY, "archs": ("unet_r34",)}
+    calls = []
+    real = sweep.train_net
+    monkeypatch.setattr(sweep, "train_net", lambda *a, **k: calls.append(1) or real(*a, **k))
+    killed = {"n": 0}
+    real_save = sweep.save_run
+
+    def save_then_die(folder, *a, **k):
+        real_save(folder, *a, **k)
+        killed["n"] += 1
+        if killed["n"] == 1:
+            raise KeyboardInterrupt("simulated kill after the first finished run")
+
+    monkeypatch.setattr(sweep, "save_run", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        sweep.run_sweep(study, params, root=tmp_path, progress=False)
+    assert len(calls) == 1
+    first = tmp_path / "toy" / "unet_r34_n003_s0"
+    assert {p.name for p in first.iterdir()} >= {"run.json", "rows.parquet", "curve.csv", "best.pt"}
+    (tmp_path / "toy" / "unet_r34_n004_s0").mkdir(parents=True)
+    (tmp_path / "toy" / "unet_r34_n004_s0" / "rows.parquet").write_bytes(b"partial")   # no run.json: not finished
+    df = sweep.run_sweep(study, params, root=tmp_path, progress=False)
+    assert len(calls) == 2                                     # only the unfinished run trained again
+    assert sorted(df.n_labels.unique()) == [3, 4] and (df.status == "ok").all()
+    sweep.run_sweep(study, params, root=tmp_path, progress=False)
+    assert len(calls) == 2                                     # everything finished: nothing retrained
+    changed = sweep.run_sweep(study, {**params, "steps": 1}, root=tmp_path, progress=False)
+    assert len(calls) == 4 and (changed.steps_run == 1).all()  # a changed setting retrains (stale signature)
+
+
+def test_nan_loss_is_recorded_as_a_failed_run_and_never_averaged(tmp_path, monkeypatch):
+    study, params = ToyStudy(["toy"], [0, 1]), {**TINY, "archs": ("unet_r34",), "budgets": (3,)}
+    real_loss = train.loss_fn
+    monkeypatch.setattr(train, "loss_fn", lambda lo, t: real_loss(lo, t) * float("nan"))
+    bad = sweep.run_one(study, sweep.RunKey("toy", "unet_r34", 3, 0), params, tmp_path)[0]
+    monkeypatch.setattr(train, "loss_fn", real_loss)
+    good = sweep.run_one(study, sweep.RunKey("toy", "unet_r34", 3, 1), params, tmp_path)[0]
+    assert (bad.status == "failed").all() and bad.dice.isna().all() and (bad.flag == "training_failed").all()
+    assert "non-finite" in bad.message.iloc[0]
+    assert not (tmp_path / "toy" / "unet_r34_n003_s0" / "best.pt").exists()
+    df = pd.concat([bad, good])
+    curves = summary.nn_curves(df)
+    assert curves.seeds.tolist() == [1] and curves["mean"].iloc[0] == pytest.approx(good.dice.mean())
+    assert sweep.failed_runs(df)[["seed", "n_labels"]].values.tolist() == [[0, 3]]
+
+
+def test_budget_larger_than_the_pool_is_a_clear_error(tmp_path):
+    study = ToyStudy(["toy"], [0])
+    with pytest.raises(ConfigError, match="train pool holds 6"):
+        sweep.run_sweep(study, {**TINY, "budgets": (3, 7)}, root=tmp_path, progress=False)
+    assert not any(tmp_path.iterdir())                         # failed fast, before training anything
+
+
+def test_spleen_trains_on_background_slices_and_scores_whole_volumes(tmp_path):
+    from frozenseg.study import setup
+
+    study = setup(profile="smoke", seeds=[0], domains=["spleen"], verbose=False)
+    params = {**TINY, "archs": ("segformer_b2",), "budgets": (3,), "steps": 1}
+    cases, n_bg = sweep.labelled_cases(study, "spleen", 3, 0, 1.0)
+    assert n_bg == 3 and sum(not c.mask.any() for c in cases) == 3
+    assert {c.volume_id for c in cases} <= set(study.data("spleen").meta["train_volumes"])
+    df, _ = sweep.run_one(study, sweep.RunKey("spleen", "segformer_b2", 3, 0), params, tmp_path)
+    assert (df.unit == "volume").all() and set(df.case_id) == set(study.data("spleen").volumes)
+
+
+def test_profiles_size_the_baselines():
+    for name, prof in PROFILES.items():
+        p = sweep.baseline_params(prof)
+        assert set(p["archs"]) == set(nets.ARCHS) and p["image_side"] % 32 == 0
+    cpu = sweep.baseline_params(get_profile("cpu"))
+    assert cpu["budgets"] == (10, 25, 50, 100) and cpu["steps"] < sweep.baseline_params(get_profile("full"))["steps"]
+
+
+# ----------------------------------------------------------------------------- nnU-Net adapter
+
+
+def test_nnunet_adapter_writes_the_raw_layout_and_reads_predictions_back(tmp_path):
+    study = ToyStudy(["toy", "grey"], [0])
+    rgb = nnu.write_dataset(study, "toy", 3, 0, (3, 4), tmp_path / "raw")
+    assert rgb.name == "Dataset900_frozenseg_toy_n3_s0"
+    meta = json.loads((rgb / "dataset.json").read_text())
+    assert meta["channel_names"] == {"0": "R", "1": "G", "2": "B"} and meta["file_ending"] == ".nii.gz"
+    assert meta["labels"] == {"background": 0, "target": 1} and meta["numTraining"] == 3
+    train_ids = json.loads((rgb / "cases.json").read_text())["train"]
+    assert sorted(p.name for p in (rgb / "labelsTr").iterdir()) == sorted(f"{c}.nii.gz" for c in train_ids)
+    assert {p.name for p in (rgb / "imagesTr").iterdir()} == {f"{c}_{k:04d}.nii.gz" for c in train_ids for k in range(3)}
+    lab = np.asarray(nib.load(str(rgb / "labelsTr" / f"{train_ids[0]}.nii.gz")).dataobj)
+    assert lab.shape == (40, 40, 1) and lab.dtype == np.uint8 and set(np.unique(lab)) == {0, 1}
+    grey = nnu.write_dataset(study, "grey", 4, 0, (3, 4), tmp_path / "raw")
+    assert json.loads((grey / "dataset.json").read_text())["channel_names"] == {"0": "grey"}
+    assert {p.name.rsplit("_", 1)[1] for p in (grey / "imagesTs").iterdir()} == {"0000.nii.gz"}
+    pred = tmp_path / "pred"
+    for c in study.data("toy").test:
+        nnu.write_label(pred, c.case_id, c.mask, (1.0, 1.0))
+    rows = nnu.import_predictions(study, rgb, pred, seed=0, n=3)
+    assert (rows.dice == 1.0).all() and (rows.arch == "nnunet").all() and len(rows) == 3
+    cmds = nnu.commands(rgb, trainer="nnUNetTrainer_1epoch")
+    assert cmds[0][:3] == ["nnUNetv2_plan_and_preprocess", "-d", "900"] and "--npz" in cmds[1]
+    assert cmds[2][0] == "nnUNetv2_predict" and str(rgb / "imagesTs") in cmds[2]
+
+
+def test_nnunet_spleen_volumes_keep_only_labelled_slices(tmp_path):
+    from frozenseg.study import setup
+
+    study = setup(profile="smoke", seeds=[0], domains=["spleen"], verbose=False)
+    folder = nnu.write_dataset(study, "spleen", 3, 0, (3,), tmp_path / "raw")
+    meta = json.loads((folder / "dataset.json").read_text())
+    assert meta["labels"]["ignore"] == max(meta["labels"].values()) == nnu.IGNORE
+    lab = np.asarray(nib.load(str(next((folder / "labelsTr").iterdir()))).dataobj)
+    assert lab.ndim == 3 and set(np.unique(lab)) <= {0, 1, 2} and (lab == 2).any()
+    labelled = [z for z in range(lab.shape[2]) if (lab[:, :, z] != 2).all()]
+    assert 1 <= len(labelled) <= 3 and all(lab[:, :, z].any() for z in labelled)
+
+
+def test_dataset_ids_are_unique_per_domain_budget_and_seed():
+    ids = {nnu.dataset_id(d, n, s, (10, 25, 50, 100)) for d in ("isic", "spleen", "kvasir", "cxr")
+           for n in (10, 25, 50, 100) for s in range(3)}
+    assert len(ids) == 48 and all(100 <= i <= 999 for i in ids)
+    with pytest.raises(ConfigError):
+        nnu.dataset_id("isic", 10, 25, (10,))
+
+
+# ----------------------------------------------------------------------------- headline logic
+
+
+def _synthetic(pipeline_dice: float = 0.85):
+    """Two archs x N x two seeds on one domain, a pipeline at ``pipeline_dice`` and a tuned decoder."""
+    rows = []
+    for arch, base in (("unet_r34", 0.70), ("segformer_b2", 0.75)):
+        for n, lift in ((10, 0.0), (25, 0.05), (50, 0.10), (100, 0.15)):
+            for seed, jit in ((0, -0.01), (1, 0.01)):
+                for case in range(3):
+                    rows.append({"domain": "isic", "arch": arch, "init": "from scratch", "n_labels": n, "seed": seed,
+                                 "unit": "case", "flag": "", "status": "ok", "case_id": f"c{case}",
+                                 "dice": base + lift + jit})
+    nn = pd.DataFrame(rows)
+    pipe = pd.DataFrame({"domain": ["isic", "isic"], "seed": [0, 1], "dice": [pipeline_dice - 0.01, pipeline_dice + 0.01]})
+    dec = pd.DataFrame({"domain": ["isic"] * 2, "arm": ["gt_box"] * 2, "n_labels": [25, 25], "seed": [0, 1],
+                        "dice": [0.9, 0.92]})
+    return nn, pipe, dec
+
+
+def test_match_n_interpolates_in_log_n():
+    assert summary.match_n([10, 100], [0.5, 0.9], 0.7) == pytest.approx(math.sqrt(1000))
+    assert summary.match_n([10, 25], [0.8, 0.9], 0.7) == -math.inf
+    assert summary.match_n([10, 25], [0.5, 0.6], 0.7) == math.inf
+    assert summary.fmt_match([math.inf, math.inf], [10, 100]) == "> 100"
+    assert summary.fmt_match([30.0, math.inf], [10, 100]).startswith("30 (1/2 seeds")
+
+
+def test_headline_marks_where_the_pipeline_leads_and_the_matching_n():
+    nn, pipe, dec = _synthetic()
+    pipe = pipe.assign(dice=[0.86, 0.89])                    # mean 0.875: leads the best NN up to N=50, not at 100
+    table, leads = summary.headline(nn, pipe, {"isic": "02_isic"}, dec)
+    row, lead = table.iloc[0], leads.iloc[0]
+    assert row["best NN, N=10"].startswith("0.750 ± 0.014 (SegFormer")
+    assert lead["best NN, N=10"] and lead["best NN, N=50"] and not lead["best NN, N=100"]
+    assert row["training-free pipeline"] == "0.875 ± 0.021" and row["pipeline − best NN at N=100"] == "-0.025"
+    assert row["tuned decoder, GT box"] == "0.910 ± 0.014 (N=25)" and row["tuned decoder, deployable"] == "pending"
+    # per seed, 50 -> 100 in log N: seed 0 (0.84 -> 0.89) reaches 0.86 at 0.4, seed 1 (0.86 -> 0.91) 0.89 at 0.6
+    n0, n1 = (50 * 2 ** 0.4, 50 * 2 ** 0.6)
+    m = (n0 + n1) / 2
+    assert row["N for best NN to match pipeline"] == f"{m:.0f} ± {np.std([n0, n1], ddof=1):.0f}"
+    marked = summary.mark_leads(table, leads)
+    assert marked["best NN, N=10"].iloc[0].endswith("★") and not marked["best NN, N=100"].iloc[0].endswith("★")
+    assert "font-weight: bold" in summary.bold_leads(table, leads).to_html()
+
+
+def test_headline_without_pipeline_results_says_pending_and_invents_nothing():
+    nn, _, _ = _synthetic()
+    empty = pd.DataFrame(columns=["domain", "seed", "dice"])
+    table, leads = summary.headline(nn, empty, {"isic": "pending"}, empty.assign(arm=[], n_labels=[]))
+    row = table.iloc[0]
+    assert row["training-free pipeline"] == "pending" and row["N for best NN to match pipeline"] == "pending"
+    assert not leads.drop(columns="domain").to_numpy().any()
+    fig = summary.panels(nn, empty)
+    assert fig.axes[0].texts[0].get_text() == "pipeline: pending"
+
+
+def test_pipeline_scores_read_the_deployed_stage(tmp_path, monkeypatch):
+    from frozenseg.results import save_results
+
+    monkeypatch.setenv("FROZENSEG_OUT", str(tmp_path))
+    rows = [{"notebook": "02_isic", "profile": "smoke", "source": "phantom", "model": "litemedsam", "seed": s,
+             "domain": "isic", "unit": "case", "case_id": f"c{c}", "method": st, "stage": st, "dice": d, "flag": ""}
+            for s in (0, 1) for c in range(2) for st, d in (("localize", 0.5), ("deployed", 0.8 + 0.1 * s))]
+    save_results(pd.DataFrame(rows), "02_isic", "smoke")
+    per_seed, origin = summary.pipeline_per_seed("smoke", ["isic", "cxr"])
+    assert origin == {"isic": "02_isic", "cxr": "pending"}
+    assert per_seed.dice.round(3).tolist() == [0.8, 0.9]
+
+
+def test_runner_runs_what_a_notebook_reads_before_it():
+    from frozenseg.runner import run_order
+
+    order = run_order(["00_data", "05_cxr", "06_trained_baselines", "07_fewshot_decoder", "08_medical_pretraining"])
+    assert order.index("07_fewshot_decoder") < order.index("06_trained_baselines")
+    assert order.index("05_cxr") < order.index("06_trained_baselines") and order[0] == "00_data"
+    assert order.index("07_fewshot_decoder") < order.index("08_medical_pretraining")
+
+
+# ----------------------------------------------------------------------------- notebook 08
+
+
+def test_pretraining_reuses_notebook_07_only_when_it_covers_the_study(tmp_path, monkeypatch):
+    from frozenseg.baselines import pretraining
+    from frozenseg.results import save_results
+
+    monkeypatch.setenv("FROZENSEG_OUT", str(tmp_path))
+    study, params = ToyStudy(["isic"], [0, 1]), {"budgets": (1, 2)}
+    rows = [{"notebook": "07_fewshot_decoder", "profile": "smoke", "source": "phantom", "model": "litemedsam",
+             "seed": s, "domain": "isic", "unit": "case", "case_id": "c0", "arm": arm, "decoder": dec, "n_labels": n,
+             "method": f"{dec}_{arm}_n{n}", "dice": 0.9, "flag": ""}
+            for s in (0, 1) for arm in ("gt_box", "deployable") for dec, n in (("frozen", 0), ("tuned", 1), ("tuned", 2))]
+    save_results(pd.DataFrame(rows), "07_fewshot_decoder", "smoke")
+    reused = pretraining.reusable_07(study, params, "litemedsam")
+    assert reused is not None and set(reused.arm) == {"gt_box"} and set(reused.reused_from) == {"07_fewshot_decoder"}
+    assert pretraining.reusable_07(ToyStudy(["isic"], [0, 2]), params, "litemedsam") is None      # seed 2 missing
+    assert pretraining.reusable_07(study, {"budgets": (1, 5)}, "litemedsam") is None             # N=5 missing
+    assert pretraining.reusable_07(study, params, "medsam") is None
+
+
+def test_pretraining_status_lists_absent_weights_without_inventing_columns(tmp_path, monkeypatch):
+    from frozenseg.baselines import pretraining
+
+    monkeypatch.setenv("FROZENSEG_DATA", str(tmp_path))
+    status = pretraining.model_status()
+    assert status.set_index("model").present.to_dict() == {"sam_vit_b": False, "medsam": False, "litemedsam": True}
+    note = pretraining.absent_note(status)
+    assert "sam_vit_b" in note and "medsam" in note and "not shown" in note
+    df = pd.DataFrame([{"domain": "isic", "model": "litemedsam", "decoder": dec, "n_labels": n, "seed": s,
+                        "unit": "case", "flag": "", "case_id": "c0", "dice": d}
+                       for s in (0, 1) for dec, n, d in (("frozen", 0, 0.8), ("tuned", 2, 0.9))])
+    table = pretraining.pretraining_table(df, status)
+    assert [c for c in table.columns if c != "domain"] == [
+        "LiteMedSAM (medical, MedSAM-distilled TinyViT): frozen", "LiteMedSAM (medical, MedSAM-distilled TinyViT): tuned N=2"]
