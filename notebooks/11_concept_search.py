@@ -56,6 +56,7 @@ print("concept settings:", params)
 # The learning rate is not the source's 5e-4: through LiteMedSAM's decoder that rate moves the tokens too
 # little in a few dozen single-batch steps and every concept collapses to an empty mask (a flagged outcome,
 # measured while building this notebook), so the profile uses 0.1 → 1e-3, the same 100:1 cosine decay.
+# The first fit of a loop runs `epochs` steps; each later, warm-started refit runs `refit_epochs` (printed above).
 
 # %%
 results, times, concepts = run_concept_study(study)
@@ -98,6 +99,21 @@ fig = viz.concept_curves(curves, ref, titles)
 art.figure(fig, "dice_vs_labels", caption=(
     "Test Dice vs labelled images: HUE top-k (solid) and random (dashed), from 1 (blue) and 5 (orange) "
     "labelled images; dotted: the GT-box oracle of notebook 01 on the same test images, where available."))
+
+# %% [markdown]
+# ## Each image keeps its lowest-U round (the source's evaluation mode)
+#
+# The source evaluates each image with every round's concept and keeps the one with the lowest HUE
+# uncertainty U. That choice reads U only, never the ground truth, so it is a fair (GT-free) test-time
+# ensemble over rounds. It is reported beside the plain last-round Dice; ties go to the later round.
+
+# %%
+low_tab = cs.lowest_u_table(results, curves, titles)
+art.table(low_tab, "lowest_u", caption=(
+    "Test Dice at the last round: the last round's concept on every image, vs each image segmented by whichever "
+    "round's concept gave it the lowest HUE uncertainty U (selection uses U only; spleen per 3D volume, slices "
+    "picking independently). Last column: share of test images (spleen: slices) whose lowest-U round is earlier."))
+display(low_tab)
 
 # %% [markdown]
 # ## Does U rank true Dice?

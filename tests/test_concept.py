@@ -5,9 +5,10 @@ import numpy as np
 import pytest
 import torch
 
-from frozenseg.concept import (EMPTY_U, FLAG_COLLAPSED, FLAG_SINGLE, ConceptCollapsedError, DecoderBackend,
-                               FitSettings, LoopConfig, annotation_loop, fit_concept, ground_truth_annotator,
-                               hue_from_logits, predict, rank_correlation, select)
+from frozenseg.concept import (EMPTY_U, FLAG_COLLAPSED, FLAG_SINGLE, LOWEST_U_SPLIT, ConceptCollapsedError,
+                               DecoderBackend, FitSettings, LoopConfig, annotation_loop, fit_concept,
+                               ground_truth_annotator, hue_from_logits, lowest_u_picks, predict, rank_correlation,
+                               select)
 from frozenseg.errors import ConfigError, DataError
 from frozenseg.metrics import dice
 
@@ -96,6 +97,38 @@ def test_concept_moves_while_decoder_stays_frozen(lite):
     for m, b in zip(parts, before):
         assert all(torch.equal(v, m.state_dict()[k]) for k, v in b.items())
     assert not any(p.requires_grad for p in be.model.parameters())
+
+
+def test_fast_decoder_matches_the_models_own_decoder(lite):
+    be, feats, masks = lite
+    from frozenseg.concept.fast import PreparedDecoder, supports
+
+    assert supports(be.model)
+    dec = PreparedDecoder(be.model, feats)
+    for seed in (0, 1):
+        tok = torch.nn.Parameter(torch.randn((3, be.dim), generator=torch.Generator().manual_seed(seed)) * 0.3)
+        ref = be.reference_logits(feats, tok)
+        (ref * torch.linspace(-1, 1, ref.shape[-1])).sum().backward()
+        g_ref, tok.grad = tok.grad.clone(), None
+        out = dec(tok)
+        (out * torch.linspace(-1, 1, out.shape[-1])).sum().backward()
+        assert out.shape == ref.shape
+        assert torch.allclose(out, ref, atol=1e-3, rtol=1e-4)
+        assert torch.allclose(tok.grad, g_ref, atol=1e-3 * float(g_ref.abs().max()), rtol=1e-3)
+        assert torch.allclose(dec(tok, slice(1, 3)), ref[1:3], atol=1e-3, rtol=1e-4)
+    s = FitSettings(k=2, epochs=4, lr=0.1, lr_min=1e-3)
+    fast = fit_concept(be, feats[:2], masks[:2], s, seed=0)
+    slow = fit_concept(DecoderBackend(be.model, be.cache, fast=False), feats[:2], masks[:2], s, seed=0)
+    assert np.allclose(fast.tokens, slow.tokens, atol=1e-4) and np.allclose(fast.losses, slow.losses, rtol=1e-4)
+
+
+def test_chunked_fit_equals_full_batch():
+    be, (imgs, masks) = FakeBackend(), _fake_pool()
+    feats = be.features(imgs)
+    s = FitSettings(k=2, epochs=6, lr=0.1, lr_min=1e-3)
+    full = fit_concept(be, feats[:7], masks[:7], s.with_(chunk=100), seed=2)
+    parts = fit_concept(be, feats[:7], masks[:7], s.with_(chunk=3), seed=2)
+    assert np.allclose(full.tokens, parts.tokens, atol=1e-6) and np.allclose(full.losses, parts.losses, rtol=1e-5)
 
 
 # ---------------------------------------------------------------- HUE
@@ -187,6 +220,54 @@ def test_select_top_k_by_u_and_seeded_random():
     a = select("random", list(u), u, 3, seed=0, rnd=1)
     assert a == select("random", list(u), u, 3, seed=0, rnd=1) and len(a) == 3
     assert len(select("hue", [0, 4], u, 5, seed=0, rnd=1)) == 2
+
+
+def test_lowest_u_picks_read_u_only_and_pick_the_lowest_round():
+    def row(split, rnd, j, u, d):
+        return {"split": split, "round": rnd, "index": j, "u": u, "dice": d}
+
+    rows = [row("test", 0, 0, 0.9, 0.95), row("test", 1, 0, 0.3, 0.40), row("test", 2, 0, 0.5, 0.99),
+            row("test", 0, 1, 0.2, 0.10), row("test", 1, 1, 0.2, 0.90), row("test", 2, 1, 1.0, 0.95),
+            row("pool", 2, 0, 0.0, 1.00), row(LOWEST_U_SPLIT, 2, 1, 0.0, 1.0),
+            {"split": "test", "round": 2, "index": None, "unit": "volume", "dice": 1.0}]
+    picks = lowest_u_picks(rows)
+    assert picks == {0: (1, 0.3), 1: (1, 0.2)}          # image 0: lowest U, not best Dice; image 1: tie -> later
+    assert lowest_u_picks(rows, upto=0) == {0: (0, 0.9), 1: (0, 0.2)}
+    blind = [{k: v for k, v in r.items() if k != "dice"} for r in rows]
+    flipped = [{**r, "dice": 1.0 - r["dice"]} for r in rows]
+    assert lowest_u_picks(blind) == picks == lowest_u_picks(flipped), "the pick must not read ground truth"
+
+
+def test_loop_scores_each_image_with_its_lowest_u_round(tmp_path):
+    be, (imgs, masks) = FakeBackend(), _fake_pool()
+    feats = be.features(imgs)
+    cfg = _cfg(test_u="all", refit_epochs=2)
+    st = annotation_loop(be, feats, ground_truth_annotator(masks), cfg, feats[:4], masks[:4], pool_truth=masks)
+    assert [len(x) for x in st.losses] == [5, 2, 2, 2]
+    plain = {(r["round"], r["index"]): r for r in st.rows if r["split"] == "test"}
+    for rnd in range(cfg.rounds + 1):
+        picks = lowest_u_picks(st.rows, upto=rnd)
+        low = [r for r in st.rows if r["split"] == LOWEST_U_SPLIT and r["round"] == rnd]
+        assert sorted(r["index"] for r in low) == [0, 1, 2, 3]
+        for r in low:
+            src = plain[(picks[r["index"]][0], r["index"])]
+            assert r["u_round"] == picks[r["index"]][0] and r["u"] == src["u"] == min(
+                plain[(k, r["index"])]["u"] for k in range(rnd + 1))
+            assert r["dice"] == src["dice"]
+    calls = {"n": 0}
+
+    def flaky(i):
+        calls["n"] += 1
+        if calls["n"] == 7:
+            raise KeyboardInterrupt
+        return masks[i]
+
+    path = tmp_path / "low.json"
+    with pytest.raises(KeyboardInterrupt):
+        annotation_loop(be, feats, flaky, cfg, feats[:4], masks[:4], pool_truth=masks, state_path=path)
+    resumed = annotation_loop(be, feats, ground_truth_annotator(masks), cfg, feats[:4], masks[:4], pool_truth=masks,
+                              state_path=path)
+    assert resumed.rows == st.rows, "picked masks of earlier rounds are rebuilt on resume"
 
 
 # ---------------------------------------------------------------- bad input

@@ -32,6 +32,7 @@ class FitSettings:
     dice_weight: float = 1.0
     init: str = "random"             # "random" (seeded, N(0, init_std)) or "zero" (all k tokens then stay equal)
     init_std: float = 0.1
+    chunk: int = 8                   # images per decoder call; gradients accumulate, so only memory changes
 
     def with_(self, **kw) -> "FitSettings":
         """A copy with some fields changed (unknown names raise ConfigError)."""
@@ -59,10 +60,10 @@ class Concept:
 class DecoderBackend:
     """Concept search through a frozen PromptableModel (LiteMedSAM default): concept = sparse prompt tokens."""
 
-    def __init__(self, model, cache=None):
+    def __init__(self, model, cache=None, fast: bool = True):
         from ..cache import EmbeddingCache
 
-        self.model = model
+        self.model, self.fast = model, fast
         self.cache = cache or EmbeddingCache()
         self.key = model.key
         self.dim = int(model.prompt_encoder.embed_dim)
@@ -76,8 +77,20 @@ class DecoderBackend:
         _, dense = self.model.prompt_encoder(points=None, boxes=None, masks=None)
         return dense.expand(b, -1, -1, -1)
 
+    def prepare(self, feats):
+        """``f(tokens, idx=None) -> (B, S, S)`` logits on fixed ``feats``, with concept-independent parts precomputed."""
+        from .fast import PreparedDecoder, supports
+
+        if self.fast and supports(self.model):
+            return PreparedDecoder(self.model, feats)
+        return lambda tokens, idx=None: self.reference_logits(feats if idx is None else feats[idx], tokens)
+
     def logits(self, feats, tokens: torch.Tensor) -> torch.Tensor:
         """Differentiable low-res logits (B, S, S) of the concept ``tokens`` (k, C) on ``feats``."""
+        return self.prepare(list(feats))(tokens)
+
+    def reference_logits(self, feats, tokens: torch.Tensor) -> torch.Tensor:
+        """``logits`` through the model's own per-image ``decode_tensors`` (the slow reference path)."""
         dev = self.model.device
         img = torch.cat([e.tensor() for e in feats]).to(dev)
         sparse = tokens.to(dev)[None].expand(len(feats), -1, -1)
@@ -180,7 +193,8 @@ def fit_concept(backend, feats, masks, settings: FitSettings = FitSettings(), se
     check_support(masks)
     if len(feats) != len(masks):
         raise ConfigError(f"{len(feats)} embeddings for {len(masks)} masks")
-    side = _low_side(backend, feats[0])
+    decode = _prepared(backend, list(feats))
+    side = _low_side(backend, feats[0], decode)
     pairs = [backend.target(m, f, side) for m, f in zip(masks, feats)]
     tgt, valid = torch.stack([p[0] for p in pairs]), torch.stack([p[1] for p in pairs]).float()
     start = init.tokens if isinstance(init, Concept) else init
@@ -188,36 +202,50 @@ def fit_concept(backend, feats, masks, settings: FitSettings = FitSettings(), se
         init_tokens(backend.tokens_like(settings.k), settings, seed)
     param = torch.nn.Parameter(p0.clone())
     opt = torch.optim.AdamW([param], lr=settings.lr, weight_decay=settings.weight_decay)
+    chunks = [slice(i, i + max(1, settings.chunk)) for i in range(0, len(feats), max(1, settings.chunk))]
     losses = []
     for step in range(settings.epochs):
         for grp in opt.param_groups:
             grp["lr"] = cosine_lr(step, settings.epochs, settings)
-        loss = concept_loss(backend.logits(feats, param), tgt.to(param.device), valid.to(param.device), settings)
         opt.zero_grad()
-        loss.backward()
+        total = 0.0
+        for sl in chunks:        # batch = the labelled set; chunks only bound memory (gradients accumulate)
+            part = concept_loss(decode(param, sl), tgt[sl].to(param.device), valid[sl].to(param.device), settings)
+            part = part * (len(tgt[sl]) / len(tgt))
+            part.backward()
+            total += float(part.detach())
         torch.nn.utils.clip_grad_norm_([param], settings.clip)
         opt.step()
-        losses.append(float(loss.detach()))
+        losses.append(total)
     concept = Concept(tokens=param.detach().cpu().numpy().astype(np.float32), backend=backend.key, losses=losses,
                       n_support=len(masks), flag=FLAG_SINGLE if len(masks) == 1 else "")
-    return _check_collapse(backend, concept, feats, require_nonempty)
+    return _check_collapse(concept, decode, chunks, len(feats), require_nonempty)
 
 
-def _low_side(backend, feat) -> int:
+def _prepared(backend, feats):
+    """``decode(tokens, idx)`` on fixed feats: the backend's prepared decoder, else its plain ``logits``."""
+    if hasattr(backend, "prepare"):
+        return backend.prepare(feats)
+    return lambda tokens, idx=None: backend.logits(feats if idx is None else feats[idx], tokens)
+
+
+def _low_side(backend, feat, decode=None) -> int:
     """Side of the backend's low-res output frame (probed once per backend)."""
     if not hasattr(backend, "_side"):
         with torch.no_grad():
-            backend._side = int(backend.logits([feat], torch.zeros(backend.tokens_like(1))).shape[-1])
+            zero = torch.zeros(backend.tokens_like(1))
+            out = decode(zero, slice(0, 1)) if decode is not None else backend.logits([feat], zero)
+            backend._side = int(out.shape[-1])
     return backend._side
 
 
-def _check_collapse(backend, concept: Concept, feats, require_nonempty: bool) -> Concept:
+def _check_collapse(concept: Concept, decode, chunks, n: int, require_nonempty: bool) -> Concept:
     """Flag (or raise) when the concept predicts empty masks on every support image."""
     with torch.no_grad():
-        low = backend.logits(feats, concept.tensor())
-    if not (low > 0).any():
+        fg = any(bool((decode(concept.tensor(), sl) > 0).any()) for sl in chunks)
+    if not fg:
         if require_nonempty:
-            raise ConceptCollapsedError(f"the concept predicts an empty mask on all {len(feats)} support images; "
+            raise ConceptCollapsedError(f"the concept predicts an empty mask on all {n} support images; "
                                         "try more epochs, a higher lr or a larger init_std")
         concept.flag = FLAG_COLLAPSED
     return concept

@@ -11,19 +11,27 @@ import pandas as pd
 from .. import paths
 from ..metrics import assemble_volume, dice, iou, score_volume
 from .core import FitSettings
-from .loop import LoopConfig, annotation_loop, ground_truth_annotator
+from .loop import LOWEST_U_SPLIT, LoopConfig, annotation_loop, ground_truth_annotator
 
 NOTEBOOK = "11_concept_search"
 # Sizes when a profile leaves them open. lr: the source's 5e-4 -> 5e-6 moves LiteMedSAM's tokens too little in
 # its few single-batch steps (concepts collapse to empty masks, measured); 0.1 -> 1e-3 keeps its 100:1 decay.
-DEFAULTS = {"k": 4, "epochs": 60, "rounds": 5, "per_round": 5, "starts": (1, 5), "pool": None, "n_test": None,
-            "lr": 0.1, "lr_min": 1e-3, "n_boot": 1000}
+# refit_epochs: epochs of each warm-started refit in the loop (the first fit of a loop uses `epochs`); the
+# refit starts from the previous round's concept, so it needs fewer steps (None: `epochs`, the source's way).
+DEFAULTS = {"k": 4, "epochs": 60, "refit_epochs": 20, "rounds": 5, "per_round": 5, "starts": (1, 5), "pool": None,
+            "n_test": None, "lr": 0.1, "lr_min": 1e-3, "n_boot": 1000}
 SOURCE_LR = {"lr": 5e-4, "lr_min": 5e-6}
 
 
 def concept_params(profile) -> dict:
     """The profile's concept settings over DEFAULTS."""
     return {**DEFAULTS, **(getattr(profile, "concept", None) or {})}
+
+
+def loop_config(params: dict, strategy: str, start: int, seed: int) -> LoopConfig:
+    """The loop of one strategy and start size under concept params (test U every round: lowest-U rows)."""
+    return LoopConfig(strategy=strategy, start=start, rounds=params["rounds"], per_round=params["per_round"],
+                      seed=seed, settings=fit_settings(params), test_u="all", refit_epochs=params.get("refit_epochs"))
 
 
 def fit_settings(params: dict) -> FitSettings:
@@ -80,14 +88,13 @@ def run_domain(study, backend, domain: str, seed: int, params: dict) -> tuple[pd
     test = test_subset(data, params["n_test"])
     pool_f = backend.features([c.image for c in pool], desc=f"{domain} pool")
     test_f = backend.features([c.image for c in test], desc=f"{domain} test")
-    settings, truth = fit_settings(params), [c.mask for c in pool]
+    truth = [c.mask for c in pool]
     tag = {"model": study.model.cache_id, "pool": _ids_hash(pool), "test": _ids_hash(test), "domain": domain}
     parts, times = [], {}
     for start in params["starts"]:
         shared = None
         for strategy in ("hue", "random"):
-            cfg = LoopConfig(strategy=strategy, start=start, rounds=params["rounds"], per_round=params["per_round"],
-                             seed=seed, settings=settings)
+            cfg = loop_config(params, strategy, start, seed)
             t0 = time.perf_counter()
             st = annotation_loop(backend, pool_f, ground_truth_annotator(truth), cfg, test_f, pool_truth=truth,
                                  test_scorer=test_scorer(test, data.volumes), warm_round0=shared, tag=tag,
@@ -107,7 +114,8 @@ def loop_rows(state, pool, strategy: str, start: int) -> pd.DataFrame:
     df.loc[is_pool, "case_id"] = [pool[int(i)].case_id for i in df.loc[is_pool, "index"]]
     df.loc[is_pool, "unit"] = "pool"
     df["strategy"], df["start"] = strategy, start
-    df["method"] = [f"concept_{strategy}_start{start}_r{r}" for r in df["round"]]
+    df["method"] = [f"concept_{strategy}_start{start}_r{r}" + ("_lowestU" if sp == LOWEST_U_SPLIT else "")
+                    for r, sp in zip(df["round"], df["split"])]
     df["flag"] = df["concept_flag"].fillna("")
     return df.drop(columns=["concept_flag"])
 

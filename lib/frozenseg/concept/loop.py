@@ -2,6 +2,10 @@
 
 The loop's state is written atomically after every finished round, so an interrupted loop resumes from
 the last finished round and gives the same result as an uninterrupted run with the same seed.
+
+With ``test_u="all"`` the test split is also scored in the source's evaluation mode: each test image keeps
+the mask of whichever round's concept gave it the lowest HUE uncertainty U so far (GT-free: the choice
+reads U only). Those rows have split ``"test_lowest_u"`` beside the plain per-round ``"test"`` rows.
 """
 from __future__ import annotations
 
@@ -21,7 +25,8 @@ from .hue import hue_scores
 
 Annotator = Callable[[int], np.ndarray]      # pool index -> the corrected (ground-truth) mask
 STRATEGIES = ("hue", "random")
-STATE_VERSION = 1
+STATE_VERSION = 2
+LOWEST_U_SPLIT = "test_lowest_u"
 
 
 def ground_truth_annotator(masks) -> Annotator:
@@ -39,7 +44,8 @@ class LoopConfig:
     per_round: int = 5               # images sent to the annotator per round
     seed: int = 0
     settings: FitSettings = FitSettings()
-    test_u: str = "last"             # compute U on the test split: "last" round, "all" rounds or "none"
+    test_u: str = "last"             # U on the test split: "last" round, "all" rounds (+ lowest-U rows) or "none"
+    refit_epochs: int | None = None  # epochs of each warm-started refit (rounds >= 1); None: settings.epochs
 
     def __post_init__(self):
         if self.strategy not in STRATEGIES:
@@ -49,6 +55,12 @@ class LoopConfig:
                               f"{self.per_round}, {self.rounds})")
         if self.test_u not in ("last", "all", "none"):
             raise ConfigError(f"test_u must be 'last', 'all' or 'none', not {self.test_u!r}")
+        if self.refit_epochs is not None and self.refit_epochs < 0:
+            raise ConfigError(f"refit_epochs must be >= 0 or None, not {self.refit_epochs}")
+
+    def refit_settings(self) -> FitSettings:
+        """Fit settings of the warm-started refits (rounds >= 1)."""
+        return self.settings if self.refit_epochs is None else self.settings.with_(epochs=self.refit_epochs)
 
     def fingerprint(self, n_pool: int, n_test: int) -> dict:
         """JSON-able identity of this run (config plus data sizes)."""
@@ -150,9 +162,59 @@ class _Labels:
                 np.savez(fh, **arrays)
 
 
+def merge_picks(picks: dict[int, tuple[int, float]], rows) -> dict[int, tuple[int, float]]:
+    """Update per-test-image picks ``index -> (round, U)`` with test rows: keep the lowest U (ties: later round).
+
+    GT-free by construction: only ``round``, ``index`` and ``u`` of each row are read.
+    """
+    out = dict(picks)
+    for r in sorted((r for r in rows if r.get("split") == "test" and r.get("index") is not None and "u" in r),
+                    key=lambda r: r["round"]):
+        j, u = int(r["index"]), float(r["u"])
+        if j not in out or u <= out[j][1]:
+            out[j] = (int(r["round"]), u)
+    return out
+
+
+def lowest_u_picks(rows, upto: int | None = None) -> dict[int, tuple[int, float]]:
+    """Per test image: (round, U) of the round (<= ``upto``) whose concept gave it the lowest U."""
+    return merge_picks({}, [r for r in rows if upto is None or r["round"] <= upto])
+
+
+class _LowestU:
+    """Running lowest-U picks of the test images and the picked masks (rebuilt from round tokens on resume)."""
+
+    def __init__(self, backend, state: "LoopState | None", test_feats):
+        self.picks, self.masks = {}, {}
+        if state is None:
+            return
+        self.picks = lowest_u_picks(state.rows)
+        for rnd in sorted({p[0] for p in self.picks.values()}):
+            idx = [j for j, p in self.picks.items() if p[0] == rnd]
+            concept = Concept(tokens=np.asarray(state.history[rnd], dtype=np.float32), backend=backend.key)
+            for j, lg in zip(idx, predict_logits(backend, concept, [test_feats[j] for j in idx])):
+                self.masks[j] = lg > 0
+
+    def rows(self, round_rows: list[dict], preds: list[np.ndarray], base: dict, test_scorer) -> list[dict]:
+        """Take this round's test rows into the picks; score the picked masks (split LOWEST_U_SPLIT)."""
+        new = merge_picks(self.picks, round_rows)
+        for j, (rnd, _) in new.items():
+            if rnd == base["round"]:
+                self.masks[j] = preds[j]
+        self.picks = new
+        if len(self.masks) != len(preds):
+            return []
+        out = []
+        for r in test_scorer([self.masks[j] for j in range(len(preds))]):
+            j = r.get("index")
+            pick = {"u": self.picks[j][1], "u_round": self.picks[j][0]} if j is not None else {}
+            out.append({**base, **r, "split": LOWEST_U_SPLIT, **pick})
+        return out
+
+
 def _evaluate(backend, cfg: LoopConfig, rnd: int, last: bool, concept: Concept, labelled: set[int], pool_feats,
-              pool_truth, test_feats, test_scorer) -> list[dict]:
-    """Rows of one round: every pool image (U where needed, Dice vs truth) and every test image."""
+              pool_truth, test_feats, test_scorer, lowest: _LowestU | None = None) -> list[dict]:
+    """Rows of one round: every pool image (U where needed, Dice vs truth), every test image, lowest-U rows."""
     base = {"round": rnd, "n_labelled": len(labelled), "concept_flag": concept.flag}
     unl = [i for i in range(len(pool_feats)) if i not in labelled]
     rows = []
@@ -169,10 +231,15 @@ def _evaluate(backend, cfg: LoopConfig, rnd: int, last: bool, concept: Concept, 
         lg = predict_logits(backend, concept, test_feats)
         with_u = cfg.test_u == "all" or (cfg.test_u == "last" and last)
         hues = hue_scores(backend, test_feats, lg) if with_u else [None] * len(lg)
-        for r in test_scorer([g > 0 for g in lg]):
+        preds = [g > 0 for g in lg]
+        test_rows = []
+        for r in test_scorer(preds):
             j = r.get("index")
             h = hues[j] if j is not None and j < len(hues) and hues[j] is not None else None
-            rows.append({**base, "split": "test", "labelled": False, **r, **(h.to_dict() if h else {})})
+            test_rows.append({**base, "split": "test", "labelled": False, **r, **(h.to_dict() if h else {})})
+        rows += test_rows
+        if cfg.test_u == "all" and lowest is not None:
+            rows += lowest.rows(test_rows, preds, {**base, "labelled": False}, test_scorer)
     return rows
 
 
@@ -193,6 +260,7 @@ def annotation_loop(backend, pool_feats, annotator: Annotator, cfg: LoopConfig, 
     fp = {**cfg.fingerprint(n_pool, len(test_feats)), "tag": tag or {}}
     state = _load_state(state_path, fp) or warm_round0
     labels = _Labels(annotator, state_path)
+    lowest = _LowestU(backend, state, test_feats) if cfg.test_u == "all" and test_feats else None
     if state is None:
         labelled = start_indices(n_pool, cfg.start, cfg.seed)
         t0 = time.perf_counter()
@@ -200,7 +268,7 @@ def annotation_loop(backend, pool_feats, annotator: Annotator, cfg: LoopConfig, 
                               cfg.settings, seed=cfg.seed)
         fit_s = time.perf_counter() - t0
         rows = _evaluate(backend, cfg, 0, cfg.rounds == 0, concept, set(labelled), pool_feats, pool_truth,
-                         test_feats, test_scorer)
+                         test_feats, test_scorer, lowest)
         state = LoopState(round=0, labelled=labelled, tokens=concept.tokens.tolist(), rows=rows,
                           losses=[concept.losses], fit_s=[fit_s], history=[concept.tokens.tolist()])
         _save_state(state_path, fp, state, labels)
@@ -212,7 +280,7 @@ def annotation_loop(backend, pool_feats, annotator: Annotator, cfg: LoopConfig, 
         state = LoopState(**json.loads(json.dumps(asdict(warm_round0))))   # a private copy
         _save_state(state_path, fp, state, labels)
     while state.round < cfg.rounds:
-        state = _next_round(backend, cfg, state, pool_feats, labels, pool_truth, test_feats, test_scorer)
+        state = _next_round(backend, cfg, state, pool_feats, labels, pool_truth, test_feats, test_scorer, lowest)
         _save_state(state_path, fp, state, labels)
     return state
 
@@ -223,8 +291,9 @@ def _has_pool_u(state: LoopState) -> bool:
     return all("u" in r for r in rows)
 
 
-def _next_round(backend, cfg, state: LoopState, pool_feats, labels, pool_truth, test_feats, test_scorer) -> LoopState:
-    """Select, annotate, refit warm-started, evaluate: one round."""
+def _next_round(backend, cfg, state: LoopState, pool_feats, labels, pool_truth, test_feats, test_scorer,
+                lowest: _LowestU | None = None) -> LoopState:
+    """Select, annotate, refit warm-started (``cfg.refit_epochs``), evaluate: one round."""
     rnd = state.round + 1
     labelled = set(state.labelled)
     cand = [i for i in range(len(pool_feats)) if i not in labelled]
@@ -233,11 +302,11 @@ def _next_round(backend, cfg, state: LoopState, pool_feats, labels, pool_truth, 
     labelled |= set(picked)
     order = sorted(labelled)
     t0 = time.perf_counter()
-    concept = fit_concept(backend, [pool_feats[i] for i in order], [labels[i] for i in order], cfg.settings,
+    concept = fit_concept(backend, [pool_feats[i] for i in order], [labels[i] for i in order], cfg.refit_settings(),
                           seed=cfg.seed, init=state.concept(backend.key))
     fit_s = time.perf_counter() - t0
     rows = _evaluate(backend, cfg, rnd, rnd == cfg.rounds, concept, labelled, pool_feats, pool_truth, test_feats,
-                     test_scorer)
+                     test_scorer, lowest)
     for r in rows:
         r["picked"] = r["split"] == "pool" and r["index"] in picked
     return LoopState(round=rnd, labelled=order, tokens=concept.tokens.tolist(), rows=state.rows + rows,

@@ -6,13 +6,14 @@ import pandas as pd
 
 from ..results import fmt_mean_sd, seed_summary
 from .hue import rank_correlation
+from .loop import LOWEST_U_SPLIT
 
 STRATEGY_LABEL = {"hue": "HUE top-k", "random": "random"}
 
 
-def scored_test(df: pd.DataFrame) -> pd.DataFrame:
-    """Test rows that count: 2D cases and whole spleen volumes (slices are diagnostics)."""
-    return df[(df.split == "test") & df.unit.isin(["case", "volume"])]
+def scored_test(df: pd.DataFrame, split: str = "test") -> pd.DataFrame:
+    """Test rows that count: 2D cases and whole spleen volumes (slices are diagnostics); ``split`` picks the mode."""
+    return df[(df.split == split) & df.unit.isin(["case", "volume"])]
 
 
 def dice_curves(df: pd.DataFrame) -> pd.DataFrame:
@@ -26,6 +27,12 @@ def dice_curves(df: pd.DataFrame) -> pd.DataFrame:
     out = test[keys + ["test_dice", "test_sd", "cases"]].merge(n_lab, on=keys)
     out = out.merge(credit[keys + ["pool_dice_credited"]], on=keys, how="left")
     out = out.merge(plain[keys + ["pool_dice_uncorrected"]], on=keys, how="left")
+    low = scored_test(df, LOWEST_U_SPLIT)
+    if len(low):
+        low = seed_summary(low, keys).rename(columns={"mean": "test_dice_lowest_u", "sd": "lowest_u_sd"})
+        out = out.merge(low[keys + ["test_dice_lowest_u", "lowest_u_sd"]], on=keys, how="left")
+    else:
+        out["test_dice_lowest_u"], out["lowest_u_sd"] = np.nan, np.nan
     return out.sort_values(keys).reset_index(drop=True)
 
 
@@ -42,6 +49,22 @@ def curve_table(curves: pd.DataFrame, titles: dict | None = None) -> pd.DataFram
         row["pool Dice, uncorrected images only"] = ("–" if pd.isna(last.pool_dice_uncorrected)
                                                      else f"{last.pool_dice_uncorrected:.3f}")
         rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def lowest_u_table(df: pd.DataFrame, curves: pd.DataFrame, titles: dict | None = None) -> pd.DataFrame:
+    """Per domain x start x strategy at the last round: plain last-round test Dice vs each image keeping its
+    lowest-U round's mask (GT-free), and the share of test images whose pick is an earlier round."""
+    low = df[(df.split == LOWEST_U_SPLIT) & df.get("u_round", pd.Series(index=df.index)).notna()]
+    rows = []
+    for (dom, start, strat), g in curves.groupby(["domain", "start", "strategy"], sort=False):
+        last = g.sort_values("round").iloc[-1]
+        picks = low[(low.domain == dom) & (low.start == start) & (low.strategy == strat) & (low["round"] == last["round"])]
+        rows.append({"domain": (titles or {}).get(dom, dom), "start": int(start), "selection": STRATEGY_LABEL[strat],
+                     "N": int(last.n_labelled), "last-round Dice": fmt_mean_sd(last.test_dice, last.test_sd),
+                     "lowest-U round per image (GT-free)": fmt_mean_sd(last.test_dice_lowest_u, last.lowest_u_sd),
+                     "images kept from an earlier round": ("–" if picks.empty else
+                                                           f"{(picks.u_round < picks['round']).mean():.0%}")})
     return pd.DataFrame(rows)
 
 
