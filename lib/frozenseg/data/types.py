@@ -39,12 +39,13 @@ class Volume:
     meta: dict = field(default_factory=dict)
 
     def slice_case(self, z: int) -> Case:
-        """Axial slice ``z`` as a Case (grey replicated to RGB)."""
+        """Axial slice ``z`` as a Case (grey replicated to RGB); ``meta`` holds the volume's depth and slice spacing."""
         img = np.repeat(self.image[:, :, z, None], 3, axis=2)
         return Case(
             case_id=f"{self.volume_id}_z{z:03d}", domain=self.domain, image=img,
             mask=self.mask[:, :, z].copy(), source=self.source, volume_id=self.volume_id,
             slice_index=z, spacing=self.spacing[:2],
+            meta={"depth": int(self.image.shape[2]), "z_spacing": float(self.spacing[2])},
         )
 
     def foreground_slices(self) -> list[int]:

@@ -106,6 +106,42 @@ class Dinov2Features:
         return FeatureMap(unit_cells(tok, self.center), grid)
 
 
+class ColourFeatures:
+    """A hand-crafted, always-available second space: per-cell colour and texture statistics on a ``cells`` grid.
+
+    Each cell holds the mean and standard deviation of R, G, B and of the grey-level gradient magnitude at two
+    scales, plus the saturation and value of its mean colour (12 numbers, standardised per image). It stands in
+    for DINOv2 in the feature-ensemble comparison when DINOv2 weights are absent; it is not a learned representation.
+    """
+
+    name = "colour"
+
+    def __init__(self, model=None, cells: int = 32, center: bool = True):
+        self.cells, self.center = int(cells), bool(center)
+
+    def __call__(self, image: np.ndarray, emb=None) -> FeatureMap:
+        """FeatureMap of one image (the SAM embedding is not used)."""
+        n = self.cells
+        x = torch.from_numpy(np.array(image, dtype=np.float32, copy=True)).permute(2, 0, 1)[None] / 255.0
+        grey = x.mean(1, keepdim=True)
+        chans = [x]
+        for k in (0, 2):
+            g = F.avg_pool2d(grey, 2 * k + 1, stride=1, padding=k, count_include_pad=False) if k else grey
+            gy, gx = torch.gradient(g[0, 0])
+            chans.append(torch.sqrt(gx ** 2 + gy ** 2)[None, None])
+        f = torch.cat(chans, 1)                                             # (1, 5, H, W)
+        mean = F.adaptive_avg_pool2d(f, n)
+        sd = (F.adaptive_avg_pool2d(f * f, n) - mean ** 2).clamp_min(0).sqrt()
+        rgb = mean[0, :3]
+        value, low = rgb.max(0).values, rgb.min(0).values
+        sat = (value - low) / value.clamp_min(1e-6)
+        feat = torch.cat([mean[0], sd[0], sat[None], value[None]], 0).numpy()   # (12, n, n)
+        flat = feat.reshape(len(feat), -1)
+        feat = (feat - flat.mean(1)[:, None, None]) / (flat.std(1)[:, None, None] + 1e-6)
+        grid = FeatureGrid.stretched(image.shape[:2], (n, n), 1.0)
+        return FeatureMap(unit_cells(feat, self.center), grid)
+
+
 def dinov2_weights() -> Path | None:
     """Folder of the first DINOv2 weights present under the data root, else None."""
     from ..manifest import locate
@@ -119,7 +155,7 @@ def dinov2_weights() -> Path | None:
 
 
 def make_feature_space(spec, model=None, **kw):
-    """'sam', 'dinov2', 'auto' (DINOv2 when its weights are present, else SAM) or a feature-space object."""
+    """'sam', 'dinov2', 'colour', 'auto' (DINOv2 when its weights are present, else SAM) or a feature-space object."""
     if callable(spec) and hasattr(spec, "name"):
         return spec
     if spec == "auto":
@@ -128,6 +164,8 @@ def make_feature_space(spec, model=None, **kw):
         if model is None:
             raise ConfigError("the 'sam' feature space needs model=<PromptableModel>")
         return SamFeatures(model, **kw)
+    if spec == "colour":
+        return ColourFeatures(model, **{k: v for k, v in kw.items() if k != "pool"})
     if spec == "dinov2":
         path = dinov2_weights()
         if path is None:
@@ -135,4 +173,4 @@ def make_feature_space(spec, model=None, **kw):
 
             locate(DINOV2_KEYS[0])    # raises the error that says where to put the weights
         return Dinov2Features.from_pretrained(path, **{k: v for k, v in kw.items() if k != "pool"})
-    raise ConfigError(f"unknown feature space {spec!r}; choose 'sam', 'dinov2' or 'auto'")
+    raise ConfigError(f"unknown feature space {spec!r}; choose 'sam', 'dinov2', 'colour' or 'auto'")

@@ -1,0 +1,162 @@
+"""The per-domain experiment behind notebooks 02-05: fit a route on a few labelled train cases, run it on the
+fixed test split, and record Dice after every stage beside a naive localizer and the GT-box oracle."""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from .. import paths
+from ..boxes import mask_to_box
+from ..data.splits import subsample_train
+from ..io import write_json_atomic
+from ..metrics import score
+from .core import Pipeline, Route
+from .genome import MAX_GENOME_LABELS, fit_genome
+from .router import get_route
+
+log = logging.getLogger(__name__)
+
+DEFAULTS = {"n_support": 10, "n_genome": 20, "genome_budget": 30, "n_test": None}
+DEPLOYED, NAIVE, ORACLE = "deployed", "naive", "oracle"
+
+
+def settings(profile) -> dict:
+    """Pipeline sizes of a profile (its ``pipeline`` dict over DEFAULTS)."""
+    return {**DEFAULTS, **(profile.pipeline or {})}
+
+
+def _source_hash() -> str:
+    """Hash of the pipeline and localizer code: a cached genome is refit when either changes."""
+    h = hashlib.sha256()
+    for pkg in ("pipeline", "localizers"):
+        for p in sorted((Path(__file__).parent.parent / pkg).glob("*.py")) + sorted(
+                (Path(__file__).parent.parent / pkg).glob("*.yaml")):
+            h.update(p.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def genome_key(route: Route, model, support, genome_cases, budget: int) -> str:
+    """Cache key of a genome fit: route, model weights, the labelled case ids, the budget and the code."""
+    blob = json.dumps({"route": route.__dict__, "model": model.cache_id, "support": [c.case_id for c in support],
+                       "genome": [c.case_id for c in genome_cases], "budget": budget, "code": _source_hash()},
+                      sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:20]
+
+
+def fit_domain(study, domain: str, seed: int, route: Route | None = None, genome: bool = True) -> tuple[Pipeline, dict]:
+    """A fitted pipeline for one domain and seed, and its genome record (cached on disk by genome_key)."""
+    s = settings(study.profile)
+    data = study.data(domain)
+    route = route or get_route(domain)
+    support = subsample_train(data.train, min(s["n_support"], len(data.train)), seed)
+    pipe = Pipeline(route, study.model).fit(support, study.embeddings(support, desc=f"{domain} support"))
+    if not (genome and route.genome):
+        return pipe, {"params": {}, "evals": 0, "cached": False}
+    n_gen = min(s["n_genome"], MAX_GENOME_LABELS, len(data.train))
+    gcases = subsample_train(data.train, n_gen, seed)
+    path = paths.cache_root() / "genomes" / f"{genome_key(route, study.model, support, gcases, s['genome_budget'])}.json"
+    if path.is_file():
+        rec = json.loads(path.read_text())
+        pipe.params.update(rec["params"])
+        from .genome import apply_localizer_params
+
+        apply_localizer_params(pipe, rec["params"])
+        return pipe, {**rec, "cached": True}
+    rec = fit_genome(pipe, gcases, study.embeddings(gcases, desc=f"{domain} genome"), budget=s["genome_budget"],
+                     seed=seed)
+    rec = {**rec, "n_labels": n_gen, "domain": domain, "seed": seed}
+    write_json_atomic(path, rec)
+    return pipe, {**rec, "cached": False}
+
+
+def test_cases(study, domain: str) -> list:
+    """The fixed test split, cut to the profile's pipeline n_test when set."""
+    cases = study.data(domain).test
+    n = settings(study.profile)["n_test"]
+    return cases[:n] if n else cases
+
+
+def _row(base: dict, stage: str, index: int, mask, gt, spacing, **extra) -> dict:
+    return {**base, "stage": stage, "method": stage, "stage_index": index,
+            **score(mask, gt, spacing, with_hd95=stage in (DEPLOYED, ORACLE)), **extra}
+
+
+def run_domain(study, domain: str, seed: int, notebook: str, keep_masks: bool = True) -> tuple[pd.DataFrame, dict]:
+    """Rows (one per test case x stage, plus naive, oracle and 'deployed') and the deployed masks by case id."""
+    pipe, grec = fit_domain(study, domain, seed)
+    naive, _ = fit_domain(study, domain, seed, route=get_route("agnostic"), genome=False)
+    cases = test_cases(study, domain)
+    embs = study.embeddings(cases, desc=f"{domain} test")
+    rows, masks = [], {}
+    for c, e in tqdm(list(zip(cases, embs)), desc=f"{domain} pipeline (seed {seed})", leave=False):
+        base = {"domain": domain, "seed": seed, "case_id": c.case_id, "volume_id": c.volume_id,
+                "slice_index": c.slice_index, "unit": "case", "source": study.source_of(domain),
+                "localizer": pipe.route.localizer["name"]}
+        tr = pipe.run(c.image, e)
+        flag = tr.flag or ("" if tr.localization["flag"] == "ok" else tr.localization["flag"])
+        for i, st in enumerate(tr.stages):
+            rows.append(_row(base, st.name, i, st.mask, c.mask, c.spacing, gate=st.gate, fired=st.fired,
+                             accepted=st.accepted, origin=st.origin, flag=flag))
+        rows.append(_row(base, DEPLOYED, len(tr.stages), tr.final, c.mask, c.spacing, gate=tr.stages[-1].gate,
+                         flag=flag, decoder_calls=tr.decoder_calls))
+        nv = naive.run(c.image, e).stages[0]
+        rows.append(_row({**base, "localizer": naive.route.localizer["name"]}, NAIVE, -1, nv.mask, c.mask, c.spacing,
+                         gate=np.nan, flag=""))
+        om, _ = study.masks.decode_boxes(study.model, c.image, e, mask_to_box(c.mask)[None])
+        rows.append(_row(base, ORACLE, -2, om[0], c.mask, c.spacing, gate=np.nan, flag=""))
+        if keep_masks:
+            masks[c.case_id] = tr.final
+    df = pd.DataFrame(rows).assign(notebook=notebook, profile=study.profile.name, model=study.model_key)
+    return df, {"genome": grec, "route": pipe.route, "params": dict(pipe.params), "masks": masks}
+
+
+def ablation_table(df: pd.DataFrame) -> pd.DataFrame:
+    """Mean Dice after each stage (mean ± sd over seeds), with fired / accepted rates, in pipeline order."""
+    from ..results import fmt_mean_sd
+
+    d = df[df.stage_index >= 0]
+    order = d.groupby("stage").stage_index.min().sort_values()
+    per_seed = d.groupby(["stage", "seed"]).dice.mean().unstack()
+    out = []
+    for stage in order.index:
+        s = per_seed.loc[stage]
+        g = d[d.stage == stage]
+        out.append({"stage": stage, "Dice": fmt_mean_sd(s.mean(), s.std(ddof=0) if len(s) > 1 else np.nan),
+                    "median Dice": f"{g.dice.median():.3f}",
+                    "fired": "–" if stage in ("localize", DEPLOYED) else f"{g.fired.mean():.0%}",
+                    "accepted": "–" if stage in ("localize", DEPLOYED) else f"{g.accepted.mean():.0%}"})
+    return pd.DataFrame(out)
+
+
+def gap_closed(df: pd.DataFrame) -> pd.DataFrame:
+    """Per seed: naive, deployed and oracle Dice and the fraction of the naive -> oracle gap the pipeline closes."""
+    m = df[df.stage.isin([NAIVE, DEPLOYED, ORACLE])].groupby(["domain", "seed", "stage"]).dice.mean().unstack()
+    m["gap closed"] = (m[DEPLOYED] - m[NAIVE]) / (m[ORACLE] - m[NAIVE])
+    return m.reset_index()[["domain", "seed", NAIVE, DEPLOYED, ORACLE, "gap closed"]]
+
+
+def save_masks(masks: dict, notebook: str, profile: str, domain: str, seed: int) -> Path:
+    """Deployed masks (bit-packed) under results/<profile>/masks/, for the gallery."""
+    path = paths.results_dir(profile) / "masks" / f"{notebook}_{domain}_s{seed}.npz"
+    from ..io import atomic_path
+
+    with atomic_path(path) as tmp:
+        np.savez_compressed(tmp, **{k: np.packbits(v) for k, v in masks.items()},
+                            **{f"__shape__{k}": np.array(v.shape) for k, v in masks.items()})
+    return path
+
+
+def load_masks(notebook: str, profile: str, domain: str, seed: int) -> dict:
+    """Masks saved by save_masks (empty dict when the file is absent)."""
+    path = paths.results_dir(profile) / "masks" / f"{notebook}_{domain}_s{seed}.npz"
+    if not path.is_file():
+        return {}
+    z = np.load(path)
+    return {k: np.unpackbits(z[k])[: int(np.prod(z[f"__shape__{k}"]))].reshape(z[f"__shape__{k}"]).astype(bool)
+            for k in z.files if not k.startswith("__shape__")}

@@ -1,0 +1,102 @@
+"""The genome: a handful of pipeline parameters fit on at most 40 labelled train cases by a derivative-free
+optimiser (scipy's bounded Powell), never on test cases. Localizations and decoder calls are memoized per case,
+so each evaluation costs only the decodes it has not seen before."""
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+from scipy.optimize import minimize
+
+from ..errors import ConfigError
+from ..metrics import dice
+
+log = logging.getLogger(__name__)
+
+MAX_GENOME_LABELS = 40
+
+
+def genome_objective(pipeline, frames, locs, gts, names, lo, hi):
+    """f(x in [0, 1]^d) = 1 - mean Dice of the pipeline's final mask with the decoded parameters."""
+    def f(x: np.ndarray) -> float:
+        vals = dict(zip(names, map(float, lo + np.clip(x, 0, 1) * (hi - lo))))
+        pipeline.params.update(vals)
+        moved = apply_localizer_params(pipeline, vals)
+        for fr in frames:                      # the gate may change with the genome
+            fr.gate = pipeline.gate
+        d = [dice(pipeline.run(fr.image, fr.embedding, frame=fr,
+                               localized=pipeline.localize(fr, None if moved else loc)).final, gt)
+             for fr, loc, gt in zip(frames, locs, gts)]
+        return 1.0 - float(np.mean(d))
+    return f
+
+
+def apply_localizer_params(pipeline, values: dict) -> bool:
+    """Copy ``localizer.<param>`` genome values into the fitted localizer; True if any was given."""
+    loc = {k.split(".", 1)[1]: v for k, v in values.items() if k.startswith("localizer.")}
+    for k, v in loc.items():
+        if k not in pipeline.localizer.params:
+            raise ConfigError(f"genome parameter localizer.{k}: {pipeline.localizer.name} has no parameter {k!r}; "
+                              f"valid: {sorted(pipeline.localizer.params)}")
+        pipeline.localizer.params[k] = v
+    return bool(loc)
+
+
+def fit_genome(pipeline, cases, embeddings, budget: int = 40, seed: int = 0) -> dict:
+    """Fit the route's genome on labelled cases; returns {'params', 'start_dice', 'fit_dice', 'evals', 'history'}.
+
+    The pipeline must already be fitted (prior and localizer); its params are left at the best values found.
+    """
+    spec = pipeline.route.genome
+    if not spec:
+        return {"params": {}, "start_dice": float("nan"), "fit_dice": float("nan"), "evals": 0, "history": []}
+    cases = [c for c in cases if c.mask.any()]
+    if not cases:
+        raise ConfigError("genome: no labelled case with a non-empty mask to fit on")
+    if len(cases) > MAX_GENOME_LABELS:
+        raise ConfigError(f"genome: {len(cases)} labelled cases given; the study fits it on at most "
+                          f"{MAX_GENOME_LABELS} (pass a subset)")
+    names = list(spec)
+    lo = np.array([spec[n][0] for n in names], float)
+    hi = np.array([spec[n][1] for n in names], float)
+    if np.any(hi <= lo):
+        raise ConfigError(f"genome bounds must be [low, high] with low < high: {spec}")
+    defaults = {n: pipeline.params.get(n, _skill_default(pipeline, n)) for n in names}
+    x0 = np.clip((np.array([defaults[n] for n in names], float) - lo) / (hi - lo), 0, 1)
+    frames = [pipeline.frame(c.image, e) for c, e in zip(cases, embeddings)]
+    locs = [pipeline.localizer.locate(fr.image, fr.embedding) for fr in frames]
+    f = genome_objective(pipeline, frames, locs, [c.mask for c in cases], names, lo, hi)
+    history: list[float] = []
+
+    def tracked(x):
+        v = f(x)
+        history.append(v)
+        return v
+
+    start = tracked(x0)
+    res = minimize(tracked, x0, method="Powell", bounds=[(0, 1)] * len(names),
+                   options={"maxfev": max(1, budget - 1), "xtol": 1e-2, "ftol": 1e-4})
+    best_x, best_f = (res.x, float(res.fun)) if res.fun < start else (x0, start)
+    vals = lo + np.clip(best_x, 0, 1) * (hi - lo)
+    params = dict(zip(names, map(float, vals)))
+    pipeline.params.update(params)
+    apply_localizer_params(pipeline, params)
+    log.info("genome %s: Dice %.3f -> %.3f in %d evaluations", pipeline.route.domain, 1 - start, 1 - best_f,
+             len(history))
+    return {"params": params, "start_dice": 1 - start, "fit_dice": 1 - best_f, "evals": len(history),
+            "history": [1 - h for h in history]}
+
+
+def _skill_default(pipeline, name: str) -> float:
+    """Default value of a genome parameter: a skill's default, a gate weight of 1, or 0 for box_margin."""
+    if "." in name:
+        head, key = name.split(".", 1)
+        if head == "localizer":
+            return float(pipeline.localizer.params[key])
+        if head == "gate":
+            return float(pipeline.gate.weights.get(key, 1.0))
+        for s in pipeline.skills:
+            if s.name == head:
+                return float(s.defaults[key])
+        raise ConfigError(f"genome parameter {name!r} names no skill of this route ({pipeline.route.skills})")
+    return 0.0

@@ -1,0 +1,108 @@
+"""What notebooks 02-05 show for one domain: route and genome, the skill-by-skill ablation, the oracle gap
+closed, the chain figure and a few examples. Kept here so the four notebooks differ only in their prose."""
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+from .. import viz
+from ..results import fmt_mean_sd, save_results
+from .experiment import DEPLOYED, NAIVE, ORACLE, ablation_table, gap_closed, run_domain, save_masks, test_cases
+
+
+def chain_figure(df: pd.DataFrame, title: str):
+    """Dice after each stage (bars: mean over cases, dots: per seed), naive and oracle as reference lines."""
+    d = df[df.stage_index >= 0]
+    order = d.groupby("stage").stage_index.min().sort_values().index.tolist()
+    per_seed = d.groupby(["stage", "seed"]).dice.mean().unstack().loc[order]
+    fig, ax = plt.subplots(figsize=(1.2 * len(order) + 2, 3.2))
+    ax.bar(range(len(order)), per_seed.mean(1), color="#93c5fd", edgecolor="#1d4ed8")
+    for j, seed in enumerate(per_seed.columns):
+        ax.plot(range(len(order)), per_seed[seed], "o", color="#1d4ed8", ms=3, label="per seed" if j == 0 else None)
+    for stage, style in ((NAIVE, ":"), (ORACLE, "--")):
+        v = df[df.stage == stage].groupby("seed").dice.mean().mean()
+        ax.axhline(v, ls=style, color="#374151", lw=1)
+        ax.text(len(order) - 0.5, v, f" {stage} {v:.3f}", va="center", fontsize=8)
+    for i, v in enumerate(per_seed.mean(1)):
+        ax.text(i, v + 0.01, f"{v:.3f}", ha="center", fontsize=8)
+    ax.set_xticks(range(len(order)), [s.replace("_", "\n") for s in order], fontsize=8)
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("Dice")
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=7, loc="lower left")
+    fig.tight_layout()
+    return fig
+
+
+def route_table(info: dict) -> pd.DataFrame:
+    """The route (localizer, skills) and every parameter the run used, genome-fit ones marked."""
+    r = info["route"]
+    rows = [{"what": "localizer", "value": ", ".join(f"{k}={v}" for k, v in r.localizer.items()), "fit": ""},
+            {"what": "skills (in order)", "value": " -> ".join(r.skills) or "none", "fit": ""}]
+    fitted = set(info["genome"].get("params", {}))
+    for k, v in sorted(info["params"].items()):
+        rows.append({"what": k, "value": f"{v:.3g}" if isinstance(v, float) else str(v),
+                     "fit": f"genome [{r.genome[k][0]:g}, {r.genome[k][1]:g}]" if k in fitted else "fixed"})
+    g = info["genome"]
+    if g.get("evals"):
+        rows.append({"what": "genome fit", "value": f"Dice {g['start_dice']:.3f} -> {g['fit_dice']:.3f} on "
+                     f"{g.get('n_labels', '?')} labelled train cases, {g['evals']} evaluations", "fit": ""})
+    return pd.DataFrame(rows)
+
+
+def gap_table(df: pd.DataFrame) -> pd.DataFrame:
+    """Naive, deployed, oracle Dice and the fraction of the gap closed (mean ± sd over seeds)."""
+    g = gap_closed(df)
+    out = {}
+    for col in (NAIVE, DEPLOYED, ORACLE, "gap closed"):
+        v = g[col]
+        out[col] = fmt_mean_sd(v.mean(), v.std(ddof=0) if len(v) > 1 else np.nan)
+    return pd.DataFrame([out])
+
+
+def run_section(study, domain: str, notebook: str, art) -> pd.DataFrame:
+    """Run every seed, save results and masks, and record the section's tables and figures in ``art``."""
+    from IPython.display import display
+
+    parts, infos = [], {}
+    for seed in study.seeds:
+        df, info = run_domain(study, domain, seed, notebook)
+        info["masks_saved"] = save_masks(info["masks"], notebook, study.profile.name, domain, seed)
+        parts.append(df)
+        infos[seed] = info
+    df = pd.concat(parts, ignore_index=True)
+    save_results(df, notebook, study.profile.name)
+    first = infos[study.seeds[0]]
+    n = len(test_cases(study, domain))
+    display(art.table(route_table(first), f"{domain}_route", caption=(
+        f"Route of {study.title(domain)}: GT-free localizer, skills in order (each kept only if the gate improves), "
+        f"and parameter values of seed {study.seeds[0]}; 'genome' values were fit on labelled train cases only.")))
+    display(art.table(ablation_table(df), f"{domain}_ablation", caption=(
+        f"Skill-by-skill ablation on {n} test cases: Dice after each stage (mean ± sd across seeds), how often a "
+        "skill fired and how often its proposal was accepted by the GT-free keep-best gate.")))
+    display(art.table(gap_table(df), f"{domain}_gap", caption=(
+        "naive = the domain-agnostic prototype localizer's box decoded once; oracle = the ground-truth box; "
+        "gap closed = (deployed - naive) / (oracle - naive).")))
+    art.figure(chain_figure(df, study.title(domain)), f"{domain}_chain", caption=(
+        "Dice after each stage of the deployed pipeline (bar: mean over seeds; dots: seeds) against the naive "
+        "localizer (dotted) and the GT-box oracle (dashed)."))
+    plt.show()
+    seed0 = study.seeds[0]
+    art.figure(examples_figure(study, domain, df[df.seed == seed0], first["masks"]), f"{domain}_examples", caption=(
+        f"First test cases of {study.title(domain)}, seed {seed0}: ground truth green, deployed mask red "
+        "(the gallery section shows the best and worst)."))
+    plt.show()
+    return df
+
+
+def examples_figure(study, domain: str, df: pd.DataFrame, masks: dict, n: int = 4):
+    """The first ``n`` test cases with ground truth (green) and the deployed mask (red), Dice in the title."""
+    cases = {c.case_id: c for c in test_cases(study, domain)}
+    d = df[(df.stage == DEPLOYED)].drop_duplicates("case_id").head(n)
+    fig, axes = plt.subplots(1, len(d), figsize=(2.4 * len(d), 2.6), squeeze=False)
+    for ax, (_, r) in zip(axes[0], d.iterrows()):
+        c = cases[r.case_id]
+        viz.overlay(ax, c.image, c.mask, masks.get(r.case_id), title=f"{r.case_id}\nDice {r.dice:.3f}")
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,166 @@
+"""The training-free pipeline: routes, gates, keep-best skills, the localizer fallback, the genome, onboarding,
+and the result helpers behind notebooks 02-05."""
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from frozenseg.data.phantoms import make_phantom_case
+from frozenseg.errors import ConfigError, DataError
+from frozenseg.localizers.base import no_detection
+from frozenseg.metrics import dice
+from frozenseg.pipeline import LOCALIZE, Gate, Pipeline, fit_genome, get_route, load_routes, onboard
+from frozenseg.pipeline.experiment import gap_closed, load_masks, save_masks
+from frozenseg.pipeline.genome import MAX_GENOME_LABELS
+from frozenseg.pipeline.router import choose_route
+
+
+@pytest.fixture(scope="module")
+def cxr(litemedsam):
+    """Eight 128-px CXR phantoms with embeddings: 5 labelled support cases, 3 queries."""
+    cases = [make_phantom_case("cxr", i, 128, 0) for i in range(8)]
+    return cases, [litemedsam.encode(c.image) for c in cases]
+
+
+@pytest.fixture(scope="module")
+def cxr_pipe(litemedsam, cxr):
+    cases, embs = cxr
+    return Pipeline(get_route("cxr"), litemedsam).fit(cases[:5], embs[:5])
+
+
+# ---------------------------------------------------------------- routes and gates
+
+def test_every_shipped_route_loads_and_names_known_pieces():
+    routes = load_routes()
+    assert {"isic", "spleen", "kvasir", "cxr", "agnostic"} <= set(routes)
+    for r in routes.values():
+        Pipeline(r, model=None)                  # unknown skills would raise here
+        for name, (lo, hi) in r.genome.items():
+            assert lo < hi, (r.domain, name)
+
+
+def test_unknown_route_lists_the_known_ones():
+    with pytest.raises(ConfigError, match="cxr"):
+        get_route("dermatology")
+
+
+@pytest.mark.parametrize("text, match", [("x:\n  skills: [tidy]\n", "needs 'localizer'"),
+                                         ("x:\n  localizer: {name: static_box}\n  colour: 3\n", "colour")])
+def test_malformed_routes_file_names_the_file(tmp_path, text, match):
+    path = tmp_path / "routes.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=match) as err:
+        load_routes(path)
+    assert str(path) in str(err.value)
+
+
+def test_unknown_skill_is_a_clear_error(litemedsam):
+    r = get_route("cxr")
+    r = type(r)(**{**r.__dict__, "skills": ["self_reprompt", "magic"]})
+    with pytest.raises(ConfigError, match="magic"):
+        Pipeline(r, litemedsam)
+
+
+def test_gate_rejects_unknown_cues_and_zero_weights():
+    with pytest.raises(ConfigError, match="shine"):
+        Gate({"shine": 1.0})
+    with pytest.raises(ConfigError, match="positive"):
+        Gate({"atlas": 0.0, "colour": 0.0})
+
+
+# ---------------------------------------------------------------- running a route
+
+def test_run_gives_one_stage_per_skill_and_keep_best_never_lowers_the_gate(cxr_pipe, cxr):
+    cases, embs = cxr
+    for c, e in zip(cases[5:], embs[5:]):
+        tr = cxr_pipe.run(c.image, e)
+        assert [s.name for s in tr.stages] == [LOCALIZE, *cxr_pipe.route.skills]
+        gates = [s.gate for s in tr.stages]
+        assert all(b >= a - 1e-9 for a, b in zip(gates, gates[1:])), gates
+        for prev, st in zip(tr.stages, tr.stages[1:]):
+            if not st.accepted:
+                assert np.array_equal(st.mask, prev.mask), st.name
+            else:
+                assert st.fired and st.gate > prev.gate
+        assert tr.decoder_calls >= 1 and tr.flag == ""
+        assert dice(tr.final, c.mask) > 0.6, "the CXR route should find the lungs on an easy phantom"
+
+
+def test_a_localizer_that_finds_nothing_falls_back_to_the_atlas_box_flagged(cxr_pipe, cxr, monkeypatch):
+    cases, embs = cxr
+    monkeypatch.setattr(cxr_pipe.localizer, "locate", lambda image, emb: no_detection("test"))
+    tr = cxr_pipe.run(cases[6].image, embs[6])
+    assert tr.flag == "localizer_fallback_atlas"
+    assert tr.localization["flag"] == "no_detection"
+    assert tr.final.any(), "the fallback box is decoded, not a silent empty mask"
+
+
+def test_fit_needs_labelled_support(litemedsam):
+    with pytest.raises(DataError, match="support set is empty"):
+        Pipeline(get_route("cxr"), litemedsam).fit([], [])
+
+
+# ---------------------------------------------------------------- the genome
+
+def test_genome_refuses_more_than_forty_labels(cxr_pipe, cxr):
+    cases, embs = cxr
+    many = [cases[0]] * (MAX_GENOME_LABELS + 1)
+    with pytest.raises(ConfigError, match=str(MAX_GENOME_LABELS)):
+        fit_genome(cxr_pipe, many, [embs[0]] * len(many), budget=2)
+
+
+def test_genome_fit_stays_in_bounds_and_never_ends_worse_than_it_started(litemedsam, cxr):
+    cases, embs = cxr
+    pipe = Pipeline(get_route("cxr"), litemedsam).fit(cases[:5], embs[:5])
+    rec = fit_genome(pipe, cases[:5], embs[:5], budget=6, seed=0)
+    spec = pipe.route.genome
+    assert set(rec["params"]) == set(spec)
+    for k, v in rec["params"].items():
+        assert spec[k][0] - 1e-9 <= v <= spec[k][1] + 1e-9, k
+        assert pipe.params[k] == pytest.approx(v)
+    assert rec["fit_dice"] >= rec["start_dice"] - 1e-9
+    assert 1 <= rec["evals"] <= 6 + 2
+    achieved = np.mean([dice(pipe.run(c.image, e).final, c.mask) for c, e in zip(cases[:5], embs[:5])])
+    assert achieved == pytest.approx(rec["fit_dice"], abs=1e-6), "the pipeline is left at the reported values"
+
+
+# ---------------------------------------------------------------- router and onboarding
+
+def test_router_scores_candidates_on_the_labels(litemedsam, cxr):
+    cases, embs = cxr
+    route, scores = choose_route(litemedsam, cases[:6], embs[:6], candidates=["cxr", "agnostic"])
+    assert set(scores) == {"cxr", "agnostic"} and route.domain == max(scores, key=scores.get)
+    assert all(0 <= s <= 1 for s in scores.values())
+    with pytest.raises(ConfigError, match="at least 3"):
+        choose_route(litemedsam, cases[:2], embs[:2], candidates=["cxr"])
+
+
+def test_onboard_a_new_domain_from_a_folder(litemedsam, cxr, tmp_path):
+    cases, _ = cxr
+    for sub in ("images", "masks"):
+        (tmp_path / "lungs" / sub).mkdir(parents=True)
+    for c in cases[:6]:
+        Image.fromarray(c.image).save(tmp_path / "lungs" / "images" / f"{c.case_id}.png")
+        Image.fromarray(c.mask.astype(np.uint8) * 255).save(tmp_path / "lungs" / "masks" / f"{c.case_id}.png")
+    pipe, scores = onboard(tmp_path / "lungs", litemedsam, n_labels=5, route="cxr")
+    assert scores == {} and pipe.route.domain == "lungs" and pipe.route.skills == get_route("cxr").skills
+    q = cases[7]
+    assert dice(pipe.run(q.image, litemedsam.encode(q.image)).final, q.mask) > 0.5
+
+
+# ---------------------------------------------------------------- result helpers
+
+def test_gap_closed_is_the_fraction_of_naive_to_oracle():
+    df = pd.DataFrame({"domain": "d", "seed": 0, "stage": ["naive", "deployed", "oracle"], "dice": [0.4, 0.7, 0.8]})
+    assert gap_closed(df)["gap closed"].iloc[0] == pytest.approx(0.75)
+
+
+def test_masks_round_trip_bit_packed(tmp_path):
+    rng = np.random.default_rng(0)
+    masks = {"a": rng.random((13, 7)) > 0.5, "b": rng.random((3, 5, 9)) > 0.3}
+    save_masks(masks, "02_isic", "smoke", "isic", 0)
+    back = load_masks("02_isic", "smoke", "isic", 0)
+    assert set(back) == {"a", "b"}
+    for k in masks:
+        assert back[k].dtype == bool and np.array_equal(back[k], masks[k])
+    assert load_masks("02_isic", "smoke", "isic", 9) == {}
