@@ -1,0 +1,94 @@
+"""The gallery (notebook 12): per domain, the best and worst test cases by Dice of the deployed mask, read from the
+results files and saved masks of notebooks 02-05 (ground truth green, prediction red)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+
+from ..results import load_results, results_path
+from .experiment import DEPLOYED, load_masks
+
+NOTEBOOKS = {"isic": "02_isic", "spleen": "03_spleen", "kvasir": "04_kvasir", "cxr": "05_cxr"}
+
+
+@dataclass
+class Panel:
+    """What one gallery panel shows (``image``, ``mask`` as viz.case_gallery reads a Case)."""
+
+    case_id: str
+    image: np.ndarray
+    mask: np.ndarray
+
+
+def pick_cases(df: pd.DataFrame, n: int = 3) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The ``n`` best (highest Dice first) and ``n`` worst (lowest first) deployed rows; ties broken by case id.
+    With fewer than 2n cases the two sets overlap."""
+    d = df[df.stage == DEPLOYED].drop_duplicates("case_id").sort_values(["dice", "case_id"], kind="stable")
+    return d.tail(n).iloc[::-1], d.head(n)
+
+
+def _volume_panel(vol, pred: np.ndarray) -> tuple[Panel, np.ndarray, int]:
+    """The ground-truth slice of largest area of a volume, with the predicted slice."""
+    z = int(np.argmax(vol.mask.sum(axis=(0, 1))))
+    img = np.repeat(vol.image[:, :, z, None], 3, axis=2)
+    return Panel(f"{vol.volume_id} z{z}", img, vol.mask[:, :, z]), pred[:, :, z], z
+
+
+def domain_panels(domain: str, profile: str, seed: int, data_of: Callable, n: int = 3,
+                  title: str | None = None) -> tuple[dict, str | None]:
+    """{row label: [(panel, prediction, caption)]} of one domain, or ({}, a note saying what to run)."""
+    nb, title = NOTEBOOKS[domain], title or domain
+    run = f"run notebook {nb} (`make report PROFILE={profile}`)"
+    if not results_path(nb, profile).is_file():
+        return {}, f"{title}: no results of {nb} in profile {profile} yet; {run}."
+    df = load_results(nb, profile)
+    df = df[(df.domain == domain) & (df.seed == seed)]
+    if df.empty:
+        return {}, f"{title}: {nb} has no results for seed {seed} in profile {profile}; {run} with this seed."
+    masks = load_masks(nb, profile, domain, seed)
+    if not masks:
+        return {}, f"{title}: the deployed masks of {nb} (seed {seed}) are missing; {run} again."
+    data = data_of(domain)
+    items = {}
+    best, worst = pick_cases(df, n)
+    for label, rows in (("best", best), ("worst", worst)):
+        panels = []
+        for _, r in rows.iterrows():
+            if r.case_id not in masks:
+                continue
+            if domain == "spleen":
+                vol = data.volumes.get(r.case_id)
+                if vol is None:
+                    continue
+                panel, pred, _ = _volume_panel(vol, masks[r.case_id])
+                cap = f"{label}: {panel.case_id}\nvolume Dice {r.dice:.3f}"
+            else:
+                case = next((c for c in data.test if c.case_id == r.case_id), None)
+                if case is None:
+                    continue
+                panel, pred = Panel(case.case_id, case.image, case.mask), masks[r.case_id]
+                cap = f"{label}: {case.case_id}\nDice {r.dice:.3f}"
+            panels.append((panel, pred, cap))
+        if panels:
+            items[f"{title.split(' (')[0]}\n{label}"] = panels
+    if not items:
+        return {}, f"{title}: the cases in {nb}'s results are not in this run's data (another source?); {run} again."
+    return items, None
+
+
+def gallery(domains, profile: str, seed: int, data_of: Callable, n: int = 3,
+            titles: dict | None = None) -> tuple[dict, list[str]]:
+    """Panels of every domain that has results, and a note for each domain that has none."""
+    panels, notes = {}, []
+    for dom in domains:
+        if dom not in NOTEBOOKS:
+            notes.append(f"{(titles or {}).get(dom, dom)}: not a study domain with a pipeline notebook; skipped.")
+            continue
+        items, note = domain_panels(dom, profile, seed, data_of, n, (titles or {}).get(dom, dom))
+        panels.update(items)
+        if note:
+            notes.append(note)
+    return panels, notes
