@@ -53,7 +53,8 @@ PROFILES: dict[str, Profile] = {
         fewshot={"budgets": (1, 2), "epochs": 2, "patience": 1, "n_test": 3},
         baselines={"budgets": (5,), "image_side": 32, "batch_size": 2, "steps": 1, "eval_every": 1, "patience": 1,
                    "keep_checkpoints": False, "nnunet": False},
-        pipeline={"n_support": 5, "n_genome": 6, "genome_budget": 3, "router_n_test": 2},
+        pipeline={"n_support": 5, "n_genome": 6, "genome_budget": 3, "router_n_test": 2,
+                  "router_candidates": ["agnostic", "cxr", "isic"]},
     ),
     "cpu": Profile(
         name="cpu", source="phantom", model="litemedsam", n_train=100, n_test=30,

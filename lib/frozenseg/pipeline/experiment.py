@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import time
 from pathlib import Path
 
 import numpy as np
@@ -49,8 +50,10 @@ def genome_key(route: Route, model, support, genome_cases, budget: int) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
 
-def fit_domain(study, domain: str, seed: int, route: Route | None = None, genome: bool = True) -> tuple[Pipeline, dict]:
-    """A fitted pipeline for one domain and seed, and its genome record (cached on disk by genome_key)."""
+def fit_domain(study, domain: str, seed: int, route: Route | None = None, genome: bool = True,
+               use_cache: bool = True) -> tuple[Pipeline, dict]:
+    """A fitted pipeline for one domain and seed, and its genome record (cached on disk by genome_key;
+    ``use_cache=False`` refits it, e.g. to time the fit)."""
     s = settings(study.profile)
     data = study.data(domain)
     route = route or get_route(domain)
@@ -61,16 +64,17 @@ def fit_domain(study, domain: str, seed: int, route: Route | None = None, genome
     n_gen = min(s["n_genome"], MAX_GENOME_LABELS, len(data.train))
     gcases = subsample_train(data.train, n_gen, seed)
     path = paths.cache_root() / "genomes" / f"{genome_key(route, study.model, support, gcases, s['genome_budget'])}.json"
-    if path.is_file():
+    if use_cache and path.is_file():
         rec = json.loads(path.read_text())
         pipe.params.update(rec["params"])
         from .genome import apply_localizer_params
 
         apply_localizer_params(pipe, rec["params"])
         return pipe, {**rec, "cached": True}
-    rec = fit_genome(pipe, gcases, study.embeddings(gcases, desc=f"{domain} genome"), budget=s["genome_budget"],
-                     seed=seed)
-    rec = {**rec, "n_labels": n_gen, "domain": domain, "seed": seed}
+    gembs = study.embeddings(gcases, desc=f"{domain} genome")
+    t0 = time.perf_counter()
+    rec = fit_genome(pipe, gcases, gembs, budget=s["genome_budget"], seed=seed)
+    rec = {**rec, "n_labels": n_gen, "domain": domain, "seed": seed, "seconds": round(time.perf_counter() - t0, 2)}
     write_json_atomic(path, rec)
     return pipe, {**rec, "cached": False}
 
@@ -87,9 +91,11 @@ def _row(base: dict, stage: str, index: int, mask, gt, spacing, **extra) -> dict
             **score(mask, gt, spacing, with_hd95=stage in (DEPLOYED, ORACLE)), **extra}
 
 
-def run_domain(study, domain: str, seed: int, notebook: str, keep_masks: bool = True) -> tuple[pd.DataFrame, dict]:
-    """Rows (one per test case x stage, plus naive, oracle and 'deployed') and the deployed masks by case id."""
-    pipe, grec = fit_domain(study, domain, seed)
+def run_domain(study, domain: str, seed: int, notebook: str, keep_masks: bool = True,
+               use_cache: bool = True) -> tuple[pd.DataFrame, dict]:
+    """Rows (one per test case x stage, plus naive, oracle and 'deployed') and the deployed masks by case id.
+    The 'deployed' row's ``seconds`` is the wall time of the pipeline on that image beyond the (cached) encoder."""
+    pipe, grec = fit_domain(study, domain, seed, use_cache=use_cache)
     naive, _ = fit_domain(study, domain, seed, route=get_route("agnostic"), genome=False)
     cases = test_cases(study, domain)
     embs = study.embeddings(cases, desc=f"{domain} test")
@@ -98,13 +104,15 @@ def run_domain(study, domain: str, seed: int, notebook: str, keep_masks: bool = 
         base = {"domain": domain, "seed": seed, "case_id": c.case_id, "volume_id": c.volume_id,
                 "slice_index": c.slice_index, "unit": "case", "source": study.source_of(domain),
                 "localizer": pipe.route.localizer["name"]}
+        t0 = time.perf_counter()
         tr = pipe.run(c.image, e)
+        seconds = time.perf_counter() - t0
         flag = tr.flag or ("" if tr.localization["flag"] == "ok" else tr.localization["flag"])
         for i, st in enumerate(tr.stages):
             rows.append(_row(base, st.name, i, st.mask, c.mask, c.spacing, gate=st.gate, fired=st.fired,
                              accepted=st.accepted, origin=st.origin, flag=flag))
         rows.append(_row(base, DEPLOYED, len(tr.stages), tr.final, c.mask, c.spacing, gate=tr.stages[-1].gate,
-                         flag=flag, decoder_calls=tr.decoder_calls))
+                         flag=flag, decoder_calls=tr.decoder_calls, seconds=seconds))
         nv = naive.run(c.image, e).stages[0]
         rows.append(_row({**base, "localizer": naive.route.localizer["name"]}, NAIVE, -1, nv.mask, c.mask, c.spacing,
                          gate=np.nan, flag=""))
