@@ -9,15 +9,16 @@ from frozenseg.results import load_results
 from frozenseg.runner import notebook_sources, run_all, run_notebook
 
 pytestmark = pytest.mark.slow
-SEEDS = [0]                 # every notebook, one seed (CI time); the oracle section also runs with TWO_SEEDS
+SEEDS = [0]                 # most notebooks run with one seed (CI time); data and oracle with TWO_SEEDS
 TWO_SEEDS = [0, 1]
 
 
 @pytest.fixture(scope="module")
 def smoke_report():
-    """Run every notebook once in the smoke profile, then the oracle section again with two seeds."""
-    run_all("smoke", SEEDS)
-    return run_all("smoke", TWO_SEEDS, notebooks=["01_frozen_oracle"])
+    """Run every notebook once in the smoke profile: data and oracle sections with two seeds, the rest with one."""
+    first = ["00_data", "01_frozen_oracle"]
+    run_all("smoke", TWO_SEEDS, notebooks=first)
+    return run_all("smoke", SEEDS, notebooks=[n for n in notebook_sources() if n not in first])
 
 
 def test_every_notebook_executes_and_publishes(smoke_report):
@@ -27,7 +28,7 @@ def test_every_notebook_executes_and_publishes(smoke_report):
         assert (out / "notebooks" / f"{name}.html").is_file(), name
         record = json.loads((out / "artifacts" / f"{name}.json").read_text())
         assert record["profile"] == "smoke"
-        assert record["seeds"] == (TWO_SEEDS if name == "01_frozen_oracle" else SEEDS), name
+        assert record["seeds"] == (TWO_SEEDS if name in ("00_data", "01_frozen_oracle") else SEEDS), name
         assert record["source"] == "phantom" and "LiteMedSAM" in record["model"]
 
 
@@ -61,7 +62,7 @@ def test_rerun_with_same_seeds_gives_identical_tables(smoke_report):
 
 
 def test_up_to_date_notebook_is_skipped(smoke_report, capsys):
-    run_notebook("00_data", {"profile": "smoke", "seeds": SEEDS})
+    run_notebook("00_data", {"profile": "smoke", "seeds": TWO_SEEDS})
     assert "[skip] 00_data" in capsys.readouterr().out
 
 

@@ -32,13 +32,17 @@ def settings(profile) -> dict:
     return {**DEFAULTS, **(profile.pipeline or {})}
 
 
+# The code a genome fit depends on: the pipeline's runtime pieces and every localizer (analysis modules such as
+# section, validity, routing or gallery are left out, so editing them does not force a refit).
+GENOME_CODE = ("core.py", "frame.py", "gates.py", "genome.py", "prior.py", "skills.py", "routes.yaml")
+
+
 def _source_hash() -> str:
-    """Hash of the pipeline and localizer code: a cached genome is refit when either changes."""
+    """Hash of the code a genome fit runs: a cached genome is refit when any of it changes."""
     h = hashlib.sha256()
-    for pkg in ("pipeline", "localizers"):
-        for p in sorted((Path(__file__).parent.parent / pkg).glob("*.py")) + sorted(
-                (Path(__file__).parent.parent / pkg).glob("*.yaml")):
-            h.update(p.read_bytes())
+    here = Path(__file__).parent
+    for p in [here / f for f in GENOME_CODE] + sorted((here.parent / "localizers").glob("*.py")):
+        h.update(p.name.encode() + p.read_bytes())
     return h.hexdigest()[:16]
 
 
