@@ -38,7 +38,8 @@ import torch
 from IPython.display import display
 
 from frozenseg.pipeline.routing import (FIXED, feature_spaces, rank_domain, ranking_table, route_domain,
-                                        router_settings, routing_table, tidy)
+                                        label_vs_test, ranking_figure, router_settings, routing_table,
+                                        tidy)
 from frozenseg.results import save_results
 from frozenseg.study import setup
 
@@ -69,27 +70,7 @@ display(art.table(routing_table(routes), "routing", float_format="{:.3f}", capti
     "(means over seeds and test cases; routes without their genome).")))
 
 # %%
-def label_vs_test(df):
-    per = df.groupby(["domain", "route"]).agg(label=("label_dice", "mean"), test=("dice", "mean")).reset_index()
-    doms = list(dict.fromkeys(df.domain))
-    fig, axes = plt.subplots(1, len(doms), figsize=(3.1 * len(doms), 3), squeeze=False)
-    for ax, dom in zip(axes[0], doms):
-        d = per[per.domain == dom]
-        ax.scatter(d.label, d.test, color="#2563eb")
-        for _, r in d.iterrows():
-            ax.annotate(r.route, (r.label, r.test), fontsize=7, xytext=(3, 2), textcoords="offset points")
-        chosen = df[(df.domain == dom) & df.chosen].route.unique()
-        d2 = d[d.route.isin(chosen)]
-        ax.scatter(d2.label, d2.test, s=90, facecolors="none", edgecolors="#dc2626", label="chosen")
-        ax.plot([0, 1], [0, 1], ":", color="#9ca3af", lw=1)
-        ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="held-out Dice on the labels", title=study.title(dom))
-    axes[0, 0].set_ylabel("test Dice")
-    axes[0, 0].legend(fontsize=7, loc="upper left")
-    fig.tight_layout()
-    return fig
-
-
-art.figure(label_vs_test(routes), "label_vs_test", caption=(
+art.figure(label_vs_test(routes, study.title), "label_vs_test", caption=(
     "Each candidate route: held-out Dice on the few labelled images (x, what the router sees) against test Dice "
     "(y); red ring = the router's choice. Points near the diagonal mean the labels predict test performance."))
 plt.show()
@@ -108,18 +89,7 @@ display(art.table(ranking_table(ranks).reset_index(), "feature_ranking", float_f
     f"seeds {study.seeds}. Spaces here: {', '.join(feature_spaces())} (colour = hand-crafted colour-texture "
     "statistics, not a learned representation).")))
 
-
 # %%
-def ranking_figure(df):
-    t = ranking_table(df)
-    fig, ax = plt.subplots(figsize=(7, 3))
-    t.plot.bar(ax=ax, width=0.8, rot=0, colormap="tab10")
-    ax.set(ylabel="Dice of the top candidate", ylim=(0, 1), xlabel="")
-    ax.legend(fontsize=7, ncol=3, loc="upper right")
-    fig.tight_layout()
-    return fig
-
-
 art.figure(ranking_figure(ranks), "feature_ranking", caption=(
     "Top-ranked candidate's Dice per domain and feature-space combination, beside a random pick and a perfect "
     "ranker over the same candidates."))

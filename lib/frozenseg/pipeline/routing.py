@@ -135,3 +135,41 @@ def tidy(study, routes: pd.DataFrame, ranks: pd.DataFrame, notebook: str = "09_r
     df = pd.concat(parts, ignore_index=True)
     return df.assign(notebook=notebook, profile=study.profile.name, model=study.model_key,
                      source=[study.source_of(d) for d in df.domain])
+
+
+# ---------------------------------------------------------------- figures
+
+def label_vs_test(df: pd.DataFrame, title=lambda domain: domain):
+    """Per domain: each route's held-out Dice on the labels (x) against its test Dice (y), the choice ringed."""
+    import matplotlib.pyplot as plt
+
+    per = df.groupby(["domain", "route"]).agg(label=("label_dice", "mean"), test=("dice", "mean")).reset_index()
+    doms = list(dict.fromkeys(df.domain))
+    fig, axes = plt.subplots(1, len(doms), figsize=(3.1 * len(doms), 3), squeeze=False)
+    for ax, dom in zip(axes[0], doms):
+        d = per[per.domain == dom]
+        ax.scatter(d.label, d.test, color="#2563eb")
+        for _, r in d.iterrows():
+            ax.annotate(r.route, (r.label, r.test), fontsize=7, xytext=(3, 2), textcoords="offset points")
+        chosen = df[(df.domain == dom) & df.chosen].route.unique()
+        d2 = d[d.route.isin(chosen)]
+        ax.scatter(d2.label, d2.test, s=90, facecolors="none", edgecolors="#dc2626", label="chosen")
+        ax.plot([0, 1], [0, 1], ":", color="#9ca3af", lw=1)
+        ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="held-out Dice on the labels", title=title(dom))
+    axes[0, 0].set_ylabel("test Dice")
+    axes[0, 0].legend(fontsize=7, loc="upper left")
+    fig.tight_layout()
+    return fig
+
+
+def ranking_figure(df: pd.DataFrame):
+    """Top-ranked candidate's Dice per domain and feature-space combination, with the references."""
+    import matplotlib.pyplot as plt
+
+    t = ranking_table(df)
+    fig, ax = plt.subplots(figsize=(7, 3))
+    t.plot.bar(ax=ax, width=0.8, rot=0, colormap="tab10")
+    ax.set(ylabel="Dice of the top candidate", ylim=(0, 1), xlabel="")
+    ax.legend(fontsize=7, ncol=3, loc="upper right")
+    fig.tight_layout()
+    return fig
