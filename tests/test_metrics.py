@@ -27,6 +27,31 @@ def test_hd95_in_pixels_and_mm():
     assert metrics.hd95(a, b) == pytest.approx(3.0)
     assert metrics.hd95(a, b, spacing=(2.0, 1.0)) == pytest.approx(6.0)
     assert np.isnan(metrics.hd95(a, np.zeros_like(a)))
+    with pytest.raises(DataError, match="spacing"):
+        metrics.hd95(a, b, spacing=(1.0, 1.0, 1.0))
+
+
+def _blob(rng, shape):
+    """A random smooth blob (thresholded smoothed noise), sometimes touching the image border."""
+    from scipy.ndimage import gaussian_filter
+    field = gaussian_filter(rng.standard_normal(shape), sigma=3)
+    return field > np.quantile(field, rng.uniform(0.6, 0.95))
+
+
+@pytest.mark.parametrize("ndim", [2, 3])
+def test_hd95_matches_monai(ndim):
+    """The scipy HD95 equals MONAI's compute_hausdorff_distance (the reference) with and without spacing."""
+    torch = pytest.importorskip("torch")
+    monai_metrics = pytest.importorskip("monai.metrics")
+    rng = np.random.default_rng(ndim)
+    shape = (48, 40) if ndim == 2 else (24, 20, 12)
+    for trial in range(12):
+        p, g = _blob(rng, shape), _blob(rng, shape)
+        spacing = None if trial % 2 == 0 else tuple(rng.uniform(0.5, 3.0, ndim))
+        ref = monai_metrics.compute_hausdorff_distance(
+            torch.from_numpy(p)[None, None], torch.from_numpy(g)[None, None], include_background=True,
+            percentile=95, spacing=None if spacing is None else list(spacing))
+        assert metrics.hd95(p, g, spacing) == pytest.approx(float(ref.reshape(-1)[0]), rel=1e-5, abs=1e-5)
 
 
 def test_volume_scores_are_3d_not_slice_averages():

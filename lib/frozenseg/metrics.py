@@ -1,12 +1,14 @@
 """Dice, IoU and HD95 per case, and per-volume 3D scores (never an average over slices).
 
-HD95 uses MONAI's ``compute_hausdorff_distance`` (95th percentile, symmetric, in mm when spacing is given).
+HD95 follows MONAI's ``compute_hausdorff_distance`` definition exactly (edges = mask XOR its binary erosion;
+Euclidean distance from every edge pixel of one mask to the nearest edge pixel of the other, in mm when spacing
+is given; the larger of the two directed 95th percentiles). It is computed here with scipy (binary erosion and a
+KD-tree) because importing MONAI costs 12-20 s per notebook kernel; tests/test_metrics.py checks parity with
+MONAI itself on random 2D and 3D masks with and without spacing.
 Conventions: both masks empty -> Dice = IoU = 1 and HD95 = 0; exactly one empty -> Dice = IoU = 0 and HD95 = NaN
 (undefined; tables report it as missing rather than inventing a distance).
 """
 from __future__ import annotations
-
-import warnings
 
 import numpy as np
 
@@ -37,9 +39,9 @@ def iou(pred: np.ndarray, gt: np.ndarray) -> float:
 
 
 def hd95(pred: np.ndarray, gt: np.ndarray, spacing=None) -> float:
-    """95th-percentile symmetric Hausdorff distance (pixels, or mm with ``spacing``) via MONAI."""
-    import torch
-    from monai.metrics import compute_hausdorff_distance
+    """95th-percentile symmetric Hausdorff distance (pixels, or mm with ``spacing``); MONAI's definition."""
+    from scipy.ndimage import binary_erosion
+    from scipy.spatial import KDTree
 
     p, g = _pair(pred, gt)
     if not p.any() and not g.any():
@@ -47,12 +49,15 @@ def hd95(pred: np.ndarray, gt: np.ndarray, spacing=None) -> float:
     if not p.any() or not g.any():
         return float("nan")
     p, g = _crop_to_union(p, g)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        d = compute_hausdorff_distance(torch.from_numpy(p)[None, None], torch.from_numpy(g)[None, None],
-                                       include_background=True, percentile=95,
-                                       spacing=None if spacing is None else [float(s) for s in spacing])
-    return float(d.reshape(-1)[0])
+    scale = np.ones(p.ndim) if spacing is None else np.asarray([float(s) for s in spacing], dtype=np.float64)
+    if scale.shape != (p.ndim,):
+        raise DataError(None, f"spacing {tuple(spacing)} has {scale.size} entries for a {p.ndim}D mask",
+                        "pass one spacing value per mask axis (mm)")
+    edge_p = np.argwhere(p ^ binary_erosion(p)) * scale
+    edge_g = np.argwhere(g ^ binary_erosion(g)) * scale
+    d_pg = KDTree(edge_g, leafsize=32).query(edge_p, k=1)[0]
+    d_gp = KDTree(edge_p, leafsize=32).query(edge_g, k=1)[0]
+    return float(max(np.percentile(d_pg, 95), np.percentile(d_gp, 95)))
 
 
 def _crop_to_union(p: np.ndarray, g: np.ndarray, margin: int = 2) -> tuple[np.ndarray, np.ndarray]:
