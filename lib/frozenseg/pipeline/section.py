@@ -63,11 +63,8 @@ def gap_table(df: pd.DataFrame) -> pd.DataFrame:
 
 def run_section(study, domain: str, notebook: str, art) -> pd.DataFrame:
     """Run every seed, save results and masks, and record the section's tables and figures in ``art``."""
-    import torch
     from IPython.display import display
 
-    study.model                       # loading the model sets torch's thread count; the pipeline's many small
-    torch.set_num_threads(1)          # decoder calls run fastest on one thread (and do not fight other jobs)
     parts, infos = [], {}
     for seed in study.seeds:
         df, info = run_domain(study, domain, seed, notebook)
