@@ -165,11 +165,15 @@ def bench_pipeline(profile: str = "cpu", seed: int = 0) -> dict:
         total += out[dom]["wall_s"]
         print(dom, out[dom], flush=True)
     mean_decode = float(np.mean([v["decode_s_per_image"] for v in out.values()]))
+    deployed = round(sum(v["wall_s"] - v.get("genome_s", 0.0) for v in out.values()), 1)
     return {"profile": profile, "seed": seed, "threads": threads, "load_avg_1min": round(os.getloadavg()[0], 2),
-            "domains": out, "all_domains_s": round(total, 1), "decode_s_per_image_mean": round(mean_decode, 3),
+            "domains": out, "all_domains_s": round(total, 1), "all_domains_without_genome_fit_s": deployed,
+            "decode_s_per_image_mean": round(mean_decode, 3),
             "meets_all_domains": total <= PIPELINE_TARGETS["pipeline_all_domains_max_s"],
+            "meets_all_domains_without_genome_fit": deployed <= PIPELINE_TARGETS["pipeline_all_domains_max_s"],
             "meets_decode": mean_decode <= PIPELINE_TARGETS["decode_per_image_max_s"],
-            "note": "wall_s includes the naive and oracle decodes the notebooks also run"}
+            "note": "wall_s includes the genome refit (genome_s) and the naive and oracle decodes the notebooks also "
+                    "run; without_genome_fit is the deployed pipeline with its genome read from the cache"}
 
 
 CONCEPT_TARGETS = {"fit_max_s": 30.0, "loop_max_s": 180.0}

@@ -29,6 +29,9 @@ class LiteMedSAM(PromptableModel):
             state = state.get("model", state) if isinstance(state, dict) else state
             net.load_state_dict(state, strict=True)
             weights_id = CHECKPOINT_SHA256
+        # TinyViT is mostly (depthwise) convolutions: channels-last weights take PyTorch's faster CPU kernels
+        # (~30% less encode time on 2 cores; same embeddings to ~1e-6, tests/test_models.py)
+        net.image_encoder.to(memory_format=torch.channels_last)
         return cls(net.image_encoder, net.prompt_encoder, net.mask_decoder, weights_id=weights_id)
 
     def preprocess(self, image: np.ndarray):
