@@ -33,7 +33,6 @@ folders = {}         # extra domains, e.g. {"mydomain": "/path/with/images_and_m
 # %%
 import matplotlib.pyplot as plt
 import pandas as pd
-import torch
 from IPython.display import display
 
 from frozenseg.pipeline.experiment import save_masks
@@ -42,7 +41,6 @@ from frozenseg.pipeline.volume import gallery_figure, run_spleen, volume_ablatio
 from frozenseg.results import save_results
 from frozenseg.study import setup
 
-torch.set_num_threads(1)
 DOMAIN = "spleen"
 study = setup(profile=profile, seeds=seeds, domains=domains, source=source, model=model,
               data_root=data_root, folders=folders)
@@ -56,8 +54,6 @@ if not ACTIVE:
 
 # %%
 if ACTIVE:
-    study.model                      # loading the model sets torch's thread count; experiments use one thread
-    torch.set_num_threads(1)
     parts, infos = [], {}
     for seed in study.seeds:
         df, info = run_spleen(study, seed)
@@ -77,7 +73,7 @@ if ACTIVE:
         "decode work per slice (CPU s)": f"{dep.cpu_seconds_per_slice.mean():.3f}"}])
     display(art.table(timing, "spleen_timing", caption=(
         "Work beyond encoding the processed slices (embeddings are cached): decoder calls, wall and CPU seconds "
-        "per processed slice (one torch thread; wall time includes waiting for a shared CPU), including gate "
+        "per processed slice (wall time includes waiting for a shared CPU), including gate "
         "evaluation and the pyramid's crop encodes (cached on disk after the first run).")))
 
 # %% [markdown]

@@ -34,7 +34,6 @@ folders = {}         # extra domains, e.g. {"mydomain": "/path/with/images_and_m
 # %%
 import matplotlib.pyplot as plt
 import pandas as pd
-import torch
 from IPython.display import display
 
 from frozenseg.pipeline.routing import (FIXED, feature_spaces, rank_domain, ranking_table, route_domain,
@@ -46,8 +45,6 @@ from frozenseg.study import setup
 study = setup(profile=profile, seeds=seeds, domains=domains, source=source, model=model,
               data_root=data_root, folders=folders)
 art = study.artifacts("09_router")
-study.model                          # loading the model sets torch's thread count; experiments use one thread
-torch.set_num_threads(1)
 rs = router_settings(study.profile)
 print(f"candidate routes: {rs['candidates']}; test cases per domain: {rs['n_test'] or 'all'}; "
       f"feature spaces: {feature_spaces()}")

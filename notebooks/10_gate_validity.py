@@ -44,7 +44,6 @@ import time
 
 import matplotlib.pyplot as plt
 import pandas as pd
-import torch
 from IPython.display import display
 
 from frozenseg.pipeline import validity as V
@@ -52,7 +51,6 @@ from frozenseg.report import source_study_note
 from frozenseg.results import load_results, results_path, save_results
 from frozenseg.study import setup
 
-torch.set_num_threads(1)
 study = setup(profile=profile, seeds=seeds, domains=domains, source=source, model=model,
               data_root=data_root, folders=folders)
 art = study.artifacts("10_gate_validity")
@@ -70,8 +68,6 @@ print("settings:", cfg)
 # slice (which includes the trajectory cue inside the fitted organ extent).
 
 # %%
-study.model                          # loading the model sets torch's thread count; experiments use one thread
-torch.set_num_threads(1)
 parts, timing = [], {}
 for seed in study.seeds:
     for dom in study.domains:
@@ -189,8 +185,7 @@ plt.show()
 # %%
 dur = pd.DataFrame([{"domain": titles.get(d, d), "seed": s, "seconds": round(t, 1)} for (d, s), t in timing.items()])
 display(art.table(dur, "timing", caption=(
-    "Wall time per domain and seed (genomes read from the cache of notebooks 02, 04 and 05; embeddings cached; "
-    "one torch thread).")))
+    "Wall time per domain and seed (genomes read from the cache of notebooks 02, 04 and 05; embeddings cached).")))
 if not spleen or "spleen" not in study.domains:
     print(art.note("The spleen volume gate was not evaluated in this run (`spleen = False` or spleen not among "
                    "the domains)."))
