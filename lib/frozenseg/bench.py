@@ -1,4 +1,5 @@
-"""Benchmarks: encoder throughput, decoder latency, cold vs warm report time, peak memory -> bench/bench.json.
+"""Benchmarks: encoder throughput, cold vs warm report time, the training-free pipeline, concept fit and loop,
+few-shot decoder tuning, peak memory -> bench/bench.json.
 
     python -m frozenseg.bench --profile cpu      # what `make bench` runs (cold build: minutes)
     python -m frozenseg.bench --profile smoke    # a quick check of the harness
@@ -88,6 +89,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--profile", default="cpu")
     ap.add_argument("--out", default=str(paths.REPO / "bench" / "bench.json"))
     ap.add_argument("--parts", nargs="+", default=list(PARTS), choices=PARTS, help="which benchmarks to run")
+    ap.add_argument("--domains", nargs="+", default=None,
+                    help="domains of the concept and finetune parts (default: all four)")
     ap.add_argument("--notebooks", nargs="*", default=FOUNDATION_NOTEBOOKS,
                     help="notebooks of the cold/warm build (default: the data and oracle sections)")
     a = ap.parse_args(argv)
@@ -110,10 +113,10 @@ def main(argv=None) -> dict:
         result["pipeline"] = bench_pipeline(a.profile)
         print(result["pipeline"], flush=True)
     if "concept" in a.parts:
-        result["concept"] = bench_concept(a.profile)
+        result["concept"] = bench_concept(a.profile, domains=a.domains)
         print(result["concept"], flush=True)
     if "finetune" in a.parts:
-        result["finetune"] = bench_finetune(a.profile)
+        result["finetune"] = bench_finetune(a.profile, domains=a.domains)
         print(result["finetune"], flush=True)
     result["peak_memory"] = _peak_rss_mib()
     result["targets"] = {**TARGETS, **CONCEPT_TARGETS, **PIPELINE_TARGETS}
