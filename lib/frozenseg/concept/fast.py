@@ -6,11 +6,18 @@ depend on the concept is computed once here: image + no-mask embedding, the dens
 the first transformer layer's image-side projections (keys/values of its token-to-image attention, queries
 of its image-to-token attention). Every image is then decoded with the concept in one batched call.
 
-The mask upscaling (2x2-stride-2 transposed convs, channel LayerNorm, GELU) acts on each output pixel's
-channels alone, so it runs channels-last as matmuls with the sub-pixel offsets kept as extra axes, and the
-single mask token's dot product happens before the one final reshuffle into the (S, S) frame: no per-op
-NCHW copies. Same arithmetic as SAM's ``MaskDecoder`` with ``multimask_output=False`` up to float rounding
-(tested against ``decode_tensors``).
+Three rearrangements keep the per-step work small on a CPU, all exact up to float rounding:
+- cross-attention between the ~9 prompt tokens and the 64 x 64 image tokens pushes the token side through
+  the projection weights (rank heads x tokens) instead of projecting every image token (``_tokens_to_image``,
+  ``_image_to_tokens``);
+- the final token-to-image attention runs for the one mask token whose output is used (single mask);
+- the mask upscaling (2x2-stride-2 transposed convs, channel LayerNorm, GELU, then the dot with the mask
+  token's hypernetwork vector) acts on each image token's channels alone, so it runs channels-last as
+  matmuls over cache-sized chunks of image tokens (``_PixelChunks``), with the sub-pixel offsets kept as
+  axes and one final reshuffle into the (S, S) frame.
+
+Same arithmetic as SAM's ``MaskDecoder`` with ``multimask_output=False`` (logits and gradients tested against
+``decode_tensors``).
 """
 from __future__ import annotations
 
@@ -110,37 +117,41 @@ class PreparedDecoder:
         for i, lay in enumerate(self.tr.layers):
             cached = (self.k0[idx], self.v0[idx], self.q0[idx]) if i == 0 else None
             queries, keys = self._block(lay, queries, keys, point, cached)
+        # Only the first mask token's output is used (single mask), so the final attention runs for it alone.
+        one = slice(1, 2)
         fin = self.tr.final_attn_token_to_image
-        q = _proj(fin.q_proj, queries + point, fin.num_heads)
-        k = _proj(fin.k_proj, keys + self.pe, fin.num_heads)
-        v = _proj(fin.v_proj, keys, fin.num_heads)
-        queries = self.tr.norm_final_attn(queries + _attend(fin, q, k, v))
-        hyper = self.dec.output_hypernetworks_mlps[0](queries[:, 1, :])                # mask token 0 (single mask)
+        att = _tokens_to_image(fin, queries[:, one] + point[:, one], keys + self.pe, keys)
+        token = self.tr.norm_final_attn(queries[:, one] + att)
+        hyper = self.dec.output_hypernetworks_mlps[0](token[:, 0])
         return self._masks(keys, hyper)
 
     def _masks(self, keys: torch.Tensor, hyper: torch.Tensor) -> torch.Tensor:
-        """Upscale the image tokens channels-last (sub-pixel offsets as axes), dot with ``hyper``, reshuffle once."""
+        """Upscale the image tokens channels-last and dot with ``hyper``, a few hundred pixels at a time."""
         _, _, h, w = self.shape
         b = keys.shape[0]
-        x = keys.reshape(b, h, w, -1)
-        offsets = []                                          # (kh, kw) of each transposed conv, in order
+        lo = _PixelChunks.apply(keys, hyper, self._pixels, PIXEL_CHUNK)          # (B, N, prod of sub-pixel offsets)
+        offsets = [(op[3], op[4]) for op in self.plan if op[0] == "conv"]
+        n = len(offsets)
+        lo = lo.reshape(b, h, w, *(k for o in offsets for k in o))            # axes: b, h, w, kh1, kw1, ..., khn, kwn
+        order = [0, 1] + [3 + 2 * i for i in range(n)] + [2] + [4 + 2 * i for i in range(n)]
+        sh = h * math.prod(o[0] for o in offsets)
+        sw = w * math.prod(o[1] for o in offsets)
+        return lo.permute(order).reshape(b, sh, sw)
+
+    def _pixels(self, x: torch.Tensor, hyper: torch.Tensor) -> torch.Tensor:
+        """(P, C) image tokens of one image and its (c,) ``hyper`` -> (P, sub-pixels) low-res logits."""
         for op in self.plan:
             if op[0] == "conv":
                 _, wm, bias, kh, kw = op
-                x = (x @ wm).unflatten(-1, (kh * kw, -1)) + bias
-                x = x.unflatten(-2, (kh, kw))
-                offsets.append((kh, kw))
+                x = (x @ wm).unflatten(-1, (kh * kw, -1)) + bias              # sub-pixel offsets as an extra axis
             elif op[0] == "norm":
                 m = op[1]
                 x = F.layer_norm(x, (x.shape[-1],), m.weight, m.bias, m.eps)
             else:
                 x = op[1](x)
-        lo = (x.reshape(b, -1, x.shape[-1]) @ hyper[:, :, None]).reshape(x.shape[:-1])
-        n = len(offsets)                                      # axes: b, h, w, kh1, kw1, ..., khn, kwn
-        order = [0, 1] + [3 + 2 * i for i in range(n)] + [2] + [4 + 2 * i for i in range(n)]
-        sh = h * math.prod(o[0] for o in offsets)
-        sw = w * math.prod(o[1] for o in offsets)
-        return lo.permute(order).reshape(b, sh, sw)
+        return (x.reshape(-1, x.shape[-1]) @ hyper).reshape(len(x), -1)
+
+
 
     def _block(self, lay, queries, keys, qpe, cached):
         """One TwoWayAttentionBlock; ``cached`` holds layer 0's image-side projections."""
@@ -154,14 +165,101 @@ class PreparedDecoder:
         queries = lay.norm1(queries)
         t2i, i2t = lay.cross_attn_token_to_image, lay.cross_attn_image_to_token
         q = queries + qpe
+        kpe = keys + self.pe if cached is None else None
         if cached is None:
-            k = keys + self.pe
-            kk, vv = _proj(t2i.k_proj, k, t2i.num_heads), _proj(t2i.v_proj, keys, t2i.num_heads)
+            att = _tokens_to_image(t2i, q, kpe, keys)
         else:
-            kk, vv = cached[0], cached[1]
-        queries = lay.norm2(queries + _attend(t2i, _proj(t2i.q_proj, q, t2i.num_heads), kk, vv))
+            att = _attend(t2i, _proj(t2i.q_proj, q, t2i.num_heads), cached[0], cached[1])
+        queries = lay.norm2(queries + att)
         queries = lay.norm3(queries + lay.mlp(queries))
         q = queries + qpe
-        qi = cached[2] if cached is not None else _proj(i2t.q_proj, keys + self.pe, i2t.num_heads)
-        attn = _attend(i2t, qi, _proj(i2t.k_proj, q, i2t.num_heads), _proj(i2t.v_proj, queries, i2t.num_heads))
-        return queries, lay.norm4(keys + attn)
+        att = _image_to_tokens(i2t, kpe, q, queries,
+                               None if cached is None else cached[2])
+        return queries, lay.norm4(keys + att)
+
+
+PIXEL_CHUNK = 512     # image tokens per step of the upscaling: its intermediates then stay in the CPU's cache
+
+
+class _PixelChunks(torch.autograd.Function):
+    """``fn(x[b, i:i+chunk], hyper[b])`` over images and cache-sized pixel chunks, each chunk its own small graph.
+
+    The upscaled intermediates are 16x larger than the image tokens; computing and differentiating them one
+    chunk at a time, instead of as whole tensors, keeps each step's data in the CPU's cache.
+    """
+
+    @staticmethod
+    def forward(ctx, x, hyper, fn, chunk):
+        ctx.parts, out = [], None
+        for b in range(x.shape[0]):
+            for i in range(0, x.shape[1], chunk):
+                with torch.enable_grad():
+                    xi = x[b, i:i + chunk].detach().requires_grad_(ctx.needs_input_grad[0])
+                    hi = hyper[b].detach().requires_grad_(ctx.needs_input_grad[1])
+                    lo = fn(xi, hi)
+                if out is None:
+                    out = lo.new_empty((x.shape[0], x.shape[1], lo.shape[-1]))
+                out[b, i:i + chunk] = lo.detach()
+                if xi.requires_grad or hi.requires_grad:
+                    ctx.parts.append((b, i, xi, hi, lo))
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        gx = grad.new_empty((grad.shape[0], grad.shape[1], ctx.parts[0][2].shape[-1])) \
+            if ctx.needs_input_grad[0] else None
+        gh = grad.new_zeros((grad.shape[0], ctx.parts[0][3].shape[-1])) if ctx.needs_input_grad[1] else None
+        for b, i, xi, hi, lo in ctx.parts:
+            wrt = [t for t in (xi, hi) if t.requires_grad]
+            grads = list(torch.autograd.grad(lo, wrt, grad[b, i:i + lo.shape[0]]))
+            if xi.requires_grad:
+                gx[b, i:i + lo.shape[0]] = grads.pop(0)
+            if hi.requires_grad:
+                gh[b] += grads.pop(0)
+        ctx.parts = []
+        return gx, gh, None, None
+
+
+# The image side has N = 64 * 64 tokens and the prompt side T ~ 9, so each cross-attention below is rearranged
+# to never project the N image tokens through a (C, D) matrix: the T token-side vectors are pushed through the
+# weights instead (rank n * T instead of D). Same arithmetic up to float rounding; the k_proj bias of a
+# token-to-image attention is dropped because softmax ignores a constant shift, and the v_proj bias passes through
+# because attention weights sum to one.
+
+
+def _head_weight(lin, n: int) -> torch.Tensor:
+    """A projection's (D, C) weight as (n, d, C), head h owning output rows h*d:(h+1)*d (as ``_heads`` splits)."""
+    return lin.weight.reshape(n, -1, lin.weight.shape[-1])
+
+
+def _tokens_to_image(att, q_tokens: torch.Tensor, xk: torch.Tensor, xv: torch.Tensor) -> torch.Tensor:
+    """SAM's Attention(q=tokens, k=xk, v=xv) for few tokens (B, T, C) over many image tokens (B, N, C)."""
+    n = att.num_heads
+    b, t, _ = q_tokens.shape
+    q = att.q_proj(q_tokens).reshape(b, t, n, -1)                                 # (B, T, n, d)
+    d = q.shape[-1]
+    qk = torch.einsum("btnd,ndc->bntc", q, _head_weight(att.k_proj, n)).reshape(b, n * t, -1)
+    a = torch.softmax(qk @ xk.transpose(1, 2) / math.sqrt(d), dim=-1)             # (B, nT, N)
+    ax = (a @ xv).reshape(b, n, t, -1)                                            # (B, n, T, C)
+    out = torch.einsum("bntc,ndc->btnd", ax, _head_weight(att.v_proj, n)) + att.v_proj.bias.reshape(n, d)
+    return att.out_proj(out.reshape(b, t, n * d))
+
+
+def _image_to_tokens(att, xq: torch.Tensor | None, k_tokens: torch.Tensor, v_tokens: torch.Tensor,
+                     q_heads: torch.Tensor | None = None) -> torch.Tensor:
+    """SAM's Attention(q=image tokens xq (B, N, C), k/v=few tokens (B, T, C)); ``q_heads``: xq already projected."""
+    n = att.num_heads
+    b, t, _ = k_tokens.shape
+    k = att.k_proj(k_tokens).reshape(b, t, n, -1)                                 # (B, T, n, d)
+    v = att.v_proj(v_tokens).reshape(b, t, n, -1)
+    d = k.shape[-1]
+    if q_heads is not None:                                                       # (B, n, N, d)
+        s = (q_heads @ k.permute(0, 2, 3, 1)).permute(0, 2, 1, 3)                 # (B, N, n, T)
+    else:
+        kq = torch.einsum("btnd,ndc->bntc", k, _head_weight(att.q_proj, n)).reshape(b, n * t, -1)
+        bias = torch.einsum("btnd,nd->bnt", k, att.q_proj.bias.reshape(n, d)).reshape(b, 1, n * t)
+        s = (torch.baddbmm(bias, xq, kq.transpose(1, 2))).reshape(b, -1, n, t)    # (B, N, n, T)
+    a = torch.softmax(s / math.sqrt(d), dim=-1).reshape(b, -1, n * t)             # (B, N, nT)
+    w_out = att.out_proj.weight.reshape(att.out_proj.weight.shape[0], n, d)      # (C, n, d)
+    u = torch.einsum("btnd,cnd->bntc", v, w_out).reshape(b, n * t, -1)            # (B, nT, C)
+    return torch.baddbmm(att.out_proj.bias.expand(b, 1, -1), a, u)
