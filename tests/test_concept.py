@@ -122,6 +122,18 @@ def test_fast_decoder_matches_the_models_own_decoder(lite):
     assert np.allclose(fast.tokens, slow.tokens, atol=1e-4) and np.allclose(fast.losses, slow.losses, rtol=1e-4)
 
 
+def test_batched_box_decodes_match_the_models_decode(lite):
+    be, feats, masks = lite
+    from frozenseg.boxes import mask_to_box
+
+    boxes = [mask_to_box(m) + np.array([-3, 2, 4, -1]) * i for i, m in enumerate(masks)]
+    many = be.box_logits_many(feats, boxes, batch=2)
+    for f, b, lg in zip(feats, boxes, many):
+        ref = be.box_logits(f, b)
+        assert lg.shape == ref.shape and np.allclose(lg, ref, atol=1e-3)
+        assert ((lg > 0) == (ref > 0)).mean() > 0.999
+
+
 def test_chunked_fit_equals_full_batch():
     be, (imgs, masks) = FakeBackend(), _fake_pool()
     feats = be.features(imgs)

@@ -126,6 +126,23 @@ class DecoderBackend:
         """(H, W) logits of the frozen model prompted with one xyxy box in original pixels."""
         return self.model.decode(feat, boxes=np.asarray(box, dtype=np.float64)).logits[0]
 
+    @torch.no_grad()
+    def box_logits_many(self, feats, boxes, batch: int = 8) -> list[np.ndarray]:
+        """``box_logits`` of one xyxy box per image, decoded in batches through the prepared decoder."""
+        from .fast import PreparedDecoder, supports
+
+        if not (self.fast and supports(self.model)):
+            return [self.box_logits(f, b) for f, b in zip(feats, boxes)]
+        out = []
+        for i in range(0, len(feats), batch):
+            chunk = list(feats[i:i + batch])
+            sparse = torch.cat([self.model.prompt_embeddings(f, boxes=np.asarray(b, dtype=np.float64))[0]
+                                for f, b in zip(chunk, boxes[i:i + batch])])
+            low = PreparedDecoder(self.model, chunk)(sparse)
+            out += [self.model.upscale(lo[None, None], f.original_size, f.input_size)[0, 0].float().cpu().numpy()
+                    for lo, f in zip(low, chunk)]
+        return out
+
     def tokens_like(self, k: int) -> tuple[int, int]:
         """Shape of a concept with ``k`` tokens."""
         return (k, self.dim)

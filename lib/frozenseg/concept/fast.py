@@ -107,12 +107,18 @@ class PreparedDecoder:
         return self.shape[0]
 
     def __call__(self, tokens: torch.Tensor, idx: slice | None = None) -> torch.Tensor:
-        """Low-res logits (B, S, S) of ``tokens`` on the prepared images (``idx``: a slice of them)."""
+        """Low-res logits (B, S, S) of ``tokens`` on the prepared images (``idx``: a slice of them).
+
+        ``tokens``: (k, C) shared by every image (a concept), or (B, k, C) one prompt per prepared image.
+        """
         idx = idx or slice(None)
         keys = self.keys[idx]
         b = keys.shape[0]
         tok = tokens.to(keys.device)
-        point = torch.cat([self.out_tokens[None].expand(b, -1, -1), tok[None].expand(b, -1, -1)], 1)
+        tok = tok[idx] if tok.ndim == 3 else tok[None].expand(b, -1, -1)
+        if tok.shape[0] != b:
+            raise ValueError(f"{tok.shape[0]} prompts for {b} prepared images")
+        point = torch.cat([self.out_tokens[None].expand(b, -1, -1), tok], 1)
         queries = point
         for i, lay in enumerate(self.tr.layers):
             cached = (self.k0[idx], self.v0[idx], self.q0[idx]) if i == 0 else None

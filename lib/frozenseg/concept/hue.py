@@ -48,8 +48,16 @@ def hue_from_logits(logits: np.ndarray, box_prompt) -> Hue:
 
 
 def hue_scores(backend, feats, logits_list) -> list[Hue]:
-    """HUE of each image from the concept's logits, re-prompting the backend with each mask's box."""
-    return [hue_from_logits(lg, lambda box, f=f: backend.box_logits(f, box)) for f, lg in zip(feats, logits_list)]
+    """HUE of each image from the concept's logits, re-prompting the backend with each mask's box.
+
+    A backend with ``box_logits_many`` decodes all boxes of non-empty masks in batches first.
+    """
+    if not hasattr(backend, "box_logits_many"):
+        return [hue_from_logits(lg, lambda box, f=f: backend.box_logits(f, box)) for f, lg in zip(feats, logits_list)]
+    masks = [lg > 0 for lg in logits_list]
+    todo = [j for j, m in enumerate(masks) if m.any()]
+    decoded = dict(zip(todo, backend.box_logits_many([feats[j] for j in todo], [mask_to_box(masks[j]) for j in todo])))
+    return [hue_from_logits(lg, lambda box, j=j: decoded[j]) for j, lg in enumerate(logits_list)]
 
 
 def rank_correlation(u, dice, n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> dict:
