@@ -73,6 +73,34 @@ def test_loss_decreases_and_shared_model_stays_frozen(litemedsam, toy):
     assert run.model.prompt_encoder is litemedsam.prompt_encoder and run.model.cache_id != litemedsam.cache_id
 
 
+def test_paired_batch_matches_decode_tensors_in_logits_and_weight_gradients(litemedsam, toy):
+    """The tuner's batched decoder pass equals the model's own per-image decoder, gradients to every weight too."""
+    from frozenseg.concept.fast import supports
+
+    cases, embs = toy
+    view = finetune.decoder_view(litemedsam, finetune.trainable_copy(litemedsam.mask_decoder))
+    assert supports(view)
+    img, sparse, dense = finetune.prompt_tensors(litemedsam, embs, [mask_to_box(c.mask) for c in cases])
+    batch = {"img": img, "sparse": sparse, "dense": dense}
+    idx = [2, 0, 3]
+    ref = view.decode_tensors(img[idx], sparse[idx], dense[idx])[0][:, 0]
+    weight = torch.linspace(-1, 1, ref.shape[-1])
+    (ref * weight).sum().backward()
+    g_ref = {n: p.grad.clone() for n, p in view.mask_decoder.named_parameters() if p.grad is not None}
+    view.mask_decoder.zero_grad(set_to_none=True)
+    out = finetune._logits(view, batch, idx)
+    (out * weight).sum().backward()
+    assert torch.allclose(out, ref, atol=1e-3, rtol=1e-4)
+    # A key bias shifts every attention score of a query by the same amount, which softmax ignores: its true
+    # gradient is zero (the reference gives rounding noise, the batched pass may drop the bias altogether).
+    used = {n for n, g in g_ref.items() if g.abs().max() > 0 and not n.endswith("k_proj.bias")}
+    assert used and any(n.startswith("output_upscaling") for n in used)
+    for n, p in view.mask_decoder.named_parameters():
+        if n in used:
+            assert p.grad is not None, n
+            assert torch.allclose(p.grad, g_ref[n], atol=2e-3 * float(g_ref[n].abs().max()), rtol=1e-3), n
+
+
 def test_tuned_decode_has_the_frozen_models_geometry(litemedsam, toy):
     cases, embs = toy
     run = _tune(litemedsam, toy, epochs=1)

@@ -116,7 +116,16 @@ def hard_dice(logits: torch.Tensor, target: torch.Tensor, valid: torch.Tensor) -
 
 
 def _logits(view: PromptableModel, batch: dict, idx) -> torch.Tensor:
-    """Low-res logits (B, S, S) of the view's decoder on the samples ``idx``."""
+    """Low-res logits (B, S, S) of the view's decoder on the samples ``idx``.
+
+    SAM-style decoders run as one paired batch through ``PreparedDecoder(trainable=True)`` (same arithmetic,
+    gradients to every decoder weight); others through the model's own ``decode_tensors``.
+    """
+    from .concept.fast import PreparedDecoder, supports
+
+    if supports(view):
+        dec = PreparedDecoder(view, images=batch["img"][idx], dense=batch["dense"][idx], trainable=True)
+        return dec(batch["sparse"][idx])
     return view.decode_tensors(batch["img"][idx], batch["sparse"][idx], batch["dense"][idx])[0][:, 0]
 
 

@@ -39,9 +39,18 @@ def supports(model) -> bool:
             and upscaling_plan(dec.output_upscaling) is not None)
 
 
-def upscaling_plan(seq) -> list | None:
-    """[("conv", W (Cin, kh*kw*Cout), bias, kh, kw) | ("norm", module) | ("act", module)], or None if unsupported."""
-    plan = []
+def upscaling_plan(seq, detach: bool = True) -> tuple[list, list] | None:
+    """(ops, weights) replaying an output-upscaling Sequential channels-last, or None if unsupported.
+
+    ops: ("conv", kh, kw, iw, ib) | ("norm", eps, iw, ib) | ("act", module), where iw/ib index ``weights``;
+    a conv's weight is laid out (Cin, kh*kw*Cout). ``detach=False`` keeps the weights differentiable.
+    """
+    ops, weights = [], []
+
+    def add(t):
+        weights.append(t.detach() if detach else t)
+        return len(weights) - 1
+
     for m in seq:
         if isinstance(m, nn.ConvTranspose2d):
             kh, kw = m.kernel_size
@@ -49,16 +58,16 @@ def upscaling_plan(seq) -> list | None:
                     or m.dilation != (1, 1)):
                 return None
             cin, cout = m.weight.shape[:2]
-            w = m.weight.detach().permute(0, 2, 3, 1).reshape(cin, kh * kw * cout)
-            b = m.bias.detach() if m.bias is not None else torch.zeros(cout)
-            plan.append(("conv", w, b, kh, kw))
+            w = m.weight.permute(0, 2, 3, 1).reshape(cin, kh * kw * cout)
+            b = m.bias if m.bias is not None else torch.zeros(cout, device=m.weight.device)
+            ops.append(("conv", kh, kw, add(w), add(b)))
         elif type(m).__name__ in ("LayerNorm2d", "ChannelsLastLayerNorm2d") and all(hasattr(m, a) for a in ("weight", "bias", "eps")):
-            plan.append(("norm", m))
+            ops.append(("norm", m.eps, add(m.weight), add(m.bias)))
         elif isinstance(m, (nn.GELU, nn.ReLU)):
-            plan.append(("act", m))
+            ops.append(("act", m))
         else:
             return None
-    return plan if any(p[0] == "conv" for p in plan) else None
+    return (ops, weights) if any(op[0] == "conv" for op in ops) else None
 
 
 def _heads(x: torch.Tensor, n: int) -> torch.Tensor:
@@ -81,27 +90,34 @@ def _proj(lin, x: torch.Tensor, n: int) -> torch.Tensor:
 
 
 class PreparedDecoder:
-    """Frozen decoder bound to fixed image embeddings: ``(k, C)`` concept tokens -> ``(B, S, S)`` low-res logits."""
+    """A decoder bound to fixed image embeddings: prompt tokens -> ``(B, S, S)`` low-res logits (single mask).
 
-    def __init__(self, model, feats):
+    Frozen (default): the decoder's weights are constants and layer 0's image-side projections are computed
+    once. ``trainable=True``: nothing weight-dependent is cached, so gradients reach every decoder weight
+    (few-shot decoder tuning).
+    """
+
+    def __init__(self, model, feats=None, *, images: torch.Tensor | None = None, dense: torch.Tensor | None = None,
+                 trainable: bool = False):
         dec = model.mask_decoder
-        self.dec, self.tr = dec, dec.transformer
+        self.dec, self.tr, self.trainable = dec, dec.transformer, trainable
         dev = model.device
         with torch.no_grad():
-            img = torch.cat([e.tensor() for e in feats]).to(dev)
-            _, dense = model.prompt_encoder(points=None, boxes=None, masks=None)
+            img = torch.cat([e.tensor() for e in feats]).to(dev) if images is None else images.to(dev)
+            if dense is None:
+                _, dense = model.prompt_encoder(points=None, boxes=None, masks=None)
             src = img + dense
             self.shape = tuple(src.shape)
             self.keys = src.flatten(2).transpose(1, 2).contiguous()                       # (B, N, C)
             self.pe = model.prompt_encoder.get_dense_pe().to(dev).flatten(2).transpose(1, 2).contiguous()  # (1, N, C)
-            lay = self.tr.layers[0]
-            t2i, i2t = lay.cross_attn_token_to_image, lay.cross_attn_image_to_token
-            k = self.keys + self.pe
-            self.k0 = _proj(t2i.k_proj, k, t2i.num_heads)
-            self.v0 = _proj(t2i.v_proj, self.keys, t2i.num_heads)
-            self.q0 = _proj(i2t.q_proj, k, i2t.num_heads)
-        self.out_tokens = torch.cat([dec.iou_token.weight, dec.mask_tokens.weight], 0)
-        self.plan = upscaling_plan(dec.output_upscaling)
+            self.cache0 = None
+            if not trainable:
+                lay = self.tr.layers[0]
+                t2i, i2t = lay.cross_attn_token_to_image, lay.cross_attn_image_to_token
+                k = self.keys + self.pe
+                self.cache0 = (_proj(t2i.k_proj, k, t2i.num_heads), _proj(t2i.v_proj, self.keys, t2i.num_heads),
+                               _proj(i2t.q_proj, k, i2t.num_heads))
+        self.plan = None if trainable else upscaling_plan(dec.output_upscaling)
 
     def __len__(self) -> int:
         return self.shape[0]
@@ -118,10 +134,11 @@ class PreparedDecoder:
         tok = tok[idx] if tok.ndim == 3 else tok[None].expand(b, -1, -1)
         if tok.shape[0] != b:
             raise ValueError(f"{tok.shape[0]} prompts for {b} prepared images")
-        point = torch.cat([self.out_tokens[None].expand(b, -1, -1), tok], 1)
+        out_tokens = torch.cat([self.dec.iou_token.weight, self.dec.mask_tokens.weight], 0)
+        point = torch.cat([out_tokens[None].expand(b, -1, -1), tok], 1)
         queries = point
         for i, lay in enumerate(self.tr.layers):
-            cached = (self.k0[idx], self.v0[idx], self.q0[idx]) if i == 0 else None
+            cached = tuple(c[idx] for c in self.cache0) if i == 0 and self.cache0 is not None else None
             queries, keys = self._block(lay, queries, keys, point, cached)
         # Only the first mask token's output is used (single mask), so the final attention runs for it alone.
         one = slice(1, 2)
@@ -135,29 +152,19 @@ class PreparedDecoder:
         """Upscale the image tokens channels-last and dot with ``hyper``, a few hundred pixels at a time."""
         _, _, h, w = self.shape
         b = keys.shape[0]
-        lo = _PixelChunks.apply(keys, hyper, self._pixels, PIXEL_CHUNK)          # (B, N, prod of sub-pixel offsets)
-        offsets = [(op[3], op[4]) for op in self.plan if op[0] == "conv"]
+        ops, weights = self.plan or upscaling_plan(self.dec.output_upscaling, detach=False)
+        if torch.is_grad_enabled():
+            lo = _PixelChunks.apply(keys, hyper, lambda x, hy, *ws: _pixels(ops, ws, x, hy), PIXEL_CHUNK, *weights)
+        else:
+            lo = torch.stack([torch.cat([_pixels(ops, weights, x[i:i + PIXEL_CHUNK], hy)
+                                         for i in range(0, x.shape[0], PIXEL_CHUNK)]) for x, hy in zip(keys, hyper)])
+        offsets = [(op[1], op[2]) for op in ops if op[0] == "conv"]
         n = len(offsets)
         lo = lo.reshape(b, h, w, *(k for o in offsets for k in o))            # axes: b, h, w, kh1, kw1, ..., khn, kwn
         order = [0, 1] + [3 + 2 * i for i in range(n)] + [2] + [4 + 2 * i for i in range(n)]
         sh = h * math.prod(o[0] for o in offsets)
         sw = w * math.prod(o[1] for o in offsets)
         return lo.permute(order).reshape(b, sh, sw)
-
-    def _pixels(self, x: torch.Tensor, hyper: torch.Tensor) -> torch.Tensor:
-        """(P, C) image tokens of one image and its (c,) ``hyper`` -> (P, sub-pixels) low-res logits."""
-        for op in self.plan:
-            if op[0] == "conv":
-                _, wm, bias, kh, kw = op
-                x = (x @ wm).unflatten(-1, (kh * kw, -1)) + bias              # sub-pixel offsets as an extra axis
-            elif op[0] == "norm":
-                m = op[1]
-                x = F.layer_norm(x, (x.shape[-1],), m.weight, m.bias, m.eps)
-            else:
-                x = op[1](x)
-        return (x.reshape(-1, x.shape[-1]) @ hyper).reshape(len(x), -1)
-
-
 
     def _block(self, lay, queries, keys, qpe, cached):
         """One TwoWayAttentionBlock; ``cached`` holds layer 0's image-side projections."""
@@ -187,43 +194,69 @@ class PreparedDecoder:
 PIXEL_CHUNK = 512     # image tokens per step of the upscaling: its intermediates then stay in the CPU's cache
 
 
+def _pixels(ops, weights, x: torch.Tensor, hyper: torch.Tensor) -> torch.Tensor:
+    """(P, C) image tokens of one image and its (c,) ``hyper`` -> (P, sub-pixels) low-res logits."""
+    for op in ops:
+        if op[0] == "conv":
+            _, kh, kw, iw, ib = op
+            x = (x @ weights[iw]).unflatten(-1, (kh * kw, -1)) + weights[ib]     # sub-pixel offsets as an extra axis
+        elif op[0] == "norm":
+            _, eps, iw, ib = op
+            x = F.layer_norm(x, (x.shape[-1],), weights[iw], weights[ib], eps)
+        else:
+            x = op[1](x)
+    return (x.reshape(-1, x.shape[-1]) @ hyper).reshape(len(x), -1)
+
+
 class _PixelChunks(torch.autograd.Function):
-    """``fn(x[b, i:i+chunk], hyper[b])`` over images and cache-sized pixel chunks, each chunk its own small graph.
+    """``fn(x[b, i:i+chunk], hyper[b], *weights)`` over images and cache-sized pixel chunks, each its own graph.
 
     The upscaled intermediates are 16x larger than the image tokens; computing and differentiating them one
-    chunk at a time, instead of as whole tensors, keeps each step's data in the CPU's cache.
+    chunk at a time, instead of as whole tensors, keeps each step's data in the CPU's cache. Gradients reach
+    ``x``, ``hyper`` and any of ``weights`` that require them (summed over chunks).
     """
 
     @staticmethod
-    def forward(ctx, x, hyper, fn, chunk):
+    def forward(ctx, x, hyper, fn, chunk, *weights):
         ctx.parts, out = [], None
+        need = ctx.needs_input_grad
+        ws = [w.detach().requires_grad_(need[4 + j]) for j, w in enumerate(weights)]
+        ctx.ws = ws
         for b in range(x.shape[0]):
             for i in range(0, x.shape[1], chunk):
                 with torch.enable_grad():
-                    xi = x[b, i:i + chunk].detach().requires_grad_(ctx.needs_input_grad[0])
-                    hi = hyper[b].detach().requires_grad_(ctx.needs_input_grad[1])
-                    lo = fn(xi, hi)
+                    xi = x[b, i:i + chunk].detach().requires_grad_(need[0])
+                    hi = hyper[b].detach().requires_grad_(need[1])
+                    lo = fn(xi, hi, *ws)
                 if out is None:
                     out = lo.new_empty((x.shape[0], x.shape[1], lo.shape[-1]))
                 out[b, i:i + chunk] = lo.detach()
-                if xi.requires_grad or hi.requires_grad:
+                if lo.requires_grad:
                     ctx.parts.append((b, i, xi, hi, lo))
+        ctx.x_shape = x.shape
         return out
 
     @staticmethod
     def backward(ctx, grad):
-        gx = grad.new_empty((grad.shape[0], grad.shape[1], ctx.parts[0][2].shape[-1])) \
-            if ctx.needs_input_grad[0] else None
-        gh = grad.new_zeros((grad.shape[0], ctx.parts[0][3].shape[-1])) if ctx.needs_input_grad[1] else None
+        need = ctx.needs_input_grad
+        gx = grad.new_empty(ctx.x_shape) if need[0] else None
+        gh = None
+        gw = [torch.zeros_like(w) if w.requires_grad else None for w in ctx.ws]
+        train_w = [w for w in ctx.ws if w.requires_grad]
         for b, i, xi, hi, lo in ctx.parts:
-            wrt = [t for t in (xi, hi) if t.requires_grad]
+            wrt = [t for t in (xi, hi) if t.requires_grad] + train_w
             grads = list(torch.autograd.grad(lo, wrt, grad[b, i:i + lo.shape[0]]))
             if xi.requires_grad:
                 gx[b, i:i + lo.shape[0]] = grads.pop(0)
             if hi.requires_grad:
+                if gh is None:
+                    gh = grad.new_zeros((ctx.x_shape[0], hi.shape[-1]))
                 gh[b] += grads.pop(0)
-        ctx.parts = []
-        return gx, gh, None, None
+            for j, w in enumerate(ctx.ws):
+                if w.requires_grad:
+                    gw[j] += grads.pop(0)
+        ctx.parts, ctx.ws = [], []
+        return (gx, gh, None, None, *gw)
 
 
 # The image side has N = 64 * 64 tokens and the prompt side T ~ 9, so each cross-attention below is rearranged
