@@ -101,7 +101,7 @@ def test_concept_moves_while_decoder_stays_frozen(lite):
 
 def test_fast_decoder_matches_the_models_own_decoder(lite):
     be, feats, masks = lite
-    from frozenseg.concept.fast import PreparedDecoder, supports
+    from frozenseg.models.fast_decoder import PreparedDecoder, supports
 
     assert supports(be.model)
     dec = PreparedDecoder(be.model, feats)

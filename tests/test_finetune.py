@@ -75,7 +75,7 @@ def test_loss_decreases_and_shared_model_stays_frozen(litemedsam, toy):
 
 def test_paired_batch_matches_decode_tensors_in_logits_and_weight_gradients(litemedsam, toy):
     """The tuner's batched decoder pass equals the model's own per-image decoder, gradients to every weight too."""
-    from frozenseg.concept.fast import supports
+    from frozenseg.models.fast_decoder import supports
 
     cases, embs = toy
     view = finetune.decoder_view(litemedsam, finetune.trainable_copy(litemedsam.mask_decoder))

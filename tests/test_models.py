@@ -86,6 +86,27 @@ def test_decode_batches_prompts_points_and_mask_input(litemedsam, ellipse_image)
         litemedsam.decode(emb)
 
 
+def test_fast_single_mask_decode_matches_the_decoder_module(litemedsam, ellipse_image, monkeypatch):
+    """decode's batched single-mask pass gives the logits, IoU and low-res logits of SAM's own MaskDecoder."""
+    img, mask = ellipse_image
+    emb = litemedsam.encode(img)
+    box = mask_to_box(mask)
+    prompts = [dict(boxes=np.stack([box, box + [-20, -20, 20, 20], box + [30, 10, -10, 0]])),
+               dict(points=[[120, 95], [5, 5]], point_labels=[1, 0]),
+               dict(boxes=box, points=[[120, 95]], point_labels=[0]),
+               dict(sparse_embeddings=np.random.default_rng(0).normal(size=(3, 256)).astype(np.float32))]
+    fast = [litemedsam.decode(emb, **p) for p in prompts]
+    fast.append(litemedsam.decode(emb, boxes=box, mask_input=fast[0].low_res[0]))
+    monkeypatch.setattr(type(litemedsam), "fast_decode", False)
+    ref = [litemedsam.decode(emb, **p) for p in prompts]
+    ref.append(litemedsam.decode(emb, boxes=box, mask_input=fast[0].low_res[0]))
+    for f, r in zip(fast, ref):
+        assert f.logits.shape == r.logits.shape and f.iou.shape == r.iou.shape
+        assert np.allclose(f.logits, r.logits, atol=1e-3) and np.allclose(f.low_res, r.low_res, atol=1e-3)
+        assert np.allclose(f.iou, r.iou, atol=1e-5)
+        assert (f.masks == r.masks).mean() > 0.9999
+
+
 def test_encode_rejects_bad_images(litemedsam):
     with pytest.raises(DataError, match=r"\(H, W, 3\)"):
         litemedsam.encode(np.zeros((10, 10), np.uint8))

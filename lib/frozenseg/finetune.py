@@ -121,7 +121,7 @@ def _logits(view: PromptableModel, batch: dict, idx) -> torch.Tensor:
     SAM-style decoders run as one paired batch through ``PreparedDecoder(trainable=True)`` (same arithmetic,
     gradients to every decoder weight); others through the model's own ``decode_tensors``.
     """
-    from .concept.fast import PreparedDecoder, supports
+    from .models.fast_decoder import PreparedDecoder, supports
 
     if supports(view):
         dec = PreparedDecoder(view, images=batch["img"][idx], dense=batch["dense"][idx], trainable=True)

@@ -79,7 +79,7 @@ class DecoderBackend:
 
     def prepare(self, feats):
         """``f(tokens, idx=None) -> (B, S, S)`` logits on fixed ``feats``, with concept-independent parts precomputed."""
-        from .fast import PreparedDecoder, supports
+        from ..models.fast_decoder import PreparedDecoder, supports
 
         if self.fast and supports(self.model):
             return PreparedDecoder(self.model, feats)
@@ -129,7 +129,7 @@ class DecoderBackend:
     @torch.no_grad()
     def box_logits_many(self, feats, boxes, batch: int = 8) -> list[np.ndarray]:
         """``box_logits`` of one xyxy box per image, decoded in batches through the prepared decoder."""
-        from .fast import PreparedDecoder, supports
+        from ..models.fast_decoder import PreparedDecoder, supports
 
         if not (self.fast and supports(self.model)):
             return [self.box_logits(f, b) for f, b in zip(feats, boxes)]

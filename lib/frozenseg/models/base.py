@@ -174,6 +174,17 @@ class PromptableModel:
             ious.append(iou)
         return torch.cat(outs), torch.cat(ious)
 
+    fast_decode = True       # single-mask decodes through models.fast_decoder when the decoder is SAM-style
+
+    def _decode_batch(self, img, sparse, dense, multimask: bool):
+        """(B,K,S,S) logits and (B,K) IoU of B paired prompts: the batched fast pass where it applies."""
+        from .fast_decoder import PreparedDecoder, supports
+
+        if multimask or not self.fast_decode or not supports(self):
+            return self.decode_tensors(img, sparse, dense, multimask=multimask)
+        low, iou = PreparedDecoder(self, images=img, dense=dense, cache=False)(sparse, with_iou=True)
+        return low[:, None], iou[:, None]
+
     @torch.no_grad()
     def decode(self, emb: Embedding, boxes=None, points=None, point_labels=None, mask_input=None,
                sparse_embeddings=None, multimask: bool = False) -> Prediction:
@@ -189,7 +200,7 @@ class PromptableModel:
         if dense.shape[0] != b:
             dense = dense.expand(b, -1, -1, -1)
         img = emb.tensor().to(self.device).expand(b, -1, -1, -1)
-        low, iou = self.decode_tensors(img, sparse, dense, multimask=multimask)
+        low, iou = self._decode_batch(img, sparse, dense, multimask)
         k = low.shape[1]
         up = self.upscale(low.reshape(b * k, 1, *low.shape[-2:]), emb.original_size, emb.input_size)
         logits = up.reshape(b * k, *emb.original_size).float().cpu().numpy()

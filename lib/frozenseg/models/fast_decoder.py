@@ -1,4 +1,4 @@
-"""A paired, batched pass of SAM's frozen mask decoder for concept tokens on fixed images.
+"""A paired, batched pass of SAM's mask decoder (single mask) for prompts on fixed image embeddings.
 
 The model's own ``decode_tensors`` decodes one image at a time (SAM's decoder repeats every image per
 prompt) and recomputes everything per call. During a concept fit the images never change, so what does not
@@ -32,7 +32,7 @@ def supports(model) -> bool:
     """Whether ``model``'s decoder is a SAM-style MaskDecoder + TwoWayTransformer this module can replay."""
     dec = getattr(model, "mask_decoder", None)
     tr = getattr(dec, "transformer", None)
-    need_dec = ("iou_token", "mask_tokens", "output_upscaling", "output_hypernetworks_mlps")
+    need_dec = ("iou_token", "mask_tokens", "output_upscaling", "output_hypernetworks_mlps", "iou_prediction_head")
     need_layer = ("self_attn", "cross_attn_token_to_image", "cross_attn_image_to_token", "mlp", "skip_first_layer_pe")
     return (tr is not None and all(hasattr(dec, a) for a in need_dec) and hasattr(tr, "final_attn_token_to_image")
             and len(getattr(tr, "layers", [])) > 0 and all(hasattr(lay, a) for lay in tr.layers for a in need_layer)
@@ -93,12 +93,12 @@ class PreparedDecoder:
     """A decoder bound to fixed image embeddings: prompt tokens -> ``(B, S, S)`` low-res logits (single mask).
 
     Frozen (default): the decoder's weights are constants and layer 0's image-side projections are computed
-    once. ``trainable=True``: nothing weight-dependent is cached, so gradients reach every decoder weight
+    once (``cache=False`` skips that for a single call). ``trainable=True``: nothing weight-dependent is cached, so gradients reach every decoder weight
     (few-shot decoder tuning).
     """
 
     def __init__(self, model, feats=None, *, images: torch.Tensor | None = None, dense: torch.Tensor | None = None,
-                 trainable: bool = False):
+                 trainable: bool = False, cache: bool = True):
         dec = model.mask_decoder
         self.dec, self.tr, self.trainable = dec, dec.transformer, trainable
         dev = model.device
@@ -111,7 +111,7 @@ class PreparedDecoder:
             self.keys = src.flatten(2).transpose(1, 2).contiguous()                       # (B, N, C)
             self.pe = model.prompt_encoder.get_dense_pe().to(dev).flatten(2).transpose(1, 2).contiguous()  # (1, N, C)
             self.cache0 = None
-            if not trainable:
+            if cache and not trainable:                     # pays off when the same images are decoded again
                 lay = self.tr.layers[0]
                 t2i, i2t = lay.cross_attn_token_to_image, lay.cross_attn_image_to_token
                 k = self.keys + self.pe
@@ -122,10 +122,11 @@ class PreparedDecoder:
     def __len__(self) -> int:
         return self.shape[0]
 
-    def __call__(self, tokens: torch.Tensor, idx: slice | None = None) -> torch.Tensor:
+    def __call__(self, tokens: torch.Tensor, idx: slice | None = None, with_iou: bool = False):
         """Low-res logits (B, S, S) of ``tokens`` on the prepared images (``idx``: a slice of them).
 
         ``tokens``: (k, C) shared by every image (a concept), or (B, k, C) one prompt per prepared image.
+        ``with_iou``: also return the decoder's (B,) IoU prediction for the mask.
         """
         idx = idx or slice(None)
         keys = self.keys[idx]
@@ -140,13 +141,16 @@ class PreparedDecoder:
         for i, lay in enumerate(self.tr.layers):
             cached = tuple(c[idx] for c in self.cache0) if i == 0 and self.cache0 is not None else None
             queries, keys = self._block(lay, queries, keys, point, cached)
-        # Only the first mask token's output is used (single mask), so the final attention runs for it alone.
-        one = slice(1, 2)
+        # Only the first mask token's output (and the IoU token's) is used: the final attention runs for them alone.
+        used = slice(0, 2) if with_iou else slice(1, 2)
         fin = self.tr.final_attn_token_to_image
-        att = _tokens_to_image(fin, queries[:, one] + point[:, one], keys + self.pe, keys)
-        token = self.tr.norm_final_attn(queries[:, one] + att)
-        hyper = self.dec.output_hypernetworks_mlps[0](token[:, 0])
-        return self._masks(keys, hyper)
+        att = _tokens_to_image(fin, queries[:, used] + point[:, used], keys + self.pe, keys)
+        out = self.tr.norm_final_attn(queries[:, used] + att)
+        hyper = self.dec.output_hypernetworks_mlps[0](out[:, -1])
+        low = self._masks(keys, hyper)
+        if not with_iou:
+            return low
+        return low, self.dec.iou_prediction_head(out[:, 0])[:, 0]
 
     def _masks(self, keys: torch.Tensor, hyper: torch.Tensor) -> torch.Tensor:
         """Upscale the image tokens channels-last and dot with ``hyper``, a few hundred pixels at a time."""
