@@ -209,6 +209,7 @@ def finished_rows(folder: Path, sig: dict) -> pd.DataFrame | None:
 
 def run_one(study, key: RunKey, params: dict, root: Path | None = None, progress=None) -> tuple[pd.DataFrame, bool]:
     """Train, score and save one run, or read it back when already finished; returns (rows, was_trained)."""
+    from ..models import default_device
     from ..repro import seed_everything
 
     folder = Path(root or runs_root(study.profile.name)) / key.domain / key.name
@@ -219,6 +220,7 @@ def run_one(study, key: RunKey, params: dict, root: Path | None = None, progress
     train, n_bg = labelled_cases(study, key.domain, key.n, key.seed, params["bg_ratio"])
     seed_everything(key.seed)
     net, init = build_net(key.arch, params["pretrained"], key.seed)
+    net = net.to(default_device())                     # a GPU when present (the full profile)
     x, y = prepare(train, params["image_side"])
     run = train_net(net, x, y, seed=key.seed, flip=key.domain in FLIP_DOMAINS, progress=progress,
                     **{k: params[k] for k in TRAIN_KEYS})
@@ -243,7 +245,7 @@ def save_run(folder: Path, run: TrainRun, rows: pd.DataFrame, sig: dict, keep_ch
 
     if keep_checkpoint and run.state is not None:
         with atomic_path(folder / CKPT_FILE) as tmp:
-            torch.save(run.state, tmp)
+            torch.save({k: v.cpu() for k, v in run.state.items()}, tmp)
     with atomic_path(folder / CURVE_FILE) as tmp:
         pd.DataFrame(run.history, columns=["step", "train_loss", "val_loss", "val_dice"]).to_csv(tmp, index=False)
     with atomic_path(folder / ROWS_FILE) as tmp:

@@ -103,12 +103,13 @@ def _evaluate(net, x, y, idx: list[int], batch_size: int) -> tuple[float, float]
     if not idx:
         return math.nan, math.nan
     net.eval()
+    dev = _device(net)
     losses, dices = [], []
     for s in range(0, len(idx), batch_size):
         part = idx[s:s + batch_size]
-        lo = net(x[part])
-        losses.append(float(loss_fn(lo, y[part])) * len(part))
-        dices += hard_dice(lo[:, 0], y[part, 0], torch.ones_like(y[part, 0])).tolist()
+        lo, yb = net(x[part].to(dev)), y[part].to(dev)
+        losses.append(float(loss_fn(lo, yb)) * len(part))
+        dices += hard_dice(lo[:, 0], yb[:, 0], torch.ones_like(yb[:, 0])).tolist()
     net.train()
     return sum(losses) / len(idx), float(np.mean(dices))
 
@@ -147,12 +148,13 @@ def _loop(net, x, y, run: TrainRun, *, steps, batch_size, lr, weight_decay, eval
           clip, progress) -> None:
     """The optimisation loop of :func:`train_net` (fills ``run``)."""
     opt = optimizer(net, lr, weight_decay)
+    dev = _device(net)                          # data live on the CPU; batches move to the network's device
     gen = torch.Generator().manual_seed(int(seed))
     tr, va, best, bad, losses = run.train_index, run.val_index, math.inf, 0, []
     net.train()
     for step in range(1, steps + 1):
         idx = [tr[int(i)] for i in torch.randint(len(tr), (min(batch_size, len(tr)),), generator=gen)]
-        xb, yb = augment(x[idx], y[idx], gen, flip)
+        xb, yb = (t.to(dev) for t in augment(x[idx], y[idx], gen, flip))
         loss = loss_fn(net(xb), yb)
         if not torch.isfinite(loss):
             return _fail(run, step, f"non-finite training loss at step {step}")
@@ -199,9 +201,14 @@ def precise_bn(net: torch.nn.Module, x: torch.Tensor, batch_size: int, max_batch
     if n - starts[-1] < 2 and len(starts) > 1:
         starts.pop()                          # a last batch of one merges into the one before (BN needs two)
     for s, e in zip(starts, starts[1:] + [n]):
-        net(x[s:e])
+        net(x[s:e].to(_device(net)))
     for m, mom in zip(bns, saved):
         m.momentum = mom
+
+
+def _device(net: torch.nn.Module) -> torch.device:
+    """The device the network's weights live on."""
+    return next(net.parameters()).device
 
 
 def snapshot(net: torch.nn.Module) -> dict:
@@ -226,8 +233,8 @@ def predict_masks(net: torch.nn.Module, images: Sequence[np.ndarray], side: int,
     out = []
     for s in range(0, len(images), batch_size):
         part = images[s:s + batch_size]
-        logits = net(to_tensors(part, side))
+        logits = net(to_tensors(part, side).to(_device(net)))
         for im, lo in zip(part, logits):
             up = F.interpolate(lo[None], size=im.shape[:2], mode="bilinear", align_corners=False)
-            out.append((up[0, 0] > 0).numpy())
+            out.append((up[0, 0] > 0).cpu().numpy())
     return out

@@ -227,7 +227,8 @@ def fit_concept(backend, feats, masks, settings: FitSettings = FitSettings(), se
         opt.zero_grad()
         total = 0.0
         for sl in chunks:        # batch = the labelled set; chunks only bound memory (gradients accumulate)
-            part = concept_loss(decode(param, sl), tgt[sl].to(param.device), valid[sl].to(param.device), settings)
+            out = decode(param, sl)                              # on the model's device
+            part = concept_loss(out, tgt[sl].to(out.device), valid[sl].to(out.device), settings)
             part = part * (len(tgt[sl]) / len(tgt))
             part.backward()
             total += float(part.detach())
