@@ -59,11 +59,12 @@ PROFILES: dict[str, Profile] = {
     "cpu": Profile(
         name="cpu", source="phantom", model="litemedsam", n_train=100, n_test=15,
         spleen_train_volumes=10, spleen_test_volumes=2, phantom_size=256, phantom_depth=32,
-        concept={"k": 4, "epochs": 8, "refit_epochs": 4, "rounds": 2, "per_round": 2, "starts": (5,), "pool": 8, "n_test": 12},
-        fewshot={"budgets": (10, 25), "epochs": 3, "patience": 2, "n_test": 12},
+        jitter_levels=(0.0, 0.1, 0.3), loosen_levels=(1.0, 1.25, 2.0),
+        concept={"k": 4, "epochs": 8, "refit_epochs": 4, "rounds": 2, "per_round": 2, "starts": (5,), "pool": 8, "n_test": 10},
+        fewshot={"budgets": (10, 25), "epochs": 3, "patience": 2, "n_test": 10},
         baselines={"image_side": 64, "batch_size": 4, "steps": 12, "eval_every": 6, "patience": 2, "lr": 1e-3,
                    "keep_checkpoints": False, "nnunet": False},
-        pipeline={"n_support": 10, "n_genome": 16, "genome_budget": 12, "router_n_test": 6},
+        pipeline={"n_support": 10, "n_genome": 12, "genome_budget": 10, "router_n_test": 6},
     ),
     "full": Profile(
         name="full", source="real", model="sam_vit_b", n_train=100, n_test=None,

@@ -93,8 +93,8 @@ class PreparedDecoder:
     """A decoder bound to fixed image embeddings: prompt tokens -> ``(B, S, S)`` low-res logits (single mask).
 
     Frozen (default): the decoder's weights are constants and layer 0's image-side projections are computed
-    once (``cache=False`` skips that for a single call). ``trainable=True``: nothing weight-dependent is cached, so gradients reach every decoder weight
-    (few-shot decoder tuning).
+    once (``cache=False`` skips that for a single call). ``trainable=True``: nothing weight-dependent is cached,
+    so gradients reach every decoder weight (few-shot decoder tuning).
     """
 
     def __init__(self, model, feats=None, *, images: torch.Tensor | None = None, dense: torch.Tensor | None = None,
