@@ -100,7 +100,7 @@ class PreparedDecoder:
     def __init__(self, model, feats=None, *, images: torch.Tensor | None = None, dense: torch.Tensor | None = None,
                  trainable: bool = False, cache: bool = True):
         dec = model.mask_decoder
-        self.dec, self.tr, self.trainable = dec, dec.transformer, trainable
+        self.dec, self.tr = dec, dec.transformer
         dev = model.device
         with torch.no_grad():
             img = torch.cat([e.tensor() for e in feats]).to(dev) if images is None else images.to(dev)
