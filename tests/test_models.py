@@ -184,3 +184,39 @@ def test_unknown_model_and_missing_checkpoint(tmp_path):
     bad.write_bytes(b"not a checkpoint")
     with pytest.raises(DataError, match="(?s)corrupt.pth.*fetch it again"):
         SamCheckpoint.from_checkpoint("vit_b", bad)
+
+
+def test_fast_decoder_hand_written_backwards_pass_gradcheck():
+    """The fast decoder's autograd Functions against finite differences, in double precision."""
+    from torch import nn
+    from torch.autograd import gradcheck
+
+    from frozenseg.models import fast_decoder as fd
+
+    g = torch.Generator().manual_seed(0)
+
+    def rnd(*shape, grad=True):
+        return torch.randn(*shape, generator=g, dtype=torch.float64).requires_grad_(grad)
+
+    b, n, c, r, pe = 2, 7, 6, 4, rnd(1, 7, 6, grad=False)
+    x, q = rnd(b, n, c), rnd(b, r, c)
+    assert gradcheck(lambda q, x: fd._TokensOverImage.apply(q, x, pe, None), (q, x))
+    assert gradcheck(lambda q, x: fd._TokensOverImage.apply(q, x, pe, (x + pe).detach()), (q, x))
+    heads, kq, bias, u = 2, rnd(b, r, c), rnd(b, 1, r), rnd(b, r, c)
+    assert gradcheck(lambda x, kq, bias, u: fd._ImageOverTokens.apply(x, (x + pe).detach(), kq, bias, u, heads),
+                     (x, kq, bias, u))
+
+    class LayerNorm2d(nn.Module):              # the name and fields the upscaling plan recognises
+        def __init__(self, ch):
+            super().__init__()
+            self.weight, self.bias, self.eps = nn.Parameter(torch.rand(ch) + 0.5), nn.Parameter(torch.randn(ch)), 1e-6
+
+    up = nn.Sequential(nn.ConvTranspose2d(c, 4, 2, stride=2), LayerNorm2d(4), nn.GELU(),
+                       nn.ConvTranspose2d(4, 3, 2, stride=2), nn.ReLU()).double()
+    ops, weights = fd.upscaling_plan(up)
+    assert [op[0] for op in ops] == ["conv", "norm", "act", "conv", "act"]
+    hyper = rnd(b, 3)
+    assert gradcheck(lambda x, h: fd._FrozenPixels.apply(x, h, ops, weights), (x, hyper))
+    with torch.no_grad():                      # and the same values as the autograd version
+        ref = torch.stack([fd._pixels(ops, weights, xi, hi) for xi, hi in zip(x, hyper)])
+        assert torch.allclose(fd._FrozenPixels.apply(x, hyper, ops, weights), ref)

@@ -151,9 +151,10 @@ class DecoderBackend:
 # ---------------------------------------------------------------- losses
 
 
-def focal_loss(logits: torch.Tensor, target: torch.Tensor, valid: torch.Tensor, alpha=0.25, gamma=2.0) -> torch.Tensor:
-    """Sigmoid focal loss (RetinaNet form) averaged over valid pixels, per image -> (B,)."""
-    p = logits.sigmoid()
+def focal_loss(logits: torch.Tensor, target: torch.Tensor, valid: torch.Tensor, alpha=0.25, gamma=2.0,
+               p: torch.Tensor | None = None) -> torch.Tensor:
+    """Sigmoid focal loss (RetinaNet form) averaged over valid pixels, per image -> (B,); ``p``: sigmoid(logits)."""
+    p = logits.sigmoid() if p is None else p
     ce = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
     p_t = p * target + (1 - p) * (1 - target)
     a_t = alpha * target + (1 - alpha) * (1 - target)
@@ -161,9 +162,10 @@ def focal_loss(logits: torch.Tensor, target: torch.Tensor, valid: torch.Tensor, 
     return loss.flatten(1).sum(1) / valid.flatten(1).sum(1).clamp(min=1)
 
 
-def dice_loss(logits: torch.Tensor, target: torch.Tensor, valid: torch.Tensor, eps=1.0) -> torch.Tensor:
-    """Soft Dice loss over valid pixels, per image -> (B,)."""
-    p = logits.sigmoid() * valid
+def dice_loss(logits: torch.Tensor, target: torch.Tensor, valid: torch.Tensor, eps=1.0,
+              p: torch.Tensor | None = None) -> torch.Tensor:
+    """Soft Dice loss over valid pixels, per image -> (B,); ``p``: sigmoid(logits)."""
+    p = (logits.sigmoid() if p is None else p) * valid
     t = target * valid
     inter = (p * t).flatten(1).sum(1)
     return 1 - (2 * inter + eps) / (p.flatten(1).sum(1) + t.flatten(1).sum(1) + eps)
@@ -171,7 +173,9 @@ def dice_loss(logits: torch.Tensor, target: torch.Tensor, valid: torch.Tensor, e
 
 def concept_loss(logits, target, valid, s: FitSettings) -> torch.Tensor:
     """Weighted focal + Dice, mean over the batch."""
-    return (s.focal_weight * focal_loss(logits, target, valid) + s.dice_weight * dice_loss(logits, target, valid)).mean()
+    p = logits.sigmoid()
+    return (s.focal_weight * focal_loss(logits, target, valid, p=p)
+            + s.dice_weight * dice_loss(logits, target, valid, p=p)).mean()
 
 
 # ---------------------------------------------------------------- fit / predict
