@@ -182,6 +182,8 @@ def bench_pipeline(profile: str = "cpu", seed: int = 0) -> dict:
 CONCEPT_TARGETS = {"fit_max_s": 30.0, "loop_max_s": 180.0}
 # The timed loop is the source's size, not the profile's: start 5, 5 rounds of 5 images, 60 epochs for the
 # first fit and `refit_epochs` for each warm-started refit, HUE selection, U on the test split every round.
+# The unlabelled pool is the profile's labelled train pool (n_train images; for spleen the first n_train of its
+# foreground slices, so that every domain's loop scores the same number of pool images each round).
 CONCEPT_LOOP = {"start": 5, "rounds": 5, "per_round": 5, "epochs": 60}
 
 
@@ -202,7 +204,7 @@ def bench_concept(profile: str = "cpu", domains=None, n_support: int = 5, epochs
     fit_s = fit_settings(params).with_(epochs=epochs or CONCEPT_LOOP["epochs"])
     for dom in study.domains:
         data = study.data(dom)
-        pool = [c for c in data.train if c.mask.any()]                       # a fit needs non-empty support masks
+        pool = [c for c in data.train if c.mask.any()][:study.profile.n_train]   # a fit needs non-empty masks
         test = test_subset(data, params["n_test"])
         feats = backend.features([c.image for c in pool])                     # warm the cache first (untimed)
         test_f = backend.features([c.image for c in test])
