@@ -164,3 +164,15 @@ def test_masks_round_trip_bit_packed(tmp_path):
     for k in masks:
         assert back[k].dtype == bool and np.array_equal(back[k], masks[k])
     assert load_masks("02_isic", "smoke", "isic", 9) == {}
+
+
+def test_powell_search_returns_the_best_point_it_evaluated():
+    from frozenseg.pipeline.genome import powell_search
+
+    lo, hi = np.zeros(2), np.array([1.0, 2.0])
+    for budget in (1, 3, 5, 9):
+        rec = powell_search(lambda x: float((x[0] - 0.8) ** 2 + (x[1] - 0.3) ** 2), ["a", "b"], lo, hi,
+                            np.array([0.1, 0.9]), budget)
+        assert rec["fit_dice"] == pytest.approx(max(rec["history"]))
+        assert rec["fit_dice"] >= rec["start_dice"] and rec["evals"] == len(rec["history"])
+        assert 0 <= rec["params"]["a"] <= 1 and 0 <= rec["params"]["b"] <= 2

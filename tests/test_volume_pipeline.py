@@ -132,3 +132,51 @@ def test_prediction_never_reads_the_test_mask(tiny_run):
     # slices processed come from the prior, not from the test mask
     tr = info["traces"][test.volume_id]
     assert tr.slices == info["pipeline"].prior.slice_range(DEPTH, margin=0)
+
+
+def test_volume_genome_fits_on_train_volumes_leaving_each_out_and_is_cached(tiny, litemedsam, monkeypatch):
+    import torch
+
+    from frozenseg.pipeline import volume as V
+    from frozenseg.study import setup
+
+    torch.set_num_threads(1)
+    train, test = tiny
+    study = setup(profile="smoke", seeds=[0], domains=["spleen"], verbose=False)
+    study.__dict__["model"] = litemedsam
+    study._data["spleen"] = DomainData(domain="spleen", source="phantom", train=[c for v in train for c in slices(v)],
+                                       test=slices(test), volumes={test.volume_id: test},
+                                       train_volumes={v.volume_id: v for v in train})
+    fits = []
+    real_fit = V.VolumePipeline.fit
+
+    def spy(self, train_slices, support=None, support_embeddings=None):
+        fits.append(({c.volume_id for c in train_slices}, {c.volume_id for c in support or []}))
+        return real_fit(self, train_slices, support, support_embeddings)
+
+    monkeypatch.setattr(V.VolumePipeline, "fit", spy)
+    vp = V.fit_volume_pipeline(study, 0, params={"range_margin": 0})
+    rec = vp.genome
+    assert not rec["cached"] and 1 <= rec["evals"] <= 2 + 2 and rec["fit_dice"] >= rec["start_dice"]
+    assert set(rec["params"]) == set(V.VOLUME_GENOME)
+    assert all(V.VOLUME_GENOME[k][0] <= v <= V.VOLUME_GENOME[k][1] and vp.params[k] == v
+               for k, v in rec["params"].items())
+    assert len(rec["volumes"]) == 1 and rec["volumes"][0] in {v.volume_id for v in train}
+    assert test.volume_id not in str(rec)
+    # the deployed pipeline's prior saw every train volume; the genome volume's pipeline saw all but that one
+    held = rec["volumes"][0]
+    assert fits[0][0] == {v.volume_id for v in train}
+    assert held not in fits[1][0] and held not in fits[1][1] and len(fits[1][0]) == len(train) - 1
+    table = vp.describe().set_index("what")
+    assert table.loc["box_margin", "fit"].startswith("genome [0, 0.3]") and table.loc["min_gain", "fit"] == "fixed"
+    again = V.fit_volume_pipeline(study, 0, params={"range_margin": 0})
+    assert again.genome["cached"] and again.genome["params"] == rec["params"]
+
+
+def test_volume_genome_bad_input(tiny):
+    train, _ = tiny
+    with pytest.raises(ConfigError, match="unknown"):
+        from frozenseg.pipeline.volume import fit_volume_genome
+        fit_volume_genome(None, train[:1], [], [], [], None, spec={"no_such": (0, 1)})
+    with pytest.raises(DataError, match="two or more"):
+        fit_volume_genome(None, train[:1], slices(train[0]), [], [], None)

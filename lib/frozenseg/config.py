@@ -54,7 +54,7 @@ PROFILES: dict[str, Profile] = {
         baselines={"budgets": (5,), "image_side": 32, "batch_size": 2, "steps": 1, "eval_every": 1, "patience": 1,
                    "keep_checkpoints": False, "nnunet": False},
         pipeline={"n_support": 5, "n_genome": 4, "genome_budget": 2, "router_n_test": 2,
-                  "router_candidates": ["agnostic", "cxr"]},
+                  "router_candidates": ["agnostic", "cxr"], "spleen_genome_budget": 2, "spleen_genome_volumes": 1},
     ),
     "cpu": Profile(
         name="cpu", source="phantom", model="litemedsam", n_train=100, n_test=15,
@@ -64,7 +64,8 @@ PROFILES: dict[str, Profile] = {
         fewshot={"budgets": (10, 25), "epochs": 3, "patience": 2, "n_test": 10},
         baselines={"image_side": 64, "batch_size": 4, "steps": 12, "eval_every": 6, "patience": 2, "lr": 1e-3,
                    "keep_checkpoints": False, "nnunet": False},
-        pipeline={"n_support": 10, "n_genome": 12, "genome_budget": 10, "router_n_test": 6},
+        pipeline={"n_support": 10, "n_genome": 12, "genome_budget": 10, "router_n_test": 6,
+                  "spleen_genome_budget": 8, "spleen_genome_volumes": 1},
     ),
     "full": Profile(
         name="full", source="real", model="sam_vit_b", n_train=100, n_test=None,
@@ -72,7 +73,8 @@ PROFILES: dict[str, Profile] = {
         concept={"k": 4, "epochs": 60, "refit_epochs": 20, "rounds": 5, "per_round": 5, "starts": (1, 5), "pool": None, "n_test": None},
         baselines={"image_side": 256, "batch_size": 8, "steps": 4000, "eval_every": 200, "patience": 5, "lr": 3e-4,
                    "keep_checkpoints": True, "nnunet": True},
-        pipeline={"n_support": 10, "n_genome": 40, "genome_budget": 120, "router_n_test": None},
+        pipeline={"n_support": 10, "n_genome": 40, "genome_budget": 120, "router_n_test": None,
+                  "spleen_genome_budget": 40, "spleen_genome_volumes": 3},
     ),
 }
 

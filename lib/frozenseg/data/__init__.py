@@ -39,7 +39,8 @@ def _split(domain: str, source: str, records: list, profile: Profile) -> DomainD
         return DomainData(domain=domain, source=source, train=slices(train_v), test=slices(test_v),
                           volumes={v.volume_id: v for v in test_v},
                           meta={"train_volumes": [v.volume_id for v in train_v],
-                                "test_volumes": [v.volume_id for v in test_v]})
+                                "test_volumes": [v.volume_id for v in test_v]},
+                          train_volumes={v.volume_id: v for v in train_v})
     train, test = split_cases(records, profile.n_test, seed)
     train = subsample_train(train, min(profile.n_train, len(train)), seed)
     return DomainData(domain=domain, source=source, train=train, test=test, meta={})

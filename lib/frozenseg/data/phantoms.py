@@ -581,7 +581,8 @@ def _phantom_spleen(profile: Profile, seed: int) -> DomainData:
             "test_volumes": [v.volume_id for v in test_vols], "size": profile.phantom_size,
             "depth": profile.phantom_depth}
     return DomainData(domain="spleen", source="phantom", train=slices(train_vols), test=slices(test_vols),
-                      volumes={v.volume_id: v for v in test_vols}, meta=meta)
+                      volumes={v.volume_id: v for v in test_vols}, meta=meta,
+                      train_volumes={v.volume_id: v for v in train_vols})
 
 
 def phantom_domain(domain: str, profile: Profile, seed: int | None = None) -> DomainData:

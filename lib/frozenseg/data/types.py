@@ -63,6 +63,7 @@ class DomainData:
     test: list[Case]
     volumes: dict[str, Volume] = field(default_factory=dict)   # spleen: test volumes for 3D scoring
     meta: dict = field(default_factory=dict)
+    train_volumes: dict[str, Volume] = field(default_factory=dict)   # spleen: the labelled train volumes (genome)
 
 
 def validate_pair(image: np.ndarray, mask: np.ndarray, name: str) -> None:

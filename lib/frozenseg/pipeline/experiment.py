@@ -23,7 +23,8 @@ from .router import get_route
 
 log = logging.getLogger(__name__)
 
-DEFAULTS = {"n_support": 10, "n_genome": 20, "genome_budget": 30, "n_test": None}
+DEFAULTS = {"n_support": 10, "n_genome": 20, "genome_budget": 30, "n_test": None,
+            "spleen_genome_budget": 30, "spleen_genome_volumes": 3}
 DEPLOYED, NAIVE, ORACLE = "deployed", "naive", "oracle"
 
 

@@ -66,25 +66,35 @@ def fit_genome(pipeline, cases, embeddings, budget: int = 40, seed: int = 0) -> 
     frames = [pipeline.frame(c.image, e) for c, e in zip(cases, embeddings)]
     locs = [pipeline.localizer.locate(fr.image, fr.embedding) for fr in frames]
     f = genome_objective(pipeline, frames, locs, [c.mask for c in cases], names, lo, hi)
+    rec = powell_search(f, names, lo, hi, x0, budget)
+    pipeline.params.update(rec["params"])
+    apply_localizer_params(pipeline, rec["params"])
+    log.info("genome %s: Dice %.3f -> %.3f in %d evaluations", pipeline.route.domain, rec["start_dice"],
+             rec["fit_dice"], rec["evals"])
+    return rec
+
+
+def powell_search(f, names, lo, hi, x0, budget: int) -> dict:
+    """Bounded Powell (scipy) of ``f(x)`` = 1 - Dice over x in [0, 1]^d, value = lo + x (hi - lo), at most
+    ``budget`` evaluations. The result is the best point evaluated (the start unless something beats it; Powell
+    stopped by the budget mid line search may hold a worse one). Returns the genome record."""
     history: list[float] = []
+    best = [np.asarray(x0, float), np.inf]
 
     def tracked(x):
         v = f(x)
         history.append(v)
+        if v < best[1]:
+            best[:] = [np.array(x, float), v]
         return v
 
     start = tracked(x0)
-    res = minimize(tracked, x0, method="Powell", bounds=[(0, 1)] * len(names),
-                   options={"maxfev": max(1, budget - 1), "xtol": 1e-2, "ftol": 1e-4})
-    best_x, best_f = (res.x, float(res.fun)) if res.fun < start else (x0, start)
+    minimize(tracked, x0, method="Powell", bounds=[(0, 1)] * len(names),
+             options={"maxfev": max(1, budget - 1), "xtol": 1e-2, "ftol": 1e-4})
+    best_x, best_f = best
     vals = lo + np.clip(best_x, 0, 1) * (hi - lo)
-    params = dict(zip(names, map(float, vals)))
-    pipeline.params.update(params)
-    apply_localizer_params(pipeline, params)
-    log.info("genome %s: Dice %.3f -> %.3f in %d evaluations", pipeline.route.domain, 1 - start, 1 - best_f,
-             len(history))
-    return {"params": params, "start_dice": 1 - start, "fit_dice": 1 - best_f, "evals": len(history),
-            "history": [1 - h for h in history]}
+    return {"params": dict(zip(names, map(float, vals))), "start_dice": 1 - start, "fit_dice": 1 - best_f,
+            "evals": len(history), "history": [1 - h for h in history]}
 
 
 def _skill_default(pipeline, name: str) -> float:

@@ -19,22 +19,30 @@ Stages (each recorded, so the ablation is read off one run):
 * ``pyramid``: tiny tip slices are cropped around their mask, zoomed to the model's input side, encoded
   (cached) and re-decoded at the higher resolution, pasted back, kept only if the gate improves.
 
+The genome (``VOLUME_GENOME``: box margin and the skills' fire thresholds) is fit by bounded Powell on labelled
+train volumes, each segmented by a pipeline refit without it (``fit_volume_genome``), and cached on disk.
+
 Every proposal is kept only when the soft-tissue gate (Gate cues + a tissue-intensity cue from the support
 grey level + the trajectory cue) scores it higher than the current mask. The one decision not made by the gate
 is the organ's z-extent, which the trajectory fit makes (an empty mask has no gate score).
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from scipy import ndimage
 
+from .. import paths
 from ..boxes import clip_box, mask_to_box
 from ..errors import ConfigError, DataError
+from ..io import write_json_atomic
 from ..localizers.base import check_support, grow_box
 from .frame import Candidate, Frame
 from .gates import CUES, Gate, cue_values, ring
@@ -47,7 +55,7 @@ N_Z_BINS = 16
 N_T_BINS = 10
 
 DEFAULT_PARAMS = {
-    "box_margin": 0.15,          # grow of the volume-prior box (chosen on two train volumes, see DEV_NOTE)
+    "box_margin": 0.15,          # grow of the volume-prior box (genome start; chosen on two train volumes, DEV_NOTE)
     "range_margin": 1,           # extra slices on each side of the prior's z-range
     "wvp.conf_floor": 0.35,      # below this gate value a slice is no evidence of the organ
     "wvp.tissue": 0.4,           # a mask whose tissue cue is below this is no evidence of the organ
@@ -694,6 +702,7 @@ class VolumePipeline:
         self.skill_names = list(skills)
         self.prior: VolumePrior | None = None
         self.skills: list[VolumeSkill] = []
+        self.genome: dict = {}           # the genome record whose values are in params (fit_volume_pipeline)
 
     def fit(self, train_slices, support=None, support_embeddings=None) -> "VolumePipeline":
         """The volume prior from labelled train slices; prototypes from the support slices and their embeddings."""
@@ -718,14 +727,24 @@ class VolumePipeline:
                  "fit": "train volumes"},
                 {"what": "organ grey level", "value": f"{p.fg_grey:.1f} ± {p.fg_grey_sd:.1f}", "fit": "train slices"},
                 {"what": "skills (in order)", "value": " -> ".join(self.skill_names), "fit": ""}]
-        rows += [{"what": k, "value": f"{v:g}", "fit": "train volumes (dev)" if k == "box_margin" else "fixed"}
-                 for k, v in self.params.items()]
+        fitted = self.genome.get("params", {})
+        bounds = self.genome.get("bounds", {})
+
+        def how(k):
+            if k in fitted:
+                return (f"genome [{bounds[k][0]:g}, {bounds[k][1]:g}] on {len(self.genome.get('volumes', []))} "
+                        "train volume(s)")
+            return "train volumes (dev)" if k == "box_margin" else "fixed"
+
+        rows += [{"what": k, "value": f"{v:g}", "fit": how(k)} for k, v in self.params.items()]
         rows += [{"what": f"gate.{k}", "value": f"{v:g}", "fit": "fixed"} for k, v in self.gate.weights.items()]
         return pd.DataFrame(rows)
 
-    def run(self, image: np.ndarray, embed, embed_crop=None, slices=None) -> VolumeTrace:
+    def run(self, image: np.ndarray, embed, embed_crop=None, slices=None, frame_cache: dict | None = None) -> VolumeTrace:
         """Segment one (H, W, D) volume. ``embed(z)`` gives slice z's embedding, ``embed_crop(img)`` a zoomed
-        crop's (pyramid); the volume's mask is never an argument. ``slices`` overrides the prior's range."""
+        crop's (pyramid); the volume's mask is never an argument. ``slices`` overrides the prior's range.
+        ``frame_cache``: a dict kept by the caller across runs of this pipeline on this volume (genome
+        evaluations), so that a decoder call already made for a slice is not made again."""
         if self.prior is None:
             raise ConfigError("VolumePipeline: call fit(train_slices, support, support_embeddings) first")
         if image.ndim != 3:
@@ -735,9 +754,17 @@ class VolumePipeline:
         frames = {}
         t0 = time.perf_counter()
         for z in zs:
-            rgb = np.repeat(image[:, :, z, None], 3, axis=2)
-            frames[z] = SliceFrame(image=rgb, embedding=embed(z), model=self.model, prior=self.prior.domain,
-                                   gate=self.gate, z=z, vprior=self.prior)
+            fr = None if frame_cache is None else frame_cache.get(z)
+            if fr is None or fr.vprior is not self.prior or fr.gate is not self.gate:
+                rgb = np.repeat(image[:, :, z, None], 3, axis=2)
+                fr = SliceFrame(image=rgb, embedding=embed(z), model=self.model, prior=self.prior.domain,
+                                gate=self.gate, z=z, vprior=self.prior)
+                if frame_cache is not None:
+                    frame_cache[z] = fr
+            else:                        # reused: forget this run's expectation and the mask-input decodes (keyed by id)
+                fr.expect = None
+                fr._memo = {k: v for k, v in fr._memo.items() if k[3] is None}
+            frames[z] = fr
         t_emb = time.perf_counter() - t0
         cur = {}
         t0 = time.perf_counter()
@@ -768,16 +795,136 @@ def _vol_row(base: dict, stage: str, index: int, pred, vol, **extra) -> dict:
             **score_volume(pred, vol.mask, vol.spacing, with_hd95=True), **extra}
 
 
-def fit_volume_pipeline(study, seed: int, params=None, gate=None, skills=SKILL_ORDER) -> VolumePipeline:
-    """A fitted spleen volume pipeline: prior from every labelled train slice, prototypes from the seed's support."""
+def fit_volume_pipeline(study, seed: int, params=None, gate=None, skills=SKILL_ORDER, genome: bool = True,
+                        use_cache: bool = True) -> VolumePipeline:
+    """A fitted spleen volume pipeline: prior from every labelled train slice, prototypes from the seed's support,
+    and (profile's ``spleen_genome_budget`` > 0, two or more train volumes) the genome fit on train volumes, read
+    from the on-disk cache when the same fit was made before (``use_cache=False`` refits). ``params`` are the
+    fixed values and the genome's starting point."""
     from ..data.splits import subsample_train
     from .experiment import settings
 
     data = study.data("spleen")
-    n = min(settings(study.profile)["n_support"], len(data.train))
+    s = settings(study.profile)
+    n = min(s["n_support"], len(data.train))
     support = subsample_train(data.train, n, seed)
     embs = study.embeddings(support, desc="spleen support")
-    return VolumePipeline(study.model, params, gate, skills).fit(data.train, support, embs)
+    vp = VolumePipeline(study.model, params, gate, skills).fit(data.train, support, embs)
+    budget = int(s["spleen_genome_budget"])
+    if not genome or budget <= 0 or len(data.train_volumes) < 2:
+        return vp
+    vols = genome_volumes(data.train_volumes, seed, n_max=int(s["spleen_genome_volumes"]))
+    key = _volume_genome_key(study.model, data, vols, support, budget, vp)
+    path = paths.cache_root() / "genomes" / f"spleen-{key}.json"
+    if use_cache and path.is_file():
+        rec = {**json.loads(path.read_text()), "cached": True}
+    else:
+        t0 = time.perf_counter()
+        rec = fit_volume_genome(study.model, vols, data.train, support, embs,
+                                lambda cases: study.embeddings(cases, desc="spleen genome slices"),
+                                embed_crop=lambda img: study.cache.get(study.model, img), budget=budget,
+                                params=vp.params, gate=vp.gate.weights, skills=skills)
+        rec = {**rec, "seed": seed, "seconds": round(time.perf_counter() - t0, 1)}
+        write_json_atomic(path, rec)
+        rec["cached"] = False
+    vp.params.update(rec["params"])
+    vp.genome = rec
+    return vp
+
+
+# The genome of the volume pipeline: parameter -> (low, high). Powell searches in this order, so the first ones
+# get the most evaluations under a small budget.
+VOLUME_GENOME = {
+    "box_margin": (0.0, 0.3),
+    "wvp.conf_floor": (0.2, 0.6),
+    "bp.fire_gate": (0.7, 0.98),
+    "mp.fire_gate": (0.4, 0.8),
+    "wvp.fire_traj": (0.3, 0.8),
+    "wvp.tissue": (0.2, 0.7),
+    "pyr.tip_frac": (0.05, 0.4),
+}
+VOLUME_GENOME_CODE = ("volume.py", "frame.py", "gates.py", "genome.py", "prior.py")
+
+
+def genome_volumes(train_volumes: dict, seed: int, n_max: int | None = None, max_labels: int | None = None) -> list:
+    """Train volumes for a genome fit, in a seeded order, while their labelled (foreground) slices stay within
+    ``max_labels`` (the study's 40; one volume is always taken, whatever its size) and at most ``n_max`` volumes."""
+    from .genome import MAX_GENOME_LABELS
+
+    max_labels = MAX_GENOME_LABELS if max_labels is None else max_labels
+    order = [sorted(train_volumes)[i] for i in np.random.default_rng(seed).permutation(len(train_volumes))]
+    out, n = [], 0
+    for vid in order:
+        k = len(train_volumes[vid].foreground_slices())
+        if out and (n + k > max_labels or (n_max is not None and len(out) >= n_max)):
+            break
+        out.append(train_volumes[vid])
+        n += k
+    return out
+
+
+def fit_volume_genome(model, volumes, train_slices, support, support_embeddings, embed, embed_crop=None,
+                      budget: int = 30, spec: dict | None = None, params: dict | None = None, gate: dict | None = None,
+                      skills=SKILL_ORDER) -> dict:
+    """Fit the volume pipeline's genome on labelled train ``volumes`` by bounded Powell (at most ``budget``
+    evaluations of the mean 3D Dice). Each volume is segmented by a pipeline refit without it (prior and
+    prototypes from the other train volumes: leave one out), so no volume is scored by a prior that saw it.
+    ``embed(cases)`` gives slice embeddings. Returns the genome record (params, start/fit Dice, history)."""
+    from ..metrics import dice
+    from .genome import powell_search
+
+    spec = dict(spec or VOLUME_GENOME)
+    base = {**DEFAULT_PARAMS, **(params or {})}
+    unknown = set(spec) - set(DEFAULT_PARAMS)
+    if unknown:
+        raise ConfigError(f"volume genome: unknown parameter(s) {sorted(unknown)}; valid: {sorted(DEFAULT_PARAMS)}")
+    names = list(spec)
+    lo = np.array([spec[k][0] for k in names], float)
+    hi = np.array([spec[k][1] for k in names], float)
+    if np.any(hi <= lo):
+        raise ConfigError(f"volume genome bounds must be [low, high] with low < high: {spec}")
+    if not volumes:
+        raise DataError(None, "volume genome: no train volume to fit on", "pass at least one labelled train volume")
+    runs = []
+    for vol in volumes:
+        rest = [c for c in train_slices if c.volume_id != vol.volume_id]
+        if not rest:
+            raise DataError(vol.volume_id, "volume genome: no other train volume to fit the prior on",
+                            "a leave-one-out fit needs two or more labelled train volumes")
+        pairs = [(c, e) for c, e in zip(support, support_embeddings) if c.volume_id != vol.volume_id]
+        if not pairs:                  # the whole support came from this volume: take slices of the others
+            extra = rest[:max(1, len(support))]
+            pairs = list(zip(extra, embed(extra)))
+        vp = VolumePipeline(model, base, gate, skills).fit(rest, [c for c, _ in pairs], [e for _, e in pairs])
+        zs = vp.prior.slice_range(vol.image.shape[2], int(vp.params["range_margin"]))
+        slice_embs = dict(zip(zs, embed([vol.slice_case(z) for z in zs])))
+        runs.append((vol, vp, slice_embs, {}))
+
+    def objective(x: np.ndarray) -> float:
+        vals = dict(zip(names, map(float, lo + np.clip(x, 0, 1) * (hi - lo))))
+        d = []
+        for vol, vp, slice_embs, frames in runs:
+            vp.params.update(vals)
+            tr = vp.run(vol.image, slice_embs.__getitem__, embed_crop=embed_crop, frame_cache=frames)
+            d.append(dice(tr.volume(vol.mask.shape), vol.mask))
+        return 1.0 - float(np.mean(d))
+
+    x0 = np.clip((np.array([base[k] for k in names], float) - lo) / (hi - lo), 0, 1)
+    rec = powell_search(objective, names, lo, hi, x0, budget)
+    return {**rec, "volumes": [v.volume_id for v in volumes],
+            "n_labels": int(sum(len(v.foreground_slices()) for v in volumes)),
+            "bounds": {k: list(spec[k]) for k in names}, "budget": int(budget)}
+
+
+def _volume_genome_key(model, data, volumes, support, budget: int, vp: VolumePipeline) -> str:
+    """Cache key of a volume genome fit: model, train and genome volumes, support, budget, settings and code."""
+    here = Path(__file__).parent
+    code = hashlib.sha256(b"".join(p.name.encode() + (here / p).read_bytes() for p in map(Path, VOLUME_GENOME_CODE)))
+    blob = json.dumps({"model": model.cache_id, "train": sorted(data.train_volumes),
+                       "genome": [v.volume_id for v in volumes], "support": [c.case_id for c in support],
+                       "budget": budget, "params": vp.params, "gate": vp.gate.weights, "skills": vp.skill_names,
+                       "spec": VOLUME_GENOME, "code": code.hexdigest()[:16]}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
 
 def run_spleen(study, seed: int, params=None, gate=None, volumes=None, naive: str = "agnostic",
