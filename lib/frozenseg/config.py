@@ -65,7 +65,9 @@ PROFILES: dict[str, Profile] = {
         baselines={"image_side": 64, "batch_size": 4, "steps": 12, "eval_every": 6, "patience": 2, "lr": 1e-3,
                    "keep_checkpoints": False, "nnunet": False},
         pipeline={"n_support": 10, "n_genome": 12, "genome_budget": 10, "router_n_test": 6,
-                  "spleen_genome_budget": 8, "spleen_genome_volumes": 1},
+                  # spleen's genome: 8 evaluations on 1 train volume took 120 s cold (2 min over the report's
+                  # 25-minute target); notebook 03 takes genome_budget to fit it anyway
+                  "spleen_genome_budget": 0, "spleen_genome_volumes": 1},
     ),
     "full": Profile(
         name="full", source="real", model="sam_vit_b", n_train=100, n_test=None,

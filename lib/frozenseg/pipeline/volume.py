@@ -740,7 +740,8 @@ class VolumePipeline:
         rows += [{"what": f"gate.{k}", "value": f"{v:g}", "fit": "fixed"} for k, v in self.gate.weights.items()]
         return pd.DataFrame(rows)
 
-    def run(self, image: np.ndarray, embed, embed_crop=None, slices=None, frame_cache: dict | None = None) -> VolumeTrace:
+    def run(self, image: np.ndarray, embed, embed_crop=None, slices=None,
+            frame_cache: dict | None = None) -> VolumeTrace:
         """Segment one (H, W, D) volume. ``embed(z)`` gives slice z's embedding, ``embed_crop(img)`` a zoomed
         crop's (pyramid); the volume's mask is never an argument. ``slices`` overrides the prior's range.
         ``frame_cache``: a dict kept by the caller across runs of this pipeline on this volume (genome
@@ -796,11 +797,11 @@ def _vol_row(base: dict, stage: str, index: int, pred, vol, **extra) -> dict:
 
 
 def fit_volume_pipeline(study, seed: int, params=None, gate=None, skills=SKILL_ORDER, genome: bool = True,
-                        use_cache: bool = True) -> VolumePipeline:
+                        use_cache: bool = True, budget: int | None = None) -> VolumePipeline:
     """A fitted spleen volume pipeline: prior from every labelled train slice, prototypes from the seed's support,
-    and (profile's ``spleen_genome_budget`` > 0, two or more train volumes) the genome fit on train volumes, read
-    from the on-disk cache when the same fit was made before (``use_cache=False`` refits). ``params`` are the
-    fixed values and the genome's starting point."""
+    and (``budget`` Powell evaluations > 0, default the profile's ``spleen_genome_budget``; two or more train
+    volumes) the genome fit on train volumes, read from the on-disk cache when the same fit was made before
+    (``use_cache=False`` refits). ``params`` are the fixed values and the genome's starting point."""
     from ..data.splits import subsample_train
     from .experiment import settings
 
@@ -810,7 +811,7 @@ def fit_volume_pipeline(study, seed: int, params=None, gate=None, skills=SKILL_O
     support = subsample_train(data.train, n, seed)
     embs = study.embeddings(support, desc="spleen support")
     vp = VolumePipeline(study.model, params, gate, skills).fit(data.train, support, embs)
-    budget = int(s["spleen_genome_budget"])
+    budget = int(s["spleen_genome_budget"] if budget is None else budget)
     if not genome or budget <= 0 or len(data.train_volumes) < 2:
         return vp
     vols = genome_volumes(data.train_volumes, seed, n_max=int(s["spleen_genome_volumes"]))
@@ -928,7 +929,7 @@ def _volume_genome_key(model, data, volumes, support, budget: int, vp: VolumePip
 
 
 def run_spleen(study, seed: int, params=None, gate=None, volumes=None, naive: str = "agnostic",
-               notebook: str = "03_spleen") -> tuple[pd.DataFrame, dict]:
+               notebook: str = "03_spleen", genome_budget: int | None = None) -> tuple[pd.DataFrame, dict]:
     """Rows (one per test volume x stage, plus 'deployed', 'naive' and 'oracle') and the deployed volumes.
 
     naive = the domain-agnostic route (frozen SAM-feature prototype localizer, box decoded once) on every slice of
@@ -941,7 +942,7 @@ def run_spleen(study, seed: int, params=None, gate=None, volumes=None, naive: st
     from .router import get_route
 
     data = study.data("spleen")
-    vp = fit_volume_pipeline(study, seed, params, gate)
+    vp = fit_volume_pipeline(study, seed, params, gate, budget=genome_budget)
     n = min(settings(study.profile)["n_support"], len(data.train))
     support = subsample_train(data.train, n, seed)
     naive_pipe = Pipeline(get_route(naive), study.model).fit(support, study.embeddings(support, desc="support"))
