@@ -29,7 +29,7 @@ source = None        # None: the profile's data source (phantom for smoke/cpu, r
 model = None         # None: the profile's model (litemedsam for smoke/cpu)
 data_root = None     # None: $FROZENSEG_DATA, else <repo>/data
 folders = {}         # extra domains, e.g. {"mydomain": "/path/with/images_and_masks"}
-genome_budget = None # Powell evaluations of the spleen genome; None: the profile's (smoke 2, cpu 0, full 40)
+genome_budget = None # Powell evaluations of the spleen genome; None: the profile's spleen_genome_budget
 
 # %%
 import matplotlib.pyplot as plt
@@ -38,7 +38,8 @@ from IPython.display import display
 
 from frozenseg.pipeline.experiment import save_masks
 from frozenseg.pipeline.section import chain_figure
-from frozenseg.pipeline.volume import gallery_figure, run_spleen, volume_ablation_table, volume_gap_table
+from frozenseg.pipeline.volume import (gallery_figure, run_spleen, volume_ablation_table, volume_gap_table,
+                                       volume_genome_table)
 from frozenseg.results import save_results
 from frozenseg.study import setup
 
@@ -89,24 +90,18 @@ if ACTIVE:
         f"{study.seeds[0]}. Parameters marked 'genome' were fit by bounded Powell on train volumes, each "
         "segmented by a pipeline whose prior and prototypes came from the other train volumes (leave one out); "
         "the rest are fixed defaults. Test volumes are never used.")))
-    if vp.genome:
-        g = pd.DataFrame([{"seed": sd, "train volumes": ", ".join(inf["pipeline"].genome["volumes"]),
-                           "labelled slices": inf["pipeline"].genome["n_labels"],
-                           "evaluations": inf["pipeline"].genome["evals"],
-                           "3D Dice at the defaults": round(inf["pipeline"].genome["start_dice"], 3),
-                           "3D Dice at the genome": round(inf["pipeline"].genome["fit_dice"], 3),
-                           "fit seconds": inf["pipeline"].genome.get("seconds"),
-                           "read from cache": inf["pipeline"].genome["cached"]} for sd, inf in infos.items()])
-        display(art.table(g, "spleen_genome", caption=(
+    genome = volume_genome_table({sd: inf["pipeline"] for sd, inf in infos.items()})
+    if len(genome):
+        display(art.table(genome, "spleen_genome", caption=(
             "The genome fit per seed: mean 3D Dice on its train volumes (leave-one-out prior) at the default "
             "parameters and at the values found, within the budget of Powell evaluations; fit seconds are those "
             "of the run that fitted it (the fit is cached on disk).")))
     else:
-        print(art.note("No genome was fit in this run (the profile's spleen_genome_budget is 0, as in the cpu "
-                       "profile, where a fit on one train volume with 8 Powell evaluations took about 2 minutes "
-                       "cold; or there are fewer than two train volumes): every parameter above is a fixed "
-                       "default. Pass genome_budget (e.g. 8) to this notebook to fit it; the full profile fits it "
-                       "with 40 evaluations on up to 3 train volumes."))
+        print(art.note(f"No genome was fit in this run (a budget of {vp.genome_budget} Powell evaluations, "
+                       f"{len(study.data(DOMAIN).train_volumes)} train volumes; a fit needs a budget above 0 and "
+                       "two or more train volumes): every parameter above is a fixed "
+                       "default. The cpu profile leaves it out to keep the cold report under 25 minutes; pass "
+                       "genome_budget to this notebook to fit it."))
 
 # %% [markdown]
 # ## Skill-by-skill ablation (volume Dice) and the oracle gap closed

@@ -38,11 +38,12 @@ def settings(profile) -> dict:
 GENOME_CODE = ("core.py", "frame.py", "gates.py", "genome.py", "prior.py", "skills.py", "routes.yaml")
 
 
-def _source_hash() -> str:
-    """Hash of the code a genome fit runs: a cached genome is refit when any of it changes."""
+def code_hash(files=GENOME_CODE) -> str:
+    """Hash of the code a genome fit runs (``files`` of this package plus every localizer): a cached genome is
+    refit when any of it changes."""
     h = hashlib.sha256()
     here = Path(__file__).parent
-    for p in [here / f for f in GENOME_CODE] + sorted((here.parent / "localizers").glob("*.py")):
+    for p in [here / f for f in files] + sorted((here.parent / "localizers").glob("*.py")):
         h.update(p.name.encode() + p.read_bytes())
     return h.hexdigest()[:16]
 
@@ -50,7 +51,7 @@ def _source_hash() -> str:
 def genome_key(route: Route, model, support, genome_cases, budget: int) -> str:
     """Cache key of a genome fit: route, model weights, the labelled case ids, the budget and the code."""
     blob = json.dumps({"route": route.__dict__, "model": model.cache_id, "support": [c.case_id for c in support],
-                       "genome": [c.case_id for c in genome_cases], "budget": budget, "code": _source_hash()},
+                       "genome": [c.case_id for c in genome_cases], "budget": budget, "code": code_hash()},
                       sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
 

@@ -33,7 +33,6 @@ import json
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -703,6 +702,7 @@ class VolumePipeline:
         self.prior: VolumePrior | None = None
         self.skills: list[VolumeSkill] = []
         self.genome: dict = {}           # the genome record whose values are in params (fit_volume_pipeline)
+        self.genome_budget = 0           # the Powell budget fit_volume_pipeline was given
 
     def fit(self, train_slices, support=None, support_embeddings=None) -> "VolumePipeline":
         """The volume prior from labelled train slices; prototypes from the support slices and their embeddings."""
@@ -812,6 +812,7 @@ def fit_volume_pipeline(study, seed: int, params=None, gate=None, skills=SKILL_O
     embs = study.embeddings(support, desc="spleen support")
     vp = VolumePipeline(study.model, params, gate, skills).fit(data.train, support, embs)
     budget = int(s["spleen_genome_budget"] if budget is None else budget)
+    vp.genome_budget = budget
     if not genome or budget <= 0 or len(data.train_volumes) < 2:
         return vp
     vols = genome_volumes(data.train_volumes, seed, n_max=int(s["spleen_genome_volumes"]))
@@ -919,12 +920,12 @@ def fit_volume_genome(model, volumes, train_slices, support, support_embeddings,
 
 def _volume_genome_key(model, data, volumes, support, budget: int, vp: VolumePipeline) -> str:
     """Cache key of a volume genome fit: model, train and genome volumes, support, budget, settings and code."""
-    here = Path(__file__).parent
-    code = hashlib.sha256(b"".join(p.name.encode() + (here / p).read_bytes() for p in map(Path, VOLUME_GENOME_CODE)))
+    from .experiment import code_hash
+
     blob = json.dumps({"model": model.cache_id, "train": sorted(data.train_volumes),
                        "genome": [v.volume_id for v in volumes], "support": [c.case_id for c in support],
                        "budget": budget, "params": vp.params, "gate": vp.gate.weights, "skills": vp.skill_names,
-                       "spec": VOLUME_GENOME, "code": code.hexdigest()[:16]}, sort_keys=True, default=str)
+                       "spec": VOLUME_GENOME, "code": code_hash(VOLUME_GENOME_CODE)}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
 
@@ -1008,6 +1009,20 @@ def volume_ablation_table(df: pd.DataFrame) -> pd.DataFrame:
                     "fired (slices)": f"{sums.fired_slices:.0f} / {n:.0f}" if skill else "–",
                     "accepted (slices)": f"{sums.accepted_slices:.0f}" if skill else "–"})
     return pd.DataFrame(out)
+
+
+def volume_genome_table(pipelines: dict) -> pd.DataFrame:
+    """One row per seed of the genome records of fitted volume pipelines ({seed: VolumePipeline}); empty when
+    none was fit."""
+    rows = []
+    for seed, vp in pipelines.items():
+        g = vp.genome
+        if g:
+            rows.append({"seed": seed, "train volumes": ", ".join(g["volumes"]), "labelled slices": g["n_labels"],
+                         "evaluations": g["evals"], "3D Dice at the defaults": round(g["start_dice"], 3),
+                         "3D Dice at the genome": round(g["fit_dice"], 3), "fit seconds": g.get("seconds"),
+                         "read from cache": g["cached"]})
+    return pd.DataFrame(rows)
 
 
 def volume_gap_table(df: pd.DataFrame) -> pd.DataFrame:
