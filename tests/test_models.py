@@ -1,4 +1,9 @@
 """Model interface: our backends give the same masks as the reference predictors."""
+import os
+import platform
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -220,3 +225,38 @@ def test_fast_decoder_hand_written_backwards_pass_gradcheck():
     with torch.no_grad():                      # and the same values as the autograd version
         ref = torch.stack([fd._pixels(ops, weights, xi, hi) for xi, hi in zip(x, hyper)])
         assert torch.allclose(fd._FrozenPixels.apply(x, hyper, ops, weights), ref)
+
+
+
+_MMAPPED = """
+import ctypes, sys, torch
+from frozenseg.models import keep_freed_memory
+print(keep_freed_memory(), file=sys.stderr)
+class Info(ctypes.Structure):    # glibc's struct mallinfo2: ten size_t fields, hblkhd = bytes in mmapped blocks
+    _fields_ = [(f, ctypes.c_size_t) for f in
+                ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
+libc = ctypes.CDLL("libc.so.6")
+libc.mallinfo2.restype = Info
+x = torch.empty(5, 4096, 256)    # a decoder-sized activation (B = 5)
+x.fill_(1.0)
+print(libc.mallinfo2().hblkhd)
+"""
+
+
+def _glibc(at_least: tuple[int, int]) -> bool:
+    name, version = platform.libc_ver()
+    return sys.platform == "linux" and name == "glibc" and tuple(int(v) for v in version.split(".")[:2]) >= at_least
+
+
+@pytest.mark.skipif(not _glibc((2, 33)),
+                    reason="glibc's mallopt and mallinfo2")
+def test_keep_freed_memory_puts_activations_on_the_heap():
+    """With keep_freed_memory a 21 MiB tensor comes from malloc's heap (reused when freed), not a fresh mmap."""
+    def mmapped(keep: str) -> int:
+        env = {**os.environ, "FROZENSEG_KEEP_FREED_MEMORY": keep}
+        out = subprocess.run([sys.executable, "-c", _MMAPPED], env=env, capture_output=True, text=True, check=True)
+        assert out.stderr.strip().splitlines()[-1] == ("True" if keep == "1" else "False")
+        return int(out.stdout.strip())
+
+    size = 5 * 4096 * 256 * 4
+    assert mmapped("0") - mmapped("1") >= size       # glibc's default maps it (and unmaps it when freed)
