@@ -71,6 +71,22 @@ def test_interrupted_write_leaves_nothing_behind(tmp_path, monkeypatch):
     assert model.calls == 2
 
 
+def test_atomic_writes_get_ordinary_file_permissions(tmp_path):
+    """Results, caches and the report get the mode a plain write gives (not mkstemp's 0600)."""
+    import os
+
+    from frozenseg.io import write_text_atomic
+
+    umask = os.umask(0o022)
+    try:
+        atomic = write_text_atomic(tmp_path / "atomic.json", "{}")
+        plain = tmp_path / "plain.json"
+        plain.write_text("{}")
+    finally:
+        os.umask(umask)
+    assert atomic.stat().st_mode & 0o777 == plain.stat().st_mode & 0o777 == 0o644
+
+
 def test_real_model_embeddings_round_trip(tmp_path, litemedsam, ellipse_image):
     """The cached LiteMedSAM embedding decodes to exactly the mask of the fresh one."""
     img, _ = ellipse_image
