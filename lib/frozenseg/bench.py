@@ -32,6 +32,27 @@ def _peak_rss_mib() -> dict[str, float]:
     return {"self_mib": round(self_kib / 1024, 1), "children_mib": round(child_kib / 1024, 1)}
 
 
+def machine_gflops(seconds: float = 1.0) -> float:
+    """This machine's float32 matmul speed now, GFLOP/s: the median of batched products shaped like the concept
+    decoder's (5 images x 72 query rows x 4096 image tokens x 256 channels) on the current torch threads.
+
+    A reference for reading timings: a shared machine's speed drifts (the same decoder step took 0.40 s in one hour
+    and 0.47 s in the next), so each timed part records the speed it ran at.
+    """
+    import torch
+
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(5, 72, 4096, generator=g), torch.randn(5, 4096, 256, generator=g)
+    flop = 2 * a.shape[0] * a.shape[1] * a.shape[2] * b.shape[2]
+    a @ b                                                         # warm-up
+    times, t_end = [], time.perf_counter() + seconds
+    while time.perf_counter() < t_end or len(times) < 5:
+        t0 = time.perf_counter()
+        a @ b
+        times.append(time.perf_counter() - t0)
+    return round(flop / float(np.median(times)) / 1e9, 1)
+
+
 def bench_model(profile: str, n_images: int = 6) -> dict:
     """Encoder images/s (uncached) and prompt+decoder latency per box on phantom images of the profile."""
     from .config import get_profile
@@ -98,7 +119,7 @@ def main(argv=None) -> dict:
     from .repro import git_commit
 
     result = {"frozenseg": __version__, "commit": git_commit(), "machine": platform.machine(),
-              "cpus": os.cpu_count(), "profile": a.profile}
+              "cpus": os.cpu_count(), "profile": a.profile, "machine_gflops_at_start": machine_gflops()}
     if "model" in a.parts:
         result["model"] = bench_model(a.profile)
         print(result["model"], flush=True)
@@ -208,12 +229,14 @@ def bench_concept(profile: str = "cpu", domains=None, n_support: int = 5, epochs
         test = test_subset(data, params["n_test"])
         feats = backend.features([c.image for c in pool])                     # warm the cache first (untimed)
         test_f = backend.features([c.image for c in test])
+        gflops = machine_gflops()
         t0, c0 = time.perf_counter(), time.process_time()
         c = fit_concept(backend, feats[:n_support], [p.mask for p in pool[:n_support]], fit_s, seed=0)
-        wall = time.perf_counter() - t0
-        row = {"fit_s": round(wall, 1), "fit_cpu_s": round(time.process_time() - c0, 1), "fit_epochs": fit_s.epochs,
+        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+        gflops = [gflops, machine_gflops()]                                  # the machine's speed before and after
+        row = {"fit_s": round(wall, 1), "fit_cpu_s": round(cpu, 1), "fit_epochs": fit_s.epochs,
                "fit_images": n_support, "fit_s_per_image_step": round(wall / max(1, fit_s.epochs * n_support), 4),
-               "fit_flag": c.flag}
+               "fit_flag": c.flag, "machine_gflops": gflops}
         if loop:
             cfg = loop_config(params, "hue", CONCEPT_LOOP["start"], seed=0)
             t0, c0 = time.perf_counter(), time.process_time()
