@@ -227,7 +227,6 @@ def test_fast_decoder_hand_written_backwards_pass_gradcheck():
         assert torch.allclose(fd._FrozenPixels.apply(x, hyper, ops, weights), ref)
 
 
-
 _MMAPPED = """
 import ctypes, sys, torch
 from frozenseg.models import keep_freed_memory

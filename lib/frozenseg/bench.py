@@ -36,8 +36,8 @@ def machine_gflops(seconds: float = 1.0) -> float:
     """This machine's float32 matmul speed now, GFLOP/s: the median of batched products shaped like the concept
     decoder's (5 images x 72 query rows x 4096 image tokens x 256 channels) on the current torch threads.
 
-    A reference for reading timings: a shared machine's speed drifts (the same decoder step took 0.40 s in one hour
-    and 0.47 s in the next), so each timed part records the speed it ran at.
+    A reference for reading timings: a shared machine's speed drifts from hour to hour, so a timed part records the
+    speed it ran at.
     """
     import torch
 
