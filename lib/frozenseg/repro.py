@@ -33,12 +33,16 @@ def git_commit() -> str:
 
 
 def environment_line(profile: str, source: str, model: str, seeds) -> str:
-    """One line naming versions, device, data source, model, profile and seeds (printed by every notebook)."""
+    """One line naming versions, device, encoder engine, data source, model, profile and seeds (every notebook)."""
     import torch
 
     from . import __version__
+    from .models import default_device
+    from .models.engine import openvino_version, planned_engine
 
     dev = "cuda:" + torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"cpu x{torch.get_num_threads()}"
+    engine = planned_engine(default_device())
+    engine = f"openvino {openvino_version().split('-')[0]} f32" if engine == "openvino" else "eager torch"
     return (f"frozenseg {__version__} | commit {git_commit()} | python {platform.python_version()} | "
-            f"torch {torch.__version__} | numpy {np.__version__} | device {dev} | data {source} | "
+            f"torch {torch.__version__} | numpy {np.__version__} | device {dev} | encoder {engine} | data {source} | "
             f"model {model} | profile {profile} | seeds {list(seeds)}")

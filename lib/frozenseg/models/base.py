@@ -90,6 +90,8 @@ class PromptableModel:
         self.mask_decoder = channels_last_upscaling(mask_decoder).eval()
         self.weights_id = weights_id
         self.device = torch.device("cpu")
+        self._encoder = None            # the engine that encodes (models.engine), made at the first encode
+        self.encoder_engine, self.encoder_note = "not yet run", ""
         for p in self.parameters():
             p.requires_grad_(False)
 
@@ -98,7 +100,23 @@ class PromptableModel:
         self.device = torch.device(device)
         for m in (self.image_encoder, self.prompt_encoder, self.mask_decoder):
             m.to(self.device)
+        self._encoder = None            # the engine depends on the device: chosen again at the next encode
         return self
+
+    def encoder(self):
+        """The callable that runs the frozen image encoder: OpenVINO on the CPU by default, else eager PyTorch
+        (``frozenseg.models.engine``); ``encoder_engine`` names it once it is made."""
+        if self._encoder is None:
+            self.select_encoder()
+        return self._encoder
+
+    def select_encoder(self, engine: str | None = None) -> str:
+        """Make the encoder engine now: 'auto', 'openvino' or 'torch' (None: ``FROZENSEG_ENCODER``); returns the
+        engine that will encode (``auto`` may fall back to 'torch', ``encoder_note`` says why)."""
+        from .engine import make_encoder
+
+        self._encoder, self.encoder_engine, self.encoder_note = make_encoder(self, engine)
+        return self.encoder_engine
 
     # ---- identity -------------------------------------------------------------------------
     @property
@@ -130,7 +148,7 @@ class PromptableModel:
         """Run the image encoder once (use ``frozenseg.cache`` to keep the result)."""
         check_image(image)
         x, input_size = self.preprocess(image)
-        feats = self.image_encoder(x.to(self.device))[0].float().cpu().numpy()
+        feats = self.encoder()(x.to(self.device))[0].float().cpu().numpy()
         if not np.isfinite(feats).all():
             raise DataError(None, f"{self.key} encoder produced non-finite features", "check the input image for NaN")
         return Embedding(features=feats, original_size=tuple(image.shape[:2]), input_size=tuple(input_size))

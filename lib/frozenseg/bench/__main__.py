@@ -1,0 +1,4 @@
+"""``python -m frozenseg.bench``: run the benchmarks (see frozenseg.bench)."""
+from . import main
+
+main()
