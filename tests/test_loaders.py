@@ -7,7 +7,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-from PIL import Image, ImageFile
+from PIL import Image, ImageFile, ImageOps
 
 from frozenseg.data import loaders as L
 from frozenseg.data.types import Case, Volume
@@ -446,3 +446,345 @@ def test_no_warnings_on_clean_data(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert len(L.load_isic(root)) == 3
+
+
+# ----------------------------------------------------------------------------- bad input on real-format files
+
+def _png16(path: Path, arr: np.ndarray) -> Path:
+    """Write a 16-bit PNG (grey, grey + alpha, RGB or RGBA) byte by byte: PIL cannot write 16-bit colour."""
+    import struct
+    import zlib
+
+    a = np.asarray(arr).astype(">u2")
+    h, w = a.shape[:2]
+    ctype = {2: 0, 3: {2: 4, 3: 2, 4: 6}.get(a.shape[-1])}[a.ndim]
+    raw = b"".join(b"\x00" + a[r].tobytes() for r in range(h))
+
+    def chunk(tag: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 16, ctype, 0, 0, 0))
+                     + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+    return path
+
+
+def _save_exif(path: Path, arr: np.ndarray, orientation: int, **kw) -> Path:
+    """Write an image whose EXIF orientation tag is ``orientation`` (pixels stored un-rotated)."""
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    return _save(path, arr, exif=exif, **kw)
+
+
+def _scene(h: int = H, w: int = W) -> tuple[np.ndarray, np.ndarray]:
+    """A dark RGB image with a bright off-centre rectangle, and that rectangle as a mask (not symmetric)."""
+    mask = _box(h, w, r0=2, r1=9, c0=3, c1=13)
+    img = np.full((h, w, 3), 30, np.uint8)
+    img[mask] = 220
+    return img, mask
+
+
+def test_empty_jpeg_mask_in_kvasir_is_kept_and_flagged(tmp_path):
+    root = make_kvasir(tmp_path / "kvasir")
+    empty = root / "Kvasir-SEG" / "masks" / "cju0s690hkp960855tjuaqvv0.jpg"
+    _save(empty, np.zeros((H, W, 3), np.uint8), quality=75)
+    for _ in range(2):   # a fresh decode, then the cached one
+        with pytest.warns(UserWarning, match="1 of 2 cases have an empty mask"):
+            cases = L.load_kvasir(root)
+        assert [c.meta["empty_mask"] for c in cases] == [False, True]
+        assert not cases[1].mask.any() and cases[0].mask.any()
+
+
+def test_mask_lost_in_shrink_is_flagged_empty(tmp_path):
+    root = make_isic(tmp_path / "isic2018", ids=(0,))
+    dot = np.zeros((64, 64), bool)
+    dot[1, 1] = True
+    _save(root / "ISIC2018_Task1-2_Training_Input" / "ISIC_0000000.jpg", _rgb(0, 64, 64))
+    _save(root / "ISIC2018_Task1_Training_GroundTruth" / "ISIC_0000000_segmentation.png", _mask255(dot))
+    with pytest.warns(UserWarning, match="empty mask"):
+        (case,) = L.load_isic(root, max_side=8)
+    assert not case.mask.any()
+    assert case.meta["empty_mask"] is True and case.meta["mask_lost_in_shrink"] is True
+    (full,) = L.load_isic(root)
+    assert full.meta["empty_mask"] is False and "mask_lost_in_shrink" not in full.meta
+
+
+@pytest.mark.parametrize("mode", ["L", "CMYK"])
+def test_grey_or_cmyk_jpeg_among_rgb_kvasir_images(tmp_path, mode):
+    root = make_kvasir(tmp_path / "kvasir")
+    odd = root / "Kvasir-SEG" / "images" / "cju0qkwl35piu0993l0dewei2.jpg"
+    Image.fromarray(_rgb(3)).convert(mode).save(odd, quality=95)
+    assert Image.open(odd).mode == mode
+    cases = L.load_kvasir(root)
+    img = cases[0].image
+    assert img.shape == (H, W, 3) and img.dtype == np.uint8
+    expect = np.asarray(Image.open(odd).convert("RGB"))
+    assert np.abs(img.astype(int) - expect).max() <= 1
+    if mode == "L":
+        assert (img[..., 0] == img[..., 1]).all() and (img[..., 1] == img[..., 2]).all()
+
+
+def test_16bit_png_images(tmp_path):
+    rng = np.random.default_rng(0)
+    rgb12 = rng.integers(100, 4096, (H, W, 3)).astype(np.uint16)   # 12-bit data in a 16-bit PNG
+    out = L.read_image(_png16(tmp_path / "rgb16.png", rgb12))
+    assert out.shape == (H, W, 3) and out.dtype == np.uint8
+    assert (out == L._minmax_uint8(rgb12)).all()   # all 16 bits used, not only the high byte
+    rgba = np.dstack([rgb12, np.full((H, W), 65535, np.uint16)])
+    assert (L.read_image(_png16(tmp_path / "rgba16.png", rgba)) == L._minmax_uint8(rgb12)).all()
+    la = np.dstack([rgb12[..., 0], np.full((H, W), 65535, np.uint16)])
+    out_la = L.read_image(_png16(tmp_path / "la16.png", la))
+    assert (out_la[..., 1] == L._minmax_uint8(rgb12[..., 0])).all()
+    grey = L.read_image(_png16(tmp_path / "grey16.png", rgb12[..., 0]))
+    assert (grey[..., 0] == L._minmax_uint8(rgb12[..., 0])).all()
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+@pytest.mark.parametrize("top", [1, 65535])
+def test_16bit_png_masks(tmp_path, channels, top):
+    box = _box()
+    values = box.astype(np.uint16) * top
+    arr = values if channels == 1 else np.dstack([values] * 3)
+    path = _png16(tmp_path / "m16.png", arr)
+    assert L.read_mask(path).tolist() == box.tolist()
+
+
+def test_16bit_png_pair_in_a_folder(tmp_path):
+    root = tmp_path / "folder"
+    wide = np.arange(H * W).reshape(H, W).astype(np.uint16) * 60
+    _png16(root / "images" / "a.png", np.dstack([wide, wide // 2, wide // 3]))
+    _png16(root / "masks" / "a_mask.png", np.dstack([_box().astype(np.uint16)] * 3))
+    (case,) = L.load_folder(root, "wide", max_side=16)
+    assert case.mask.shape == (12, 16) and case.mask.any()
+    assert case.image.dtype == np.uint8 and case.image.max() > 240   # min-max over all 16 bits (high byte: <= 179)
+
+
+def test_exif_rotated_jpeg_is_read_in_display_orientation(tmp_path):
+    img, _ = _scene()
+    path = _save_exif(tmp_path / "rot.jpg", img, 6, quality=95)
+    out = L.read_image(path)
+    assert out.shape == (W, H, 3)
+    assert (out == np.asarray(ImageOps.exif_transpose(Image.open(path)))).all()
+    assert np.abs(out.astype(int) - np.rot90(img, -1)).max() <= 8   # orientation 6: rotate 90 degrees clockwise
+
+
+@pytest.mark.parametrize("orientation", [3, 6, 8])
+def test_exif_tag_on_image_and_mask_keeps_the_pair_aligned(tmp_path, orientation):
+    root = make_kvasir(tmp_path / "kvasir", names=("a",))
+    img, mask = _scene()
+    _save_exif(root / "Kvasir-SEG" / "images" / "a.jpg", img, orientation, quality=95)
+    _save_exif(root / "Kvasir-SEG" / "masks" / "a.jpg", _mask255(mask), orientation, quality=95)
+    (case,) = L.load_kvasir(root)
+    k = {3: 2, 6: -1, 8: 1}[orientation]
+    assert case.mask.shape == np.rot90(mask, k).shape
+    assert (case.mask ^ np.rot90(mask, k)).sum() <= 2
+    assert case.image[case.mask].mean() > 180 and case.image[~case.mask].mean() < 60   # still lines up
+    assert case.meta["exif_orientation"] == orientation
+
+
+def test_exif_rotated_image_with_untagged_display_oriented_mask(tmp_path):
+    root = make_isic(tmp_path / "isic2018", ids=(0,))
+    img, mask = _scene()
+    _save_exif(root / "ISIC2018_Task1-2_Training_Input" / "ISIC_0000000.jpg", img, 6, quality=95)
+    _save(root / "ISIC2018_Task1_Training_GroundTruth" / "ISIC_0000000_segmentation.png",
+          _mask255(np.rot90(mask, -1)))   # drawn on the displayed (rotated) picture, saved without a tag
+    (case,) = L.load_isic(root, max_side=16)
+    full = L.load_isic(root)[0]
+    assert (full.mask == np.rot90(mask, -1)).all() and full.image[full.mask].mean() > 180
+    assert case.mask.shape == (16, 12) and case.meta["orig_size"] == (W, H)
+
+
+def test_exif_rotated_image_with_mask_on_stored_grid_is_refused(tmp_path):
+    root = make_isic(tmp_path / "isic2018", ids=(0,))
+    img, mask = _scene()
+    image = _save_exif(root / "ISIC2018_Task1-2_Training_Input" / "ISIC_0000000.jpg", img, 6, quality=95)
+    gt = root / "ISIC2018_Task1_Training_GroundTruth" / "ISIC_0000000_segmentation.png"
+    _save(gt, _mask255(mask))   # drawn on the un-rotated stored pixels
+    with pytest.raises(DataError) as exc:
+        L.load_isic(root)
+    _assert_names_fix(exc, gt)
+    msg = str(exc.value)
+    assert image.name in msg and "EXIF orientation 6: rotate 90 degrees clockwise" in msg
+    assert "no EXIF orientation" in msg and "stored, un-rotated pixel grid" in msg
+    assert f"stored {(H, W)}, displayed {(W, H)}" in msg and "exif_transpose" in msg
+
+
+def test_exif_tags_that_sizes_cannot_disambiguate_are_refused(tmp_path):
+    root = make_isic(tmp_path / "isic2018", ids=(0,))
+    img, mask = _scene()
+    _save_exif(root / "ISIC2018_Task1-2_Training_Input" / "ISIC_0000000.jpg", img, 3, quality=95)
+    gt = root / "ISIC2018_Task1_Training_GroundTruth" / "ISIC_0000000_segmentation.png"
+    _save(gt, _mask255(mask))
+    with pytest.raises(DataError, match="cannot tell whether the mask was drawn on the displayed") as exc:
+        L.load_isic(root)
+    _assert_names_fix(exc, gt)
+    assert "EXIF orientation 3: rotate 180 degrees" in str(exc.value)
+    _save_exif(gt, _mask255(mask), 3)   # the fix: the same tag on the mask
+    (case,) = L.load_isic(root)
+    assert (case.mask == np.rot90(mask, 2)).all()
+
+
+def test_jpeg_mask_noise_is_binarised_at_128(tmp_path):
+    box = _box()
+    path = _save(tmp_path / "m.jpg", np.dstack([_mask255(box)] * 3), quality=20)
+    raw = np.asarray(Image.open(path))
+    assert not np.isin(raw, (0, 255)).all()   # compression noise is present
+    got = L.read_mask(path)
+    assert (got == (raw.max(axis=2) > 127)).all()
+    assert (got ^ box).sum() <= 0.02 * box.size
+    soft = _mask255(box)
+    soft[box ^ _box(r0=7, r1=17, c0=9, c1=23)] = 100   # anti-aliased edge of a lossless mask
+    assert L.read_mask(_save(tmp_path / "soft.png", soft)).tolist() == _box(r0=7, r1=17, c0=9, c1=23).tolist()
+
+
+def test_huge_image_is_refused_with_its_size_and_the_fix(tmp_path, monkeypatch):
+    path = _save(tmp_path / "big.jpg", _rgb(1, 64, 80), quality=90)
+    png = _save(tmp_path / "big.png", _rgb(1, 64, 80))
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)   # 80x64 = 5,120 pixels > 2 x 1,000
+    with pytest.raises(DataError) as exc:
+        L.read_image(path)
+    _assert_names_fix(exc, path)
+    msg = str(exc.value)
+    assert "corrupt" not in msg and "80x64" in msg and "5,120 pixels" in msg and "2,000 pixels" in msg
+    assert "pass max_side" in msg and "shrink the file to at most 50 px" in msg
+    with pytest.raises(DataError, match="pass a smaller max_side .at most 10.") as exc:
+        L.read_image(path, max_side=60)   # 60 leaves the JPEG at full size
+    assert "still 80x64" not in str(exc.value)
+    with pytest.raises(DataError, match="shrink the file") as exc:
+        L.read_image(png, max_side=16)   # PNGs cannot be decoded at reduced size
+    assert "corrupt" not in str(exc.value) and "80x64" in str(exc.value)
+
+
+def test_huge_jpeg_pair_is_decoded_at_reduced_size_with_max_side(tmp_path, monkeypatch):
+    root = make_kvasir(tmp_path / "kvasir", names=("big",))
+    img, mask = _scene(64, 80)
+    _save(root / "Kvasir-SEG" / "images" / "big.jpg", img, quality=95)
+    _save(root / "Kvasir-SEG" / "masks" / "big.jpg", _mask255(mask), quality=95)
+    full = L.load_kvasir(root, max_side=20)[0]
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+    with pytest.raises(DataError, match="pass max_side"):
+        L.load_kvasir(root)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")   # no DecompressionBombWarning either: nothing is decoded at full size
+        (case,) = L.load_kvasir(root, max_side=20)
+    assert case.image.shape == (16, 20, 3) and case.meta["orig_size"] == (64, 80) and case.meta["scale"] == 0.25
+    assert (case.mask == full.mask).all() and np.abs(case.image.astype(int) - full.image).mean() < 8
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 3000)   # 5,120 pixels: PIL would only warn
+    with pytest.warns(Image.DecompressionBombWarning, match="pass max_side"):
+        L.read_image(root / "Kvasir-SEG" / "images" / "big.jpg")
+
+
+# ----------------------------------------------------------------------------- decoded-image cache
+
+def _pairs_for_cache(tmp_path: Path) -> list[L.Pair]:
+    """Pairs of several kinds: ISIC (PNG masks), Kvasir (JPEG masks), an EXIF-rotated pair, a 16-bit one."""
+    isic = make_isic(tmp_path / "isic2018")
+    kvasir = make_kvasir(tmp_path / "kvasir")
+    img, mask = _scene()
+    _save_exif(kvasir / "Kvasir-SEG" / "images" / "rot.jpg", img, 6)
+    _save_exif(kvasir / "Kvasir-SEG" / "masks" / "rot.jpg", _mask255(mask), 6)
+    folder = tmp_path / "folder"
+    _png16(folder / "images" / "w.png", np.dstack([np.arange(H * W).reshape(H, W).astype(np.uint16) * 60] * 3))
+    _save(folder / "masks" / "w.png", _mask255(_box()))
+    return L.pairs_isic(isic) + L.pairs_kvasir(kvasir) + L.pairs_folder(folder)
+
+
+def _same_case(a: Case, b: Case) -> bool:
+    """Bit-identical arrays (dtype, shape, values) and equal meta."""
+    return (a.image.dtype == b.image.dtype and a.image.shape == b.image.shape and (a.image == b.image).all()
+            and a.mask.dtype == b.mask.dtype and (a.mask == b.mask).all() and a.meta == b.meta)
+
+
+@pytest.mark.parametrize("max_side", [None, 20])
+def test_cached_case_is_bit_identical_to_a_fresh_decode(tmp_path, max_side):
+    from frozenseg.data.decoded import DecodedCache
+
+    cache = DecodedCache(tmp_path / "cache")
+    pairs = _pairs_for_cache(tmp_path)
+    fresh = [L.make_case(p, "d", max_side=max_side, cache=False) for p in pairs]
+    cold = [L.make_case(p, "d", max_side=max_side, cache=cache) for p in pairs]
+    warm = [L.make_case(p, "d", max_side=max_side, cache=cache) for p in pairs]
+    assert cache.misses == len(pairs) and cache.hits == len(pairs)
+    assert all(_same_case(f, c) and _same_case(f, w) for f, c, w in zip(fresh, cold, warm))
+    assert any(c.meta.get("exif_orientation") == 6 for c in warm)
+    assert len(list((tmp_path / "cache").glob("??/*.dec"))) == len(pairs)
+
+
+def test_loaders_use_the_cache_under_cache_root(tmp_path, monkeypatch):
+    from frozenseg.data import decoded
+
+    monkeypatch.setenv("FROZENSEG_CACHE", str(tmp_path / "c"))
+    root = make_isic(tmp_path / "isic2018")
+    calls = []
+    real = L.decode_pair
+    monkeypatch.setattr(L, "decode_pair", lambda pair, max_side: calls.append(pair.case_id) or real(pair, max_side))
+    first = L.load_isic(root, max_side=16)
+    second = L.load_isic(root, max_side=16)
+    assert len(calls) == 3 and all(_same_case(a, b) for a, b in zip(first, second))
+    assert len(list((tmp_path / "c" / "decoded").glob("??/*.dec"))) == 3
+    L.load_isic(root)   # another shrink size is another entry
+    assert len(calls) == 6
+    monkeypatch.setattr(decoded, "code_version", lambda: "changed decode rules")
+    L.load_isic(root, max_side=16)
+    assert len(calls) == 9
+
+
+@pytest.mark.parametrize("which", ["image", "mask"])
+def test_changed_file_is_not_served_from_the_cache(tmp_path, which):
+    import os
+
+    from frozenseg.data.decoded import DecodedCache
+
+    cache = DecodedCache(tmp_path / "cache")
+    root = make_isic(tmp_path / "isic2018", ids=(0,))
+    (pair,) = L.pairs_isic(root)
+    before = L.make_case(pair, "isic", cache=cache)
+    target = pair.image if which == "image" else pair.masks[0]
+    stat = target.stat()
+    if which == "image":
+        _save(target, _rgb(99), quality=95)
+    else:
+        _save(target, _mask255(_box(r0=1, r1=5)))
+    os.utime(target, ns=(stat.st_atime_ns, stat.st_mtime_ns))   # same mtime: only the content tells
+    after = L.make_case(pair, "isic", cache=cache)
+    assert cache.misses == 2 and cache.hits == 0
+    assert _same_case(after, L.make_case(pair, "isic", cache=False)) and not _same_case(before, after)
+
+
+@pytest.mark.parametrize("damage", ["truncated", "flipped byte", "not an entry"])
+def test_unreadable_cache_entry_is_a_miss(tmp_path, caplog, damage):
+    from frozenseg.data.decoded import DecodedCache
+
+    cache = DecodedCache(tmp_path / "cache")
+    (pair,) = L.pairs_isic(make_isic(tmp_path / "isic2018", ids=(0,)))
+    good = L.make_case(pair, "isic", cache=cache)
+    (entry,) = (tmp_path / "cache").glob("??/*.dec")
+    data = bytearray(entry.read_bytes())
+    if damage == "truncated":
+        data = data[:100]
+    elif damage == "flipped byte":
+        data[-200] ^= 0xFF
+    else:
+        data = bytearray(b"junk")
+    entry.write_bytes(bytes(data))
+    with caplog.at_level("WARNING", logger="frozenseg.data.decoded"):
+        again = L.make_case(pair, "isic", cache=cache)
+    assert "unreadable" in caplog.text and cache.misses == 2
+    assert _same_case(good, again) and entry.is_file()
+    assert _same_case(good, L.make_case(pair, "isic", cache=cache)) and cache.hits == 1
+
+
+def test_bad_files_are_refused_and_never_cached(tmp_path):
+    from frozenseg.data.decoded import DecodedCache
+
+    cache = DecodedCache(tmp_path / "cache")
+    root = make_isic(tmp_path / "isic2018", ids=(0,))
+    (pair,) = L.pairs_isic(root)
+    pair.masks[0].write_bytes(pair.masks[0].read_bytes()[:40])
+    for _ in range(2):
+        with pytest.raises(DataError, match="truncated"):
+            L.make_case(pair, "isic", cache=cache)
+    pair.masks[0].unlink()
+    with pytest.raises(DataError, match="file not found"):
+        L.make_case(pair, "isic", cache=cache)
+    assert not list((tmp_path / "cache").glob("**/*"))

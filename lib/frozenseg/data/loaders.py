@@ -5,35 +5,54 @@ Every loader returns ``Case`` (2D) or ``Volume`` (3D) records with ``source="rea
 
 Conventions
 -----------
-* Images become (H, W, 3) uint8 RGB: grey is replicated, alpha is dropped, palettes are expanded,
-  16-bit / 32-bit / float images are min-max scaled to 0..255.
+* Images become (H, W, 3) uint8 RGB: grey is replicated, alpha is dropped, palettes are expanded, CMYK is
+  converted, 16-bit / 32-bit / float images are min-max scaled to 0..255. 16-bit colour PNGs (RGB, RGBA,
+  grey + alpha) are read at their full 16 bits and min-max scaled too (Pillow alone keeps only the high byte).
 * Mask rule (:func:`binarize_mask`): a JPEG mask (lossy, e.g. Kvasir-SEG) is foreground where the value
   is > 127 (half of the dtype range for wider dtypes), so compression noise never counts. A lossless mask
   (PNG, TIF, BMP, NIfTI) whose maximum is < 128 is a label map (0/1, or small class ids): foreground is
   any value > 0; one whose maximum is >= 128 (0/255, 0/65535, anti-aliased edges) is foreground above
   half its maximum. Colour masks are reduced to the maximum over their RGB channels first.
+* Orientation: every file is returned in its own display orientation, i.e. its EXIF orientation tag is
+  applied (``PIL.ImageOps.exif_transpose``), to images and masks alike. A mask must line up with its image
+  *as displayed*. When the two carry different tags this is checked from the sizes: if the displayed sizes
+  agree and the stored ones do not (a rotated photo with a mask drawn on the displayed picture), the pair
+  is read; if the stored sizes agree and the displayed ones do not (a mask drawn on the image's un-rotated
+  pixels), or if both agree so that the sizes cannot tell (a 180-degree or mirror tag, or a square image),
+  ``DataError`` names both files and both tags instead of guessing an alignment.
+* Size: ``max_side`` shrinks the longer side to at most that many pixels (image bilinear, masks nearest,
+  each mask file resized before they are united). JPEGs are then decoded at reduced size with PIL's
+  ``draft()`` (DCT scaling by 1/2, 1/4 or 1/8, never below the target size) and resized from there, so a huge
+  JPEG is never decoded at full size. A file whose decoded size is still above PIL's decompression-bomb
+  limit (2 x ``PIL.Image.MAX_IMAGE_PIXELS``) raises ``DataError`` with its pixel size and the fix.
 * Empty masks are kept and flagged ``meta["empty_mask"] = True`` (a warning counts them); they are never
-  dropped silently.
+  dropped silently. The flag describes the returned mask: a mask whose foreground vanished when shrunk is
+  flagged too, with ``meta["mask_lost_in_shrink"] = True``.
 * A corrupt or truncated file, a mask whose size differs from its image, or NaN/inf voxels raise
   ``DataError`` naming the file and the fix. A missing dataset raises ``MissingDatasetError``.
+* Decoded 2D cases are cached on disk by file content (:mod:`frozenseg.data.decoded`); ``make_case(...,
+  cache=False)`` decodes afresh. A cached case is bit-identical to a fresh decode.
 * CT volumes are reoriented to the closest canonical orientation (RAS): array axes are (x: left->right,
   y: posterior->anterior, z: inferior->superior), so axial slices run along the last axis, and
   ``spacing`` is the canonical header zooms in mm. They are windowed at level 40 / width 400 HU.
 """
 from __future__ import annotations
 
+import math
 import re
+import struct
 import warnings
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import IO, Callable, Iterable
 
 import numpy as np
-from PIL import Image, ImageFile
+from PIL import ExifTags, Image, ImageFile, ImageOps
 
 from .. import manifest
 from ..errors import ConfigError, DataError
+from .decoded import Decoded, DecodedCache
 from .types import Case, Volume
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
@@ -44,6 +63,23 @@ CT_LEVEL, CT_WIDTH = 40.0, 400.0
 FOLDER_LAYOUT = ("<root>/images/<stem>.{png,jpg,tif,nii.gz} and <root>/masks/<stem>[_mask|_segmentation]"
                  ".{png,jpg,tif,nii.gz}, one mask per image with matching stems")
 DECODE_FIX = "re-download or re-export this file, or remove it (and its mask) from the dataset folder"
+DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error, Image.DecompressionBombError, zlib.error)
+DRAFTABLE = ("JPEG", "MPO")   # formats PIL can decode at 1/2, 1/4 or 1/8 size
+# 16-bit colour PNGs: Pillow keeps the high byte; decoding again with these raw modes yields the low byte
+# (RGB/RGBA), or both bytes of grey + alpha as R, G (LA).
+WIDE_PNG_RAWMODES = {"RGB;16B": "RGB;16L", "RGBA;16B": "RGBA;16L", "LA;16B": "RGBA"}
+ORIENTATIONS = {1: "none", 2: "mirror left-right", 3: "rotate 180 degrees", 4: "mirror top-bottom",
+                5: "mirror + rotate 90 degrees counter-clockwise", 6: "rotate 90 degrees clockwise",
+                7: "mirror + rotate 90 degrees clockwise", 8: "rotate 90 degrees counter-clockwise"}
+
+
+@dataclass(frozen=True)
+class FileInfo:
+    """Geometry of one decoded 2D file: EXIF orientation, stored and displayed full size (rows, cols)."""
+
+    orientation: int
+    stored: tuple[int, int]
+    size: tuple[int, int]
 
 
 @dataclass(frozen=True)
@@ -127,7 +163,7 @@ def binarize_mask(values: np.ndarray, lossy: bool = False) -> np.ndarray:
     if a.dtype == bool:
         return a.copy()
     if a.ndim == 3 and a.shape[2] in (3, 4):
-        a = a[..., :3].max(axis=2)
+        a = np.maximum(np.maximum(a[..., 0], a[..., 1]), a[..., 2])   # = max over RGB, without numpy's slow axis=2
     elif a.ndim == 3 and a.shape[2] in (1, 2):
         a = a[..., 0]
     if np.issubdtype(a.dtype, np.floating) and not np.isfinite(a).all():
@@ -146,26 +182,134 @@ def _check_truncation_setting() -> None:
                         "silently", "do not set it; frozenseg needs it False to detect truncated files")
 
 
-def _decode(path: str | Path, keep_palette: bool = False) -> Image.Image:
-    """Open and fully decode an image file (palettes expanded unless kept), or raise DataError naming it."""
+def fit_size(rows: int, cols: int, max_side: int | None) -> tuple[int, int]:
+    """(rows, cols) shrunk so the longer side is at most ``max_side`` (unchanged when it already fits)."""
+    if not max_side or max(rows, cols) <= max_side:
+        return rows, cols
+    scale = max_side / max(rows, cols)
+    return max(1, round(rows * scale)), max(1, round(cols * scale))
+
+
+def _open_lazy(fh: IO[bytes]) -> Image.Image:
+    """Open an image header without decoding pixels; PIL's pixel limit is applied later, after draft()."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            return Image.open(fh)
+        except Image.DecompressionBombError:
+            pass
+    fh.seek(0)
+    prefix = fh.read(16)
+    Image.init()
+    for fmt in Image.ID:   # as Image.open does, minus its pixel-limit check
+        factory, accept = Image.OPEN[fmt]
+        ok = accept(prefix) if accept else True
+        if ok and not isinstance(ok, str):
+            fh.seek(0)
+            try:
+                return factory(fh, "")
+            except (SyntaxError, IndexError, TypeError, struct.error):
+                continue
+    raise Image.UnidentifiedImageError("cannot identify image file")
+
+
+def _check_pixels(path: Path, im: Image.Image, stored: tuple[int, int], max_side: int | None) -> None:
+    """Refuse (DataError with size and fix) what PIL would refuse as a decompression bomb; warn where PIL warns."""
+    limit = Image.MAX_IMAGE_PIXELS
+    if limit is None:
+        return
+    (w, h), (sw, sh) = im.size, stored
+    if w * h <= limit:
+        return
+    if w * h <= 2 * limit:
+        warnings.warn(f"{path}: decoding {w}x{h} = {w * h:,} pixels, more than PIL.Image.MAX_IMAGE_PIXELS "
+                      f"({limit:,}); pass max_side to decode JPEGs at reduced size", Image.DecompressionBombWarning,
+                      stacklevel=4)
+        return
+    what = f"image of {sw}x{sh} (width x height) = {sw * sh:,} pixels"
+    if (w, h) != (sw, sh):
+        what += f", still {w}x{h} = {w * h:,} pixels when decoded at reduced size for max_side={max_side}"
+    side = math.floor(math.sqrt(2 * limit * max(sw, sh) / min(sw, sh)))
+    while side > 1 and side * math.ceil(side * min(sw, sh) / max(sw, sh)) > 2 * limit:
+        side -= 1
+    shrink = f"shrink the file to at most {side} px on its longer side"
+    smallest = math.ceil(sw / 8) * math.ceil(sh / 8)
+    if im.format not in DRAFTABLE:
+        fix = f"{shrink} (or convert it to JPEG and pass max_side, which decodes JPEGs at reduced size)"
+    elif smallest > 2 * limit:
+        fix = f"{shrink} (even 1/8-size JPEG decoding gives {smallest:,} pixels)"
+    elif not max_side:
+        fix = (f"pass max_side (e.g. max_side=1024) to the loader, which decodes a JPEG at reduced size, "
+               f"or {shrink}")
+    else:
+        fix = f"pass a smaller max_side (at most {max(sw, sh) // 8}), or {shrink}"
+    raise DataError(path, f"{what}, above PIL's decompression-bomb limit of {2 * limit:,} pixels "
+                    "(2 x PIL.Image.MAX_IMAGE_PIXELS), so it is not decoded",
+                    f"{fix}; if you trust the file and have the memory, raise PIL.Image.MAX_IMAGE_PIXELS")
+
+
+def _orientation(im: Image.Image) -> int:
+    """The EXIF orientation that ``ImageOps.exif_transpose`` applies (1 when absent or invalid)."""
+    value = im.getexif().get(ExifTags.Base.Orientation, 1)
+    return int(value) if value in ORIENTATIONS else 1
+
+
+def _wide_png_low(fh: IO[bytes], rawmode: str) -> np.ndarray:
+    """Decode a 16-bit colour PNG again with ``rawmode`` (see WIDE_PNG_RAWMODES), display-oriented."""
+    fh.seek(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        im = Image.open(fh)
+    im.tile = [im.tile[0]._replace(args=rawmode)]
+    im.load()
+    ImageOps.exif_transpose(im, in_place=True)
+    return np.asarray(im)
+
+
+def _decode_file(path: str | Path, max_side: int | None, keep_palette: bool
+                 ) -> tuple[Image.Image | np.ndarray, FileInfo]:
+    """(PIL image, or uint16 array for a 16-bit colour PNG; geometry) of a file, display-oriented, or DataError."""
     _check_truncation_setting()
     path = Path(path)
     if not path.is_file():
         raise DataError(path, "file not found", "check the path, or restore the file from the dataset archive")
     try:
-        with Image.open(path) as im:
+        with open(path, "rb") as fh:
+            im = _open_lazy(fh)
+            stored = im.size
+            if max_side and im.format in DRAFTABLE and max(stored) > max_side:
+                rows, cols = fit_size(stored[1], stored[0], max_side)
+                im.draft(None, (cols, rows))   # mode None: keep the colour mode
+            _check_pixels(path, im, stored, max_side)
+            wide = im.tile[0].args if im.format == "PNG" and len(im.tile) == 1 else None
             im.load()
-            if im.mode != "P" or keep_palette:
-                return im.copy()
-            return im.convert("RGBA" if "transparency" in im.info else "RGB")
-    except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError, zlib.error) as exc:
+            orientation = _orientation(im)
+            ImageOps.exif_transpose(im, in_place=True)
+            if wide in WIDE_PNG_RAWMODES:
+                other = _wide_png_low(fh, WIDE_PNG_RAWMODES[wide]).astype(np.uint16)
+                if wide == "LA;16B":
+                    out: Image.Image | np.ndarray = other[..., 0] << 8 | other[..., 1]
+                else:
+                    out = np.asarray(im).astype(np.uint16) << 8 | other
+            elif im.mode == "P" and not keep_palette:
+                out = im.convert("RGBA" if "transparency" in im.info else "RGB")
+            else:
+                out = im
+    except DataError:
+        raise
+    except DECODE_ERRORS as exc:
         raise DataError(path, f"corrupt or truncated image ({type(exc).__name__}: {exc})", DECODE_FIX) from exc
+    w, h = stored
+    size = (w, h) if orientation >= 5 else (h, w)
+    return out, FileInfo(orientation=orientation, stored=(h, w), size=size)
 
 
-def read_image(path: str | Path) -> np.ndarray:
-    """Read an image file as (H, W, 3) uint8 RGB (grey replicated, alpha dropped, 16-bit min-max scaled)."""
-    im = _decode(path)
-    if im.mode in ("1", "L", "RGB"):
+def _image_pixels(path: str | Path, max_side: int | None = None) -> tuple[np.ndarray, FileInfo]:
+    """An image file as (H, W, 3) uint8 in display orientation (JPEGs drafted towards ``max_side``), unresized."""
+    im, info = _decode_file(path, max_side, keep_palette=False)
+    if isinstance(im, np.ndarray):
+        arr = im
+    elif im.mode in ("1", "L", "RGB"):
         arr = np.asarray(im)
     elif im.mode in ("LA", "La"):
         arr = np.asarray(im)[..., 0]
@@ -174,23 +318,53 @@ def read_image(path: str | Path) -> np.ndarray:
     else:
         arr = np.asarray(im.convert("RGB"))
     try:
-        return to_rgb_uint8(arr)
+        return to_rgb_uint8(arr), info
     except DataError as exc:
         raise DataError(path, exc.problem, exc.fix) from exc
 
 
-def read_mask(path: str | Path) -> np.ndarray:
-    """Read a mask file as (H, W) bool (rule in the module docstring: JPEG > 127, label PNG > 0)."""
+def _mask_pixels(path: str | Path, max_side: int | None = None) -> tuple[np.ndarray, FileInfo]:
+    """A mask file as (H, W) bool in display orientation (JPEGs drafted towards ``max_side``), unresized."""
     path = Path(path)
     if _is_nifti(path):
         data, _ = read_nifti(path)
-        return _squeeze2d(data, path) > 0
-    im = _decode(path, keep_palette=True)   # palette masks: the index is the label
-    arr = np.asarray(im.convert("L") if im.mode in ("LA", "La", "CMYK", "YCbCr") else im)
+        mask = _squeeze2d(data, path) > 0
+        return mask, FileInfo(1, mask.shape, mask.shape)
+    im, info = _decode_file(path, max_side, keep_palette=True)   # palette masks: the index is the label
+    if isinstance(im, np.ndarray):
+        arr = im
+    else:
+        arr = np.asarray(im.convert("L") if im.mode in ("LA", "La", "CMYK", "YCbCr") else im)
     try:
-        return binarize_mask(arr, lossy=path.suffix.lower() in LOSSY_EXTS)
+        return binarize_mask(arr, lossy=path.suffix.lower() in LOSSY_EXTS), info
     except DataError as exc:
         raise DataError(path, exc.problem, exc.fix) from exc
+
+
+def _resize_image(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Resize an (H, W, 3) uint8 image to (rows, cols) bilinearly (unchanged when it already has that size)."""
+    if image.shape[:2] == tuple(size):
+        return image
+    return np.asarray(Image.fromarray(image).resize((size[1], size[0]), Image.BILINEAR))
+
+
+def _resize_mask(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Resize an (H, W) bool mask to (rows, cols) by nearest neighbour (unchanged when it already has that size)."""
+    if mask.shape == tuple(size):
+        return mask
+    return np.asarray(Image.fromarray(mask.astype(np.uint8) * 255).resize((size[1], size[0]), Image.NEAREST)) > 127
+
+
+def read_image(path: str | Path, max_side: int | None = None) -> np.ndarray:
+    """Read an image file as (H, W, 3) uint8 RGB in display orientation, shrunk to ``max_side`` if given."""
+    image, info = _image_pixels(path, max_side)
+    return _resize_image(image, fit_size(*info.size, max_side))
+
+
+def read_mask(path: str | Path, max_side: int | None = None) -> np.ndarray:
+    """Read a mask file as (H, W) bool in display orientation (rule in the module docstring), shrunk if asked."""
+    mask, info = _mask_pixels(path, max_side)
+    return _resize_mask(mask, fit_size(*info.size, max_side))
 
 
 # ----------------------------------------------------------------------------- NIfTI
@@ -264,40 +438,83 @@ def _intensity_uint8(data: np.ndarray, window: tuple[float, float] | None) -> np
 
 # ----------------------------------------------------------------------------- 2D case building
 
-def _shrink(image: np.ndarray, mask: np.ndarray, max_side: int) -> tuple[np.ndarray, np.ndarray, float]:
-    """Downscale so the longer side is at most ``max_side`` (bilinear image, nearest mask)."""
-    h, w = mask.shape
-    scale = max_side / max(h, w)
-    if scale >= 1.0:
-        return image, mask, 1.0
-    size = (max(1, round(w * scale)), max(1, round(h * scale)))
-    img = np.asarray(Image.fromarray(image).resize(size, Image.BILINEAR))
-    msk = np.asarray(Image.fromarray(mask.astype(np.uint8) * 255).resize(size, Image.NEAREST)) > 127
-    return img, msk, scale
+def _describe(path: Path, info: FileInfo) -> str:
+    """'name (EXIF orientation 6: rotate 90 degrees clockwise; stored (r, c), displayed (c, r))'."""
+    tag = "no EXIF orientation" if info.orientation == 1 else \
+        f"EXIF orientation {info.orientation}: {ORIENTATIONS[info.orientation]}"
+    return f"{path.name} ({tag}; stored {info.stored}, displayed {info.size})"
 
 
-def _union_masks(paths: tuple[Path, ...], shape: tuple[int, int], image_path: Path) -> np.ndarray:
-    """Read and unite the mask files of one case, checking each against the image size."""
-    mask = np.zeros(shape, bool)
-    for p in paths:
-        m = read_mask(p)
-        if m.shape != shape:
-            raise DataError(p, f"mask size {m.shape} differs from image size {shape} of {image_path.name}",
-                            "use the mask that belongs to this image, or resize it with nearest-neighbour")
-        mask |= m
-    return mask
+def _check_aligned(image_path: Path, image: FileInfo, mask_path: Path, mask: FileInfo) -> None:
+    """Raise DataError unless the mask lines up with its image as displayed (rules in the module docstring)."""
+    same_display, same_stored = mask.size == image.size, mask.stored == image.stored
+    if image.orientation == mask.orientation or (same_display and not same_stored):
+        if same_display:
+            return
+        raise DataError(mask_path, f"mask size {mask.size} differs from image size {image.size} of "
+                        f"{image_path.name} (rows, cols)",
+                        "use the mask that belongs to this image, or resize it with nearest-neighbour")
+    pair = f"image {_describe(image_path, image)}, mask {_describe(mask_path, mask)}"
+    fix = ("make the two agree: give the mask the image's EXIF orientation tag if it was drawn on the image's "
+           "stored pixels, or save both in display orientation without the tag (PIL: ImageOps.exif_transpose) "
+           "so that they share one pixel grid")
+    if same_stored and not same_display:
+        raise DataError(mask_path, f"mask size {mask.size} differs from image size {image.size} after applying "
+                        f"EXIF orientations ({pair}): the mask matches the image's stored, un-rotated pixel grid, "
+                        "not the displayed image", fix)
+    if same_display:
+        raise DataError(mask_path, f"image and mask carry different EXIF orientations ({pair}) and their sizes "
+                        "cannot tell whether the mask was drawn on the displayed or on the stored image", fix)
+    raise DataError(mask_path, f"mask size {mask.size} differs from image size {image.size} of {image_path.name} "
+                    f"(rows, cols; {pair})",
+                    "use the mask that belongs to this image, or resize it with nearest-neighbour")
 
 
-def make_case(pair: Pair, domain: str, source: str = "real", max_side: int | None = None) -> Case:
-    """Read one image + mask pair into a Case (optionally downscaled to ``max_side``)."""
-    image = read_image(pair.image)
-    mask = _union_masks(pair.masks, image.shape[:2], pair.image)
-    meta = {"image_path": str(pair.image), "mask_paths": [str(p) for p in pair.masks],
-            "dataset": pair.dataset, "orig_size": tuple(mask.shape), "empty_mask": not bool(mask.any())}
+def _united_mask(image_path: Path, image: FileInfo, mask_paths: tuple[Path, ...], size: tuple[int, int],
+                 max_side: int | None) -> tuple[np.ndarray, bool]:
+    """Read, check, resize to ``size`` and unite the masks of one case; also whether any had foreground."""
+    mask, any_fg = np.zeros(size, bool), False
+    for p in mask_paths:
+        m, info = _mask_pixels(p, max_side)
+        _check_aligned(image_path, image, Path(p), info)
+        any_fg = any_fg or bool(m.any())
+        mask |= _resize_mask(m, size)
+    return mask, any_fg
+
+
+def decode_pair(pair: Pair, max_side: int | None = None) -> Decoded:
+    """Decode one pair: display-oriented image and united mask, shrunk to ``max_side`` (no cache)."""
+    image, info = _image_pixels(pair.image, max_side)
+    size = fit_size(*info.size, max_side)
+    mask, any_fg = _united_mask(pair.image, info, pair.masks, size, max_side)
+    return Decoded(image=_resize_image(image, size), mask=mask, orig_size=info.size,
+                   orientation=info.orientation, mask_before_shrink=any_fg)
+
+
+def _case_meta(pair: Pair, dec: Decoded, max_side: int | None) -> dict:
+    """meta of a decoded case: paths, dataset, full size, shrink scale and the empty-mask flags."""
+    meta = {"image_path": str(pair.image), "mask_paths": [str(p) for p in pair.masks], "dataset": pair.dataset,
+            "orig_size": tuple(dec.orig_size), "empty_mask": not bool(dec.mask.any())}
+    if meta["empty_mask"] and dec.mask_before_shrink:
+        meta["mask_lost_in_shrink"] = True
+    if dec.orientation != 1:
+        meta["exif_orientation"] = dec.orientation
     if max_side:
-        image, mask, meta["scale"] = _shrink(image, mask, int(max_side))
+        meta["scale"] = min(1.0, max_side / max(dec.orig_size))
+    return meta
+
+
+def make_case(pair: Pair, domain: str, source: str = "real", max_side: int | None = None,
+              cache: DecodedCache | bool = True) -> Case:
+    """Read one image + mask pair into a Case (optionally shrunk to ``max_side``) through the decoded cache."""
+    max_side = int(max_side) if max_side else None
+    if cache is False:
+        dec = decode_pair(pair, max_side)
+    else:
+        dec = (DecodedCache() if cache is True else cache).get(pair, max_side, decode_pair)
+    meta = _case_meta(pair, dec, max_side)
     try:
-        return Case(case_id=pair.case_id, domain=domain, image=image, mask=mask, source=source, meta=meta)
+        return Case(case_id=pair.case_id, domain=domain, image=dec.image, mask=dec.mask, source=source, meta=meta)
     except DataError as exc:
         raise DataError(pair.masks[0] if pair.masks else pair.image, exc.problem, exc.fix) from exc
 
@@ -515,12 +732,13 @@ def _folder_record(pair: Pair, domain: str, max_side: int | None, window) -> Cas
     if data.ndim == 3 and data.shape[2] > 1:
         return load_volume(pair.image, pair.masks[0], pair.case_id, domain, "folder", window, "folder")
     image = to_rgb_uint8(_intensity_uint8(_squeeze2d(data, pair.image), window))
-    mask = _union_masks(pair.masks, image.shape[:2], pair.image)
-    meta = {"image_path": str(pair.image), "mask_paths": [str(p) for p in pair.masks], "dataset": "folder",
-            "orig_size": tuple(mask.shape), "empty_mask": not bool(mask.any())}
-    if max_side:
-        image, mask, meta["scale"] = _shrink(image, mask, int(max_side))
-    return Case(pair.case_id, domain, image, mask, source="folder", spacing=tuple(spacing[:2]), meta=meta)
+    max_side = int(max_side) if max_side else None
+    info = FileInfo(1, image.shape[:2], image.shape[:2])
+    size = fit_size(*info.size, max_side)
+    mask, any_fg = _united_mask(pair.image, info, pair.masks, size, max_side)
+    dec = Decoded(_resize_image(image, size), mask, info.size, 1, any_fg)
+    meta = _case_meta(pair, dec, max_side)
+    return Case(pair.case_id, domain, dec.image, dec.mask, source="folder", spacing=tuple(spacing[:2]), meta=meta)
 
 
 def load_folder(root: str | Path, domain: str, *, ids: Iterable[str] | None = None, max_side: int | None = None,

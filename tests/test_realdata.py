@@ -1,0 +1,105 @@
+"""Real loaders on the real-data samples (Kvasir-SEG n = 300, ISIC n = 51, spleen CT n = 3); skipped if absent."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from frozenseg import paths
+from frozenseg.data import loaders as L
+from frozenseg.data.types import Case, Volume
+
+DEFAULT = paths.REPO.parent / "shared" / "realdata"
+REALDATA = Path(os.environ["FROZENSEG_REALDATA"]) if os.environ.get("FROZENSEG_REALDATA") else DEFAULT
+KVASIR_N, ISIC_N = 300, 51
+# Spleen voxels of the silver-standard masks, as documented in folders/spleen_ct/README.txt.
+SPLEEN = {"ts_ct_full": ((122, 101, 112), 9668), "ts_ct_sm": ((122, 101, 30), 9452),
+          "ts_dicom_ct": ((512, 512, 20), 130634)}
+
+
+def sample(sub: str) -> Path:
+    """Folder of one real sample under REALDATA, or skip saying where it was looked for."""
+    folder = REALDATA / sub
+    if not folder.is_dir():
+        pytest.skip(f"real-data sample {sub!r} not found at {folder} (samples are looked for in $FROZENSEG_REALDATA, "
+                    f"else {DEFAULT}); set FROZENSEG_REALDATA to the folder that holds kvasir/, isic2018/, folders/")
+    return folder
+
+
+@pytest.fixture
+def realdata(monkeypatch) -> Path:
+    """The samples folder, with FROZENSEG_DATA pointing at it for this test only."""
+    monkeypatch.setenv("FROZENSEG_DATA", str(REALDATA))
+    return REALDATA
+
+
+def _check_cases(cases: list, n: int, domain: str, max_side: int) -> None:
+    """Count, types, dtypes, shapes, size limit and non-empty masks of a loaded real dataset."""
+    assert len(cases) == n and len({c.case_id for c in cases}) == n
+    for c in cases:
+        assert isinstance(c, Case) and c.domain == domain and c.source == "real"
+        assert c.image.dtype == np.uint8 and c.image.ndim == 3 and c.image.shape[2] == 3
+        assert c.mask.dtype == bool and c.mask.shape == c.image.shape[:2]
+        assert max(c.mask.shape) <= max_side
+        assert c.mask.any() and not c.meta["empty_mask"], c.case_id
+        assert 0 < c.mask.mean() < 1 and c.image.std() > 5
+
+
+def test_kvasir_sample(realdata):
+    sample("kvasir/Kvasir-SEG")
+    cases = L.load_kvasir(max_side=256)   # all 300; small, so JPEGs decode at reduced size and the test stays fast
+    _check_cases(cases, KVASIR_N, "kvasir", 256)
+    assert all(max(c.image.shape[:2]) == 256 for c in cases)
+    assert [c.case_id for c in cases] == sorted((c.case_id for c in cases), key=L.natural_key)
+
+
+def test_kvasir_real_jpeg_mask_noise_is_binarised_at_128(realdata):
+    masks = sample("kvasir/Kvasir-SEG") / "masks"
+    path = sorted(masks.glob("*.jpg"))[0]
+    raw = np.asarray(Image.open(path))
+    top = raw.max(axis=2) if raw.ndim == 3 else raw
+    assert not np.isin(top, (0, 255)).all()              # a real JPEG mask: values other than 0 and 255
+    assert not ((top >= 64) & (top <= 191)).any()        # the noise stays near 0 and 255, so 128 separates it
+    got = L.read_mask(path)
+    assert (got == (top > 127)).all()
+    assert (top > 0).sum() > got.sum()                   # a "> 0" rule would count the noise as polyp
+
+
+def test_kvasir_sample_cache_is_bit_identical(realdata):
+    sample("kvasir/Kvasir-SEG")
+    ids = [p.case_id for p in sorted(L.pairs_kvasir(), key=lambda p: L.natural_key(p.case_id))[:8]]
+    cached = L.load_kvasir(ids=ids, max_side=1024)
+    again = L.load_kvasir(ids=ids, max_side=1024)
+    pairs = {p.case_id: p for p in L.pairs_kvasir()}
+    for a, b in zip(cached, again):
+        fresh = L.make_case(pairs[a.case_id], "kvasir", max_side=1024, cache=False)
+        for c in (a, b):
+            assert (c.image == fresh.image).all() and (c.mask == fresh.mask).all() and c.meta == fresh.meta
+
+
+def test_isic_sample(realdata):
+    sample("isic2018/ISIC2018_Task1-2_Training_Input")
+    cases = L.load_isic(max_side=1024)
+    _check_cases(cases, ISIC_N, "isic", 1024)
+    c = cases[0]
+    raw = np.asarray(Image.open(c.meta["mask_paths"][0]))
+    assert set(np.unique(raw)) <= {0, 255} and (c.mask == (raw == 255)).all()   # lossless 0/255 PNG masks
+
+
+def test_spleen_ct_folder_sample():
+    root = sample("folders/spleen_ct")
+    vols = L.load_folder(root, "spleen", window=(L.CT_LEVEL, L.CT_WIDTH))
+    assert [v.volume_id for v in vols] == sorted(SPLEEN) and all(isinstance(v, Volume) for v in vols)
+    for v in vols:
+        shape, voxels = SPLEEN[v.volume_id]
+        assert v.image.shape == shape and v.image.dtype == np.uint8 and v.mask.dtype == bool
+        assert v.mask.shape == shape and int(v.mask.sum()) == voxels   # silver-standard spleen voxels
+        assert v.meta["orientation"] == "RAS" and not v.meta["empty_mask"] and v.foreground_slices()
+        assert 0 < v.image.mean() < 255
+    by_id = {v.volume_id: v for v in vols}
+    np.testing.assert_allclose(by_id["ts_dicom_ct"].spacing, (0.9765625, 0.9765625, 2.0), rtol=1e-6)
+    # ts_ct_sm is the top 30 slices of ts_ct_full (README), so reorientation must agree between them.
+    assert (by_id["ts_ct_sm"].image == by_id["ts_ct_full"].image[:, :, -30:]).all()
