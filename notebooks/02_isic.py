@@ -26,14 +26,18 @@ source = None        # None: the profile's data source (phantom for smoke/cpu, r
 model = None         # None: the profile's model (litemedsam for smoke/cpu)
 data_root = None     # None: $FROZENSEG_DATA, else <repo>/data
 folders = {}         # extra domains, e.g. {"mydomain": "/path/with/images_and_masks"}
+drawer_backend = None  # None: the route's own (heuristic); "llm": FROZENSEG_LLM_URL, _KEY, _MODEL, replies recorded;
+                       # "replay": rerun from recorded traces only (FROZENSEG_LLM_MODEL names their model)
 
 # %%
+from frozenseg.pipeline.router import get_route, with_localizer
 from frozenseg.pipeline.section import run_section
 from frozenseg.study import setup
 
 DOMAIN = "isic"
 study = setup(profile=profile, seeds=seeds, domains=domains, source=source, model=model,
               data_root=data_root, folders=folders)
+route = with_localizer(get_route(DOMAIN), backend=drawer_backend)   # checked here: a missing endpoint fails now
 art = study.artifacts("02_isic")
 
 # %% [markdown]
@@ -41,7 +45,7 @@ art = study.artifacts("02_isic")
 
 # %%
 if DOMAIN in study.domains:
-    results = run_section(study, DOMAIN, "02_isic", art)
+    results = run_section(study, DOMAIN, "02_isic", art, route=route)
 else:
     art.note(f"{DOMAIN} is not among this run's domains ({study.domains}); nothing to show.")
 

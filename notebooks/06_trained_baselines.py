@@ -13,16 +13,22 @@
 #
 # How many labels does a trained network need to match the frozen, training-free pipeline? Two networks are
 # trained on the same seeded, nested N-label train splits the other notebooks use (N = the profile's budgets),
-# and scored on the same fixed test split: a **U-Net with a ResNet-34 encoder** and a **SegFormer (MiT-B2)**,
-# both from segmentation-models-pytorch. ImageNet encoder weights are used only when they are on disk
-# (`smp_resnet34_imagenet`, `smp_mit_b2_imagenet` in `data_manifest.yaml`); offline the networks train
-# **from scratch**, and every table says which. Training: AdamW on soft Dice + BCE, light augmentation (scale,
-# shift, brightness/contrast; flips only where the anatomy has no side, i.e. dermoscopy and endoscopy), a
-# validation split carved from the N labels (never the test split) that keeps the best step and stops early.
-# CT spleen trains on the N labelled spleen slices plus background slices of the same train volumes, and is
-# scored per 3D volume with every slice predicted. A run whose loss turns NaN is stopped and listed as
-# failed, never averaged in. Every finished run is saved (curve, rows, and checkpoint where the profile keeps
-# them), so a killed sweep resumes where it stopped. nnU-Net runs in the full profile when it is installed.
+# and scored on the same fixed test units: a **U-Net** and a **SegFormer** from segmentation-models-pytorch (the
+# study's ResNet-34 U-Net and MiT-B2 SegFormer in the full profile; on a 2-core CPU a ResNet-18 U-Net with a
+# narrow decoder and a MiT-B0 SegFormer, which reach their validation plateau in the time the machine has).
+# ImageNet encoder weights are used only when they are on disk (`smp_*_imagenet` in `data_manifest.yaml`);
+# offline the networks train **from scratch**, and every table says which. Training: AdamW on soft Dice + BCE,
+# light augmentation (scale, shift, brightness/contrast; flips only where the anatomy has no side, i.e.
+# dermoscopy and endoscopy), a validation split carved from the N labels (never the test split) that keeps the
+# weights with the lowest validation loss and stops the run once that loss has stopped improving: the
+# validation curve of every run is shown below. CT spleen trains on the N labelled spleen slices plus
+# background slices of the same train volumes (counted in 'labels used'), and every method is scored per 3D
+# volume over every slice of each test volume. The pipeline runs at the same budgets from the same label draw
+# (notebooks 02-05), so each cell compares methods that saw the same labels; the labels each method actually
+# used stand beside its score. A run whose loss turns NaN is stopped and listed as failed, never averaged in.
+# Every finished run is saved (curve, rows, and checkpoint where the profile keeps them), so a killed sweep
+# resumes where it stopped; the sweep runs on Dask (a local cluster of worker processes by default,
+# `FROZENSEG_SCHEDULER` for a real cluster). nnU-Net runs in the full profile when it is installed.
 
 # %% tags=["parameters"]
 profile = "cpu"      # smoke | cpu | full
@@ -38,10 +44,10 @@ import time
 
 from IPython.display import display
 
-from frozenseg.baselines import arch_label, baseline_params, failed_runs, run_sweep
+from frozenseg.baselines import arch_label, baseline_params, failed_runs, run_sweep, size_caption
 from frozenseg.baselines.nnunet import nnunet_available
-from frozenseg.baselines.summary import (bold_leads, curve_plot, decoder_per_seed, headline, mark_leads, nn_curves,
-                                         panels, pipeline_per_seed)
+from frozenseg.baselines.summary import (bold_leads, curve_plot, decoder_per_seed, headline, mark_leads, match_table,
+                                         nn_curves, panels, pipeline_per_seed, runs_table)
 from frozenseg.baselines.sweep import training_curves
 from frozenseg.report import source_study_note
 from frozenseg.results import save_results
@@ -54,9 +60,7 @@ art = study.artifacts("06_trained_baselines")
 art.model = f"trained: {', '.join(arch_label(a) for a in params['archs'])}; pipeline: {study.model_label}"
 titles = {d: study.title(d) for d in study.domains}
 print("baseline settings:", params)
-size_note = (f"Profile {study.profile.name}: {params['steps']} AdamW steps at most (batch {params['batch_size']}, "
-             f"lr {params['lr']:g}, early stopping every {params['eval_every']} steps), images resized to "
-             f"{params['image_side']} px")
+size_note = size_caption(params)
 print(size_note)
 
 # %% [markdown]
@@ -85,25 +89,33 @@ art.table(failed, "failed_runs", caption="Runs stopped because the loss became N
 print(f"{len(failed)} failed run(s)")
 
 # %% [markdown]
-# ## Headline: best trained network per N vs the training-free pipeline vs the tuned decoder
+# ## Headline: best trained network vs the training-free pipeline vs the tuned decoder, at each N
 #
-# The pipeline column is the deployed stage of notebooks 02–05 (read from their results files; 'pending' where
-# a domain's notebook has not run), the tuned-decoder columns come from notebook 07 at its largest N (the
-# runner runs 02–05 and 07 before this notebook). A cell where the pipeline leads the best network is bold
-# here and marked ★ in the report. The last column interpolates (linearly in log N) the N at which each
-# seed's best network reaches the pipeline, mean ± sd across seeds, or '> max N' when it never does.
+# One row per domain and budget N. The pipeline column is the deployed stage of notebooks 02–05 at that N (read
+# from their results files; 'pending' where a domain's notebook has not run), the tuned-decoder columns come
+# from notebook 07 at the same N ('–' where 07 does not tune at that N). Beside every score: how many of the N
+# labelled train images that method used. A row where the pipeline leads the best network is bold here and
+# marked ★ in the report.
 
 # %%
 pipeline, origin = pipeline_per_seed(study.profile.name, study.domains)
 decoder = decoder_per_seed(study.profile.name)
 head, leads = headline(results, pipeline, origin, decoder, titles)
 art.table(mark_leads(head, leads), "headline", caption=(
-    "Best trained network per domain and N (mean ± sd across seeds; arch and init in brackets) vs the training-free "
-    "pipeline's deployed Dice vs the few-shot tuned decoder (GT box and deployable box, notebook 07's largest N). "
-    "★ on a network cell: the pipeline beats the best network at that N; on the pipeline cell: it still leads at "
-    "the largest N. 'pending': that notebook has not produced results in this profile; "
-    f"no number is filled in. {size_note}."))
+    "Per domain and label budget N: the best trained network (mean ± sd across seeds; arch and init in brackets), "
+    "the training-free pipeline's deployed Dice, and the few-shot tuned decoder prompted by the domain's GT-free "
+    "localizer and by the GT box, each with the labels it used (the pipeline's route uses its supports and genome "
+    "cases, a subset of the same N-label draw; spleen's networks also see background slices of the labelled "
+    "volumes). Same test units for every method (spleen: every slice of each test volume, scored per volume). "
+    "★: the pipeline beats the best network at that N. 'pending': that notebook has not produced results in this "
+    f"profile; no number is filled in. {size_note}."))
 display(bold_leads(head, leads))
+match = match_table(results, pipeline, origin, titles)
+art.table(match, "match_n", caption=(
+    "Where the pipeline leads, and the N at which the best network's curve meets the pipeline's own curve "
+    "(per seed, linear in log N between budgets on the difference of the two; mean ± sd across seeds; '≤ N' when "
+    f"the network is level from the smallest budget, '> N' when it never gets there). {size_note}."))
+display(match)
 print(art.note(source_study_note("best_trained_nn_n100_dice", titles), name="reference", reference=True))
 print(art.note(source_study_note("training_free_pipeline_dice", titles), name="reference_pipeline", reference=True))
 
@@ -113,22 +125,29 @@ print(art.note(source_study_note("training_free_pipeline_dice", titles), name="r
 # %%
 fig = panels(results, pipeline, titles)
 art.figure(fig, "data_efficiency", caption=(
-    "Test Dice vs labelled images N (log scale) per trained network (band: ± sd across seeds), the training-free "
-    "pipeline as a flat dashed line (grey band: its sd across seeds), shaded red where the pipeline leads the best "
-    f"network; the label gives the margin at the largest N. {size_note}."))
+    "Test Dice vs labelled images N (log scale) per trained network (band: ± sd across seeds) and the training-free "
+    "pipeline's own curve at the same budgets (black dashed; the number at each point is how many labels it used), "
+    f"shaded red where the pipeline leads the best network. {size_note}."))
 
 # %% [markdown]
-# ## Training curves
+# ## Training curves and runs
 #
-# Validation Dice at each evaluation of every run (U-Net blue, SegFormer orange): how far from convergence the
-# profile's step budget leaves the networks, and where early stopping kept the weights.
+# Validation Dice at each evaluation of every run, per domain and network, one line per N: training stops once
+# the validation loss has stopped improving (the plateau), and the dot marks the weights that were kept.
 
 # %%
 tc = training_curves(study)
 if len(tc):
-    tc = tc[tc.domain.isin(study.domains) & tc.seed.isin(study.seeds)]
+    tc = tc[tc.domain.isin(study.domains) & tc.seed.isin(study.seeds) & tc.arch.isin(params["archs"])]
     art.figure(curve_plot(tc, titles), "training_curves", caption=(
-        f"Validation Dice (on the split carved from the N labels) vs step for every run. {size_note}."))
+        "Validation Dice (on the split carved from the N labels) vs step for every run; dot: the step whose weights "
+        f"were kept (lowest validation loss). {size_note}."))
+runs = runs_table(results, titles)
+art.table(runs, "runs", caption=(
+    "Every training run: labels used, steps run, the step kept, and what ended it: 'plateau' = early stopping "
+    "after the validation loss stopped improving, 'step budget' = the profile's step cap."))
+display(runs)
+print(f"{(runs.stop == 'plateau').sum()} of {len(runs)} run(s) stopped at their validation plateau")
 
 # %% [markdown]
 # ## nnU-Net

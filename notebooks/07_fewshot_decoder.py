@@ -19,13 +19,19 @@
 # decoder counts as epoch 0, so tuning is only kept when it helps on validation. A run whose loss turns
 # NaN or infinite is stopped and recorded as failed; it is listed, never averaged in.
 #
-# Two arms, each tuned on the boxes it is prompted with at test time:
-# - **GT box (oracle)**: every image is prompted with its own ground-truth box.
-# - **Deployable (GT-free)**: the *static few-shot box*, the mean of the N train GT boxes in normalised
-#   image coordinates, the same box for every test image. It is the simplest GT-free box there is; the
-#   domain's own localizer replaces it when the training-free pipeline lands.
+# Three arms, each tuned on the boxes it is prompted with at test time:
+# - **GT box (oracle)**: every image is prompted with its own ground-truth box (an organ-free CT slice has none
+#   and is predicted empty).
+# - **Domain localizer (GT-free, deployable)**: the box of the domain's own route localizer from notebooks 02–05,
+#   fitted on the same N labels (ISIC's drawer, Kvasir's dense correspondence, CXR's static box, spleen's
+#   volume-prior box; genome included). The labelled images are boxed by a localizer fitted without them
+#   (leave one out), so the decoder is tuned on the boxes it would really get.
+# - **Mean train box (GT-free)**: the static few-shot box, the mean of the N train GT boxes in normalised image
+#   coordinates, the same box for every test image: the simplest GT-free box there is.
 #
-# The frozen decoder prompted with the same boxes is the baseline. Spleen is scored per 3D volume.
+# The frozen decoder prompted with the same boxes is the baseline. Every arm predicts the same test units: the
+# fixed test split, and for spleen every slice of each test volume, scored per 3D volume (a box on an
+# organ-free slice is a false positive that counts). 'labels used' says how many labelled images each row saw.
 
 # %% tags=["parameters"]
 profile = "cpu"      # smoke | cpu | full
@@ -65,10 +71,10 @@ results.groupby(["domain", "unit"]).size().rename("rows").to_frame()
 # %%
 table = summarize_fewshot(results, titles)
 art.table(table, "fewshot_dice", caption=(
-    "Test Dice of the frozen and the few-shot tuned mask decoder, prompted with the GT box (oracle) or the static "
-    "few-shot box (deployable, GT-free). Mean ± sd across seeds of the per-seed mean over test cases; spleen per "
-    "3D volume. The frozen GT-box decoder uses no labels, so its value repeats across N. Failed runs are counted, "
-    "never averaged in."))
+    "Test Dice of the frozen and the few-shot tuned mask decoder, prompted with the GT box (oracle), the domain's "
+    "own GT-free localizer (fitted on the same N labels) or the mean train box (GT-free). Mean ± sd across seeds of "
+    "the per-seed mean over test cases; spleen per 3D volume over every slice. The frozen GT-box decoder uses no "
+    "labels, so its value repeats across N. Failed runs are counted, never averaged in."))
 display(table)
 print(art.note(source_study_note("fewshot_decoder_n100_gt_box_dice", titles), name="reference", reference=True))
 
@@ -78,18 +84,18 @@ print(art.note(source_study_note("fewshot_decoder_n100_gt_box_dice", titles), na
 # %%
 fig = fewshot_plot(fewshot_curves(results), titles)
 art.figure(fig, "dice_vs_n", caption=(
-    "Test Dice vs labelled images N: tuned decoder solid, frozen decoder dashed; GT-box arm blue, deployable "
-    "(static few-shot box) orange. Error bars: sd across seeds (visible with several seeds)."))
+    "Test Dice vs labelled images N: tuned decoder solid, frozen decoder dashed; GT-box arm blue, domain localizer "
+    "orange, mean train box green. Error bars: sd across seeds (visible with several seeds)."))
 
 # %% [markdown]
 # ## The tuning runs
 #
-# One row per run: train and validation sizes carved from the N labels, epochs trained before early
+# One row per run: labels used, train and validation sizes carved from them, epochs trained before early
 # stopping, the epoch kept (0 = the untuned decoder was best on validation) and wall time.
 
 # %%
 runs = runs_table(results, titles)
-art.table(runs, "runs", caption="Every tuning run: status, split sizes, epochs run, best epoch, seconds.")
+art.table(runs, "runs", caption="Every tuning run: labels used, status, split sizes, epochs run, best epoch, seconds.")
 display(runs)
 
 # %%

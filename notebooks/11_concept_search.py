@@ -31,35 +31,39 @@ source = None        # None: the profile's data source (phantom for smoke/cpu, r
 model = None         # None: the profile's model (litemedsam for smoke/cpu)
 data_root = None     # None: $FROZENSEG_DATA, else <repo>/data
 folders = {}         # extra domains, e.g. {"mydomain": "/path/with/images_and_masks"}
+concept_backend = "decoder"  # "decoder": the model's frozen LiteMedSAM decoder; "sam3": SAM3's text pathway
+                             # (weights: manifest entry sam3 under $FROZENSEG_DATA; fits with the source's lr 5e-4)
 
 # %%
 from IPython.display import display
 
 import frozenseg.viz as viz
+from frozenseg.concept import compare as cmp
 from frozenseg.concept import summary as cs
-from frozenseg.concept.experiment import concept_params, gallery_panels, run_concept_study
+from frozenseg.concept.experiment import concept_params, gallery_panels, run_concept_study, study_model
 from frozenseg.errors import DataError
 from frozenseg.results import load_results, save_results
 from frozenseg.study import setup
 
-study = setup(profile=profile, seeds=seeds, domains=domains, source=source, model=model,
-              data_root=data_root, folders=folders)
+study = setup(profile=profile, seeds=seeds, domains=domains, source=source,
+              model=study_model(concept_backend, model), data_root=data_root, folders=folders)
 art = study.artifacts("11_concept_search")
 titles = {d: study.title(d) for d in study.domains}
-params = concept_params(study.profile)
-print("concept settings:", params)
+params = concept_params(study.profile, concept_backend)
+print(f"concept backend: {concept_backend} | concept settings:", params)
 
 # %% [markdown]
 # ## Run: every domain, start sizes and selection strategies
 #
 # Each loop's state is saved after every finished round, so an interrupted run resumes where it stopped.
-# The learning rate is not the source's 5e-4: through LiteMedSAM's decoder that rate moves the tokens too
-# little in a few dozen single-batch steps and every concept collapses to an empty mask (a flagged outcome,
-# measured while building this notebook), so the profile uses 0.1 → 1e-3, the same 100:1 cosine decay.
-# The first fit of a loop runs `epochs` steps; each later, warm-started refit runs `refit_epochs` (printed above).
+# Through LiteMedSAM's decoder the learning rate is 0.1 → 1e-3 (`FitSettings()`'s default), not the source's
+# 5e-4 → 5e-6: that rate moves the tokens too little in a few dozen single-batch steps and every concept collapses
+# to an empty mask (a flagged outcome, measured while building this notebook); the same 100:1 cosine decay. SAM3's
+# text pathway keeps the source's rate (`SAM3_TEXT_SETTINGS`). The first fit of a loop runs `epochs` steps; each
+# later, warm-started refit runs `refit_epochs` (printed above).
 
 # %%
-results, times, concepts = run_concept_study(study)
+results, times, concepts = run_concept_study(study, concept_backend=concept_backend)
 save_results(results, "11_concept_search", study.profile.name)
 results.groupby(["domain", "split", "unit"]).size().rename("rows").to_frame()
 
@@ -68,9 +72,8 @@ results.groupby(["domain", "split", "unit"]).size().rename("rows").to_frame()
 #
 # Test Dice is measured on the held-out test split, which is never corrected, so it carries **no credit**.
 # The source's protocol instead scores the annotation pool and counts every human-corrected image as
-# Dice 1.0; both pool numbers are shown for the last round. The other issues' results files (localizer
-# pipelines, few-shot decoder) do not exist yet; the GT-box oracle from notebook 01 is the reference
-# where its results file is present.
+# Dice 1.0; both pool numbers are shown for the last round. The GT-box oracle from notebook 01 is the
+# reference line; the next section compares concept search with the other methods of the study.
 
 # %%
 try:
@@ -78,12 +81,6 @@ try:
 except DataError as exc:
     oracle = None
     print(f"no GT-box oracle reference: {exc}")
-for other in ("02_isic", "04_kvasir", "07_fewshot_decoder"):
-    try:
-        load_results(other, study.profile.name)
-        print(f"{other}: present but not yet compared here")
-    except DataError:
-        print(f"{other}: results file missing (that notebook does not exist yet), not compared")
 ref = cs.oracle_reference(oracle, results)
 curves = cs.dice_curves(results)
 table = cs.curve_table(curves, titles)
@@ -99,6 +96,33 @@ fig = viz.concept_curves(curves, ref, titles)
 art.figure(fig, "dice_vs_labels", caption=(
     "Test Dice vs labelled images: HUE top-k (solid) and random (dashed), from 1 (blue) and 5 (orange) "
     "labelled images; dotted: the GT-box oracle of notebook 01 on the same test images, where available."))
+
+# %% [markdown]
+# ## Concept search vs the localizer pipelines, the tuned decoder and the oracle
+#
+# Every method on the same test units (the intersection of what each scored: the fixed test split; spleen every
+# slice of each test volume, scored per volume), with the labels it used: the GT-box oracle (notebook 01, no
+# labels), the training-free pipeline at each budget N (notebooks 02–05), the few-shot tuned decoder prompted by
+# the domain's localizer, the GT box or the mean train box (07), and concept search after each round. The second
+# table lines them up at the label counts concept search reached; '–' where a method has no run with exactly
+# that many labels (nothing is interpolated).
+
+# %%
+cmp_rows = cmp.method_rows(study.profile.name, study.domains, results)
+cmp_table = cmp.comparison_table(cmp_rows, titles)
+art.table(cmp_table, "vs_methods", caption=(
+    "Test Dice (mean ± sd across seeds) of every method on the test units all of them scored, with the number of "
+    "labelled train images each used. Methods whose notebook has not run in this profile are absent."))
+display(cmp_table)
+matched = cmp.matched_table(cmp_rows, titles)
+art.table(matched, "vs_methods_matched", caption=(
+    "At the label counts concept search reached: its better selection strategy, the training-free pipeline and the "
+    "tuned decoder with the domain's localizer at N equal to that count (same test units), and the GT-box oracle. "
+    "'–': that method has no run with exactly that many labels in this profile."))
+display(matched)
+art.figure(cmp.comparison_figure(cmp_rows, titles), "vs_methods", caption=(
+    "Test Dice vs labels used, every method on the same test units: concept search (red), the training-free "
+    "pipeline (black), the tuned decoder (blue), the GT-box oracle (grey star, 0 labels)."))
 
 # %% [markdown]
 # ## Each image keeps its lowest-U round (the source's evaluation mode)

@@ -17,7 +17,8 @@ from frozenseg.data.types import Case, DomainData
 from frozenseg.errors import ConfigError
 
 TINY = {"archs": ("unet_r34", "segformer_b2"), "budgets": (3, 4), "image_side": 32, "batch_size": 2, "steps": 2,
-        "eval_every": 1, "patience": 1, "lr": 1e-3, "weight_decay": 1e-4, "val_fraction": 0.25, "bg_ratio": 0.5,
+        "eval_every": 1, "patience": 1, "min_delta": 0.0, "lr": 1e-3, "weight_decay": 1e-4, "val_fraction": 0.25,
+        "bg_ratio": 0.5,
         "pretrained": False, "keep_checkpoints": True, "n_test": None, "nnunet": False,
         "nnunet_trainer": "nnUNetTrainer_1epoch", "nnunet_configuration": "2d", "nnunet_fold": "0"}
 
@@ -185,9 +186,12 @@ def test_spleen_trains_on_background_slices_and_scores_whole_volumes(tmp_path):
 def test_profiles_size_the_baselines():
     for name, prof in PROFILES.items():
         p = sweep.baseline_params(prof)
-        assert set(p["archs"]) == set(nets.ARCHS) and p["image_side"] % 32 == 0
-    cpu = sweep.baseline_params(get_profile("cpu"))
-    assert cpu["budgets"] == (10, 25, 50, 100) and cpu["steps"] < sweep.baseline_params(get_profile("full"))["steps"]
+        assert set(p["archs"]) <= set(nets.ARCHS) and len(p["archs"]) == 2 and p["image_side"] % 32 == 0
+    cpu, full = sweep.baseline_params(get_profile("cpu")), sweep.baseline_params(get_profile("full"))
+    assert cpu["budgets"] == (10, 25, 50, 100) and cpu["steps"] < full["steps"]
+    assert full["archs"] == nets.STUDY_ARCHS, "the full profile trains the study's networks"
+    assert cpu["image_side"] >= 128, "converged baselines at 128 px or more (issue 15)"
+    assert "smaller than the study's" in sweep.size_caption(cpu) and "smaller" not in sweep.size_caption(full)
 
 
 # ----------------------------------------------------------------------------- nnU-Net adapter
@@ -243,7 +247,8 @@ def test_dataset_ids_are_unique_per_domain_budget_and_seed():
 
 
 def _synthetic(pipeline_dice: float = 0.85):
-    """Two archs x N x two seeds on one domain, a pipeline at ``pipeline_dice`` and a tuned decoder."""
+    """Two archs x N x two seeds on one domain, the pipeline at every N (a flat curve at ``pipeline_dice`` using at
+    most 12 labels) and a tuned decoder at N = 25."""
     rows = []
     for arch, base in (("unet_r34", 0.70), ("segformer_b2", 0.75)):
         for n, lift in ((10, 0.0), (25, 0.05), (50, 0.10), (100, 0.15)):
@@ -251,11 +256,13 @@ def _synthetic(pipeline_dice: float = 0.85):
                 for case in range(3):
                     rows.append({"domain": "isic", "arch": arch, "init": "from scratch", "n_labels": n, "seed": seed,
                                  "unit": "case", "flag": "", "status": "ok", "case_id": f"c{case}",
-                                 "dice": base + lift + jit})
+                                 "dice": base + lift + jit, "labels_used": n})
     nn = pd.DataFrame(rows)
-    pipe = pd.DataFrame({"domain": ["isic", "isic"], "seed": [0, 1], "dice": [pipeline_dice - 0.01, pipeline_dice + 0.01]})
-    dec = pd.DataFrame({"domain": ["isic"] * 2, "arm": ["gt_box"] * 2, "n_labels": [25, 25], "seed": [0, 1],
-                        "dice": [0.9, 0.92]})
+    pipe = pd.DataFrame([{"domain": "isic", "n_labels": n, "seed": s, "dice": pipeline_dice + d,
+                          "labels_used": min(n, 12)} for n in (10, 25, 50, 100) for s, d in ((0, -0.01), (1, 0.01))])
+    dec = pd.DataFrame({"domain": ["isic"] * 4, "arm": ["gt_box", "gt_box", "localizer", "localizer"],
+                        "n_labels": [25] * 4, "seed": [0, 1, 0, 1], "dice": [0.9, 0.92, 0.8, 0.82],
+                        "labels_used": [25] * 4})
     return nn, pipe, dec
 
 
@@ -265,48 +272,71 @@ def test_match_n_interpolates_in_log_n():
     assert summary.match_n([10, 25], [0.5, 0.6], 0.7) == math.inf
     assert summary.fmt_match([math.inf, math.inf], [10, 100]) == "> 100"
     assert summary.fmt_match([30.0, math.inf], [10, 100]).startswith("30 (1/2 seeds")
+    # the crossing of two curves: the network's minus the pipeline's goes from -0.1 at N=10 to +0.1 at N=100
+    assert summary.crossing_n([10, 100], [-0.1, 0.1]) == pytest.approx(math.sqrt(1000))
 
 
-def test_headline_marks_where_the_pipeline_leads_and_the_matching_n():
+def test_headline_compares_each_budget_with_the_labels_each_method_used():
     nn, pipe, dec = _synthetic()
-    pipe = pipe.assign(dice=[0.86, 0.89])                    # mean 0.875: leads the best NN up to N=50, not at 100
+    pipe = pipe.assign(dice=[0.86, 0.89] * 4)               # mean 0.875 at every N: leads up to N=50, not at 100
     table, leads = summary.headline(nn, pipe, {"isic": "02_isic"}, dec)
-    row, lead = table.iloc[0], leads.iloc[0]
-    assert row["best NN, N=10"].startswith("0.750 ± 0.014 (SegFormer")
-    assert lead["best NN, N=10"] and lead["best NN, N=50"] and not lead["best NN, N=100"]
-    assert row["training-free pipeline"] == "0.875 ± 0.021" and row["pipeline − best NN at N=100"] == "-0.025"
-    assert row["tuned decoder, GT box"] == "0.910 ± 0.014 (N=25)" and row["tuned decoder, deployable"] == "pending"
-    # per seed, 50 -> 100 in log N: seed 0 (0.84 -> 0.89) reaches 0.86 at 0.4, seed 1 (0.86 -> 0.91) 0.89 at 0.6
+    assert table.N.tolist() == [10, 25, 50, 100]
+    r10, r100 = table.iloc[0], table.iloc[3]
+    assert r10["best NN"].startswith("0.750 ± 0.014 (SegFormer") and r10["NN labels used"] == 10
+    assert r10["training-free pipeline"] == "0.875 ± 0.021" and r10["pipeline labels used"] == 10
+    assert r100["pipeline labels used"] == 12 and r100["NN labels used"] == 100
+    assert r100["pipeline − best NN"] == "-0.025"
+    assert leads["best NN"].tolist() == [True, True, True, False]
+    r25 = table.iloc[1]
+    assert r25["tuned decoder, GT box"] == "0.910 ± 0.014 (25 labels)"
+    assert r25["tuned decoder + domain localizer"] == "0.810 ± 0.014 (25 labels)" and r10["tuned decoder, GT box"] == "–"
+    match = summary.match_table(nn, pipe, {"isic": "02_isic"})
+    assert match["pipeline leads the best NN at N"].iloc[0] == "10, 25, 50"
+    # per seed, the network's curve meets the pipeline's between 50 and 100 (linear in log N on the difference):
+    # seed 0: 0.84 - 0.86 = -0.02 -> 0.89 - 0.86 = +0.03 at 0.4; seed 1: 0.86 - 0.89 -> 0.91 - 0.89 at 0.6
     n0, n1 = (50 * 2 ** 0.4, 50 * 2 ** 0.6)
-    m = (n0 + n1) / 2
-    assert row["N for best NN to match pipeline"] == f"{m:.0f} ± {np.std([n0, n1], ddof=1):.0f}"
+    assert match["N for best NN to match pipeline"].iloc[0] == f"{(n0 + n1) / 2:.0f} ± {np.std([n0, n1], ddof=1):.0f}"
     marked = summary.mark_leads(table, leads)
-    assert marked["best NN, N=10"].iloc[0].endswith("★") and not marked["best NN, N=100"].iloc[0].endswith("★")
+    assert marked["best NN"].iloc[0].endswith("★") and not marked["best NN"].iloc[3].endswith("★")
     assert "font-weight: bold" in summary.bold_leads(table, leads).to_html()
+
+
+def test_the_pipeline_is_drawn_as_its_own_curve_with_its_labels():
+    nn, pipe, _ = _synthetic()
+    pipe.loc[pipe.n_labels == 10, "dice"] -= 0.2             # the pipeline improves from N=10 to N=25
+    fig = summary.panels(nn, pipe)
+    line = next(l for l in fig.axes[0].lines if l.get_label() == "training-free pipeline")
+    assert list(line.get_xdata()) == [10, 25, 50, 100] and line.get_ydata()[0] < line.get_ydata()[1]
+    assert [t.get_text() for t in fig.axes[0].texts] == ["10", "12", "12", "12"]
 
 
 def test_headline_without_pipeline_results_says_pending_and_invents_nothing():
     nn, _, _ = _synthetic()
-    empty = pd.DataFrame(columns=["domain", "seed", "dice"])
-    table, leads = summary.headline(nn, empty, {"isic": "pending"}, empty.assign(arm=[], n_labels=[]))
+    empty = pd.DataFrame(columns=["domain", "n_labels", "seed", "dice", "labels_used"])
+    table, leads = summary.headline(nn, empty, {"isic": "pending"}, empty.assign(arm=[]))
     row = table.iloc[0]
-    assert row["training-free pipeline"] == "pending" and row["N for best NN to match pipeline"] == "pending"
-    assert not leads.drop(columns="domain").to_numpy().any()
+    assert row["training-free pipeline"] == "pending" and row["pipeline labels used"] == "pending"
+    assert row["tuned decoder, GT box"] == "pending"
+    assert not leads.to_numpy().any()
+    assert summary.match_table(nn, empty, {"isic": "pending"})["N for best NN to match pipeline"].iloc[0] == "pending"
     fig = summary.panels(nn, empty)
     assert fig.axes[0].texts[0].get_text() == "pipeline: pending"
 
 
-def test_pipeline_scores_read_the_deployed_stage(tmp_path, monkeypatch):
+def test_pipeline_scores_read_the_deployed_stage_per_budget(tmp_path, monkeypatch):
     from frozenseg.results import save_results
 
     monkeypatch.setenv("FROZENSEG_OUT", str(tmp_path))
     rows = [{"notebook": "02_isic", "profile": "smoke", "source": "phantom", "model": "litemedsam", "seed": s,
-             "domain": "isic", "unit": "case", "case_id": f"c{c}", "method": st, "stage": st, "dice": d, "flag": ""}
-            for s in (0, 1) for c in range(2) for st, d in (("localize", 0.5), ("deployed", 0.8 + 0.1 * s))]
+             "domain": "isic", "unit": "case", "case_id": f"c{c}", "method": f"{st}_n{n}", "stage": st,
+             "n_labels": n, "labels_used": min(n, 7), "dice": d + 0.01 * n, "flag": ""}
+            for s in (0, 1) for n in (5, 10) for c in range(2)
+            for st, d in (("localize", 0.5), ("deployed", 0.7 + 0.1 * s))]
     save_results(pd.DataFrame(rows), "02_isic", "smoke")
     per_seed, origin = summary.pipeline_per_seed("smoke", ["isic", "cxr"])
     assert origin == {"isic": "02_isic", "cxr": "pending"}
-    assert per_seed.dice.round(3).tolist() == [0.8, 0.9]
+    assert per_seed.dice.round(3).tolist() == [0.75, 0.85, 0.8, 0.9]
+    assert per_seed.labels_used.tolist() == [5, 5, 7, 7]
 
 
 def test_runner_runs_what_a_notebook_reads_before_it():

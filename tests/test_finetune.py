@@ -134,7 +134,7 @@ def test_nan_loss_stops_the_run_as_failed(litemedsam, toy, monkeypatch):
         calls["n"] += 1
         return real(*a) * (math.nan if calls["n"] >= 3 else 1.0)
 
-    monkeypatch.setattr(finetune, "segmentation_loss", flaky)
+    monkeypatch.setattr(finetune.tuner, "segmentation_loss", flaky)
     run = _tune(litemedsam, toy, epochs=3)
     assert run.status == STATUS_FAILED and "non-finite" in run.message
     with pytest.raises(TuningFailedError):

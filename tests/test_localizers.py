@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from frozenseg.boxes import box_iou, mask_to_box
+from frozenseg.boxes import box_iou, clip_box, mask_to_box
 from frozenseg.data.phantoms import make_phantom_case
 from frozenseg.errors import ConfigError, DataError
 from frozenseg.localizers import LOCALIZERS, FeatureGrid, Localization, make_localizer
@@ -249,3 +249,141 @@ def test_amg_feature_ensemble_scores(litemedsam, isic):
     assert sims.shape == (2, 3) and np.isfinite(sims).all()
     assert np.argmax(sims[0]) == 0                                # SAM features prefer the true lesion
     assert abs(zscore(sims[1]).mean()) < 1e-5 and abs(zscore(sims[1]).std() - 1) < 1e-4
+
+
+# ---------------------------------------------------------------- the ISIC route with a chosen drawer backend
+
+ISIC_TRACES = Path(__file__).parent / "fixtures" / "traces_isic_smoke"
+FIXTURE_MODEL = "fixture-vlm"
+
+
+def fake_llm_server(polygons: dict):
+    """A local OpenAI-compatible chat endpoint answering each image (by hash) with ``polygons[hash]``."""
+    import base64
+    import io
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from PIL import Image
+
+    from frozenseg.cache import image_hash
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            url = body["messages"][0]["content"][1]["image_url"]["url"]
+            img = np.asarray(Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1]))).convert("RGB"))
+            content = json.dumps({"polygon": polygons[image_hash(img)]})
+            out = json.dumps({"choices": [{"message": {"role": "assistant", "content": content}}]}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(out)))
+            self.end_headers()
+            self.wfile.write(out)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def gt_polygon(mask, max_points: int = 32) -> list:
+    """What the fake LLM answers: the ground-truth mask's convex hull (at most ``max_points`` integer points)."""
+    poly = drawer_mod.mask_polygon(mask)
+    poly = poly[:: int(np.ceil(len(poly) / max_points))]
+    return np.round(poly).astype(int).tolist()
+
+
+def record_isic_traces(cases, trace_dir, monkeypatch) -> None:
+    """Record one trace per case with the isic route's drawer (backend='llm') against the fake endpoint, over HTTP.
+
+    This made tests/fixtures/traces_isic_smoke (the smoke profile's ISIC train and test phantoms).
+    """
+    from frozenseg.cache import image_hash
+    from frozenseg.pipeline.router import get_route
+
+    server = fake_llm_server({image_hash(c.image): gt_polygon(c.mask) for c in cases})
+    try:
+        monkeypatch.setenv("FROZENSEG_LLM_URL", f"http://127.0.0.1:{server.server_port}/v1")
+        monkeypatch.setenv("FROZENSEG_LLM_MODEL", FIXTURE_MODEL)
+        monkeypatch.delenv("FROZENSEG_LLM_KEY", raising=False)
+        loc = {k: v for k, v in get_route("isic").localizer.items() if k != "name"}
+        drawer = make_localizer("drawer", **{**loc, "backend": "llm", "trace_dir": str(trace_dir)})
+        for c in cases:
+            assert drawer.locate(c.image).flag == "ok"
+    finally:
+        server.shutdown()
+
+
+@pytest.fixture(scope="module")
+def isic_smoke():
+    """The smoke profile's ISIC study (phantoms only)."""
+    from frozenseg.study import setup
+
+    study = setup(profile="smoke", domains=["isic"], verbose=False)
+    data = study.data("isic")
+    return study, list(data.train) + list(data.test)
+
+
+def test_recorded_isic_traces_are_what_the_llm_backend_records(isic_smoke, monkeypatch, tmp_path):
+    _, cases = isic_smoke
+    record_isic_traces(cases, tmp_path, monkeypatch)
+    fresh = sorted(tmp_path.rglob("*.json"))
+    assert [p.name for p in fresh] == sorted(p.name for p in ISIC_TRACES.rglob("*.json")), \
+        "the fixture traces are stale: re-record them with record_isic_traces into tests/fixtures/traces_isic_smoke"
+    for p in fresh:
+        new, old = json.loads(p.read_text()), json.loads((ISIC_TRACES / p.parent.name / p.name).read_text())
+        assert new["response"] == old["response"] and new["prompt"] == old["prompt"] and new["status"] == "ok"
+
+
+def test_isic_route_replays_recorded_polygons(isic_smoke, litemedsam, monkeypatch):
+    from frozenseg.localizers.base import grow_box
+    from frozenseg.pipeline.experiment import fit_domain, run_domain, test_cases
+    from frozenseg.pipeline.router import get_route, with_localizer
+
+    monkeypatch.setattr(drawer_mod, "http_post", lambda *a, **k: pytest.fail("replay must not call the network"))
+    monkeypatch.delenv("FROZENSEG_LLM_URL", raising=False)
+    study, _ = isic_smoke
+    route = with_localizer(get_route("isic"), backend="replay", trace_dir=str(ISIC_TRACES), llm_model=FIXTURE_MODEL)
+    assert route.localizer["backend"] == "replay" and get_route("isic").localizer["backend"] == "heuristic"
+    df, info = run_domain(study, "isic", 0, "test_replay", route=route)      # the notebook's path (run_section)
+    assert info["route"].localizer["backend"] == "replay" and (df.flag == "").all()
+    pipe, rec = fit_domain(study, "isic", 0, route=route)                     # the same fit, from the genome cache
+    heuristic, _ = fit_domain(study, "isic", 0, genome=False)
+    assert rec["cached"] and pipe.localizer.params["backend"] == "replay"
+    cases = test_cases(study, "isic")
+    embs = study.embeddings(cases)
+    moved = 0
+    for c, e in zip(cases, embs):
+        trace = drawer_mod.load_trace(ISIC_TRACES, pipe.localizer.key_for(c.image))
+        poly = drawer_mod.parse_polygon(drawer_mod.reply_content(trace["response"]), c.image.shape[:2])
+        loc = pipe.localizer.locate(c.image, e)
+        assert loc.flag == "ok" and loc.extra["backend"] == "replay" and np.array_equal(loc.extra["polygon"], poly)
+        box = grow_box(np.array([*poly.min(0), *poly.max(0)]), pipe.localizer.params["margin"], c.image.shape[:2])
+        assert np.allclose(loc.box, box)
+        tr = pipe.run(c.image, e)
+        deployed = clip_box(np.round(grow_box(box, float(pipe.params.get("box_margin", 0.0)), c.image.shape[:2])),
+                            c.image.shape[:2])                              # the frame decodes whole-pixel boxes
+        want = litemedsam.decode(e, boxes=deployed[None]).masks[0]
+        assert want.any() and np.array_equal(tr.stages[0].mask, want), "the localize mask is the replayed polygon's box"
+        assert np.array_equal(tr.final, info["masks"][c.case_id])
+        moved += not np.allclose(heuristic.localizer.locate(c.image, e).box, loc.box)
+    assert moved, "the replayed boxes should differ from the heuristic drawer's"
+
+
+def test_drawer_backend_choice_is_checked_before_any_work(monkeypatch):
+    from frozenseg.pipeline.router import get_route, with_localizer
+
+    route = get_route("isic")
+    assert with_localizer(route, backend=None) is route
+    monkeypatch.delenv("FROZENSEG_LLM_URL", raising=False)
+    monkeypatch.setenv("FROZENSEG_LLM_MODEL", "some-vlm")
+    with pytest.raises(ConfigError, match="FROZENSEG_LLM_URL"):
+        with_localizer(route, backend="llm")
+    monkeypatch.delenv("FROZENSEG_LLM_MODEL")
+    with pytest.raises(ConfigError, match="FROZENSEG_LLM_MODEL"):
+        with_localizer(route, backend="replay")
+    with pytest.raises(ConfigError, match="heuristic"):
+        with_localizer(route, backend="gpt")

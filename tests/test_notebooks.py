@@ -80,3 +80,36 @@ def test_built_smoke_report_renders_in_chromium(smoke_report, tmp_path):
     assert images and int(images.group(1)) >= 2, body
     png = browser.screenshot(smoke_report, tmp_path / "smoke_report.png")
     assert png.stat().st_size > 10_000
+
+
+def test_every_method_scores_spleen_on_every_slice_of_the_same_volumes(smoke_report):
+    """The fair protocol: each notebook that scores spleen does so per 3D volume over every slice of the same test
+    volumes (organ-free slices included), so a false positive anywhere counts for every method."""
+    from frozenseg.config import get_profile
+    from frozenseg.data import load_domain
+
+    data = load_domain("spleen", get_profile("smoke"))
+    assert any(not c.mask.any() for c in data.test), "the spleen test units include slices without spleen"
+    depth = {v: vol.image.shape[2] for v, vol in data.volumes.items()}
+    seen = {}
+    for nb in ("01_frozen_oracle", "03_spleen", "06_trained_baselines", "07_fewshot_decoder", "11_concept_search"):
+        df = load_results(nb, "smoke")
+        vol = df[(df.domain == "spleen") & (df.unit == "volume") & df.dice.notna()]
+        assert len(vol), f"{nb} has no per-volume spleen rows"
+        assert set(vol.volume_id) == set(depth), nb
+        assert (vol.slices_scored == vol.volume_id.map(depth)).all(), f"{nb} scored a partial slice set"
+        seen[nb] = set(vol.volume_id)
+    assert len({frozenset(v) for v in seen.values()}) == 1
+
+
+def test_every_comparison_shows_the_labels_each_method_used(smoke_report):
+    out = paths.build_dir("smoke") / "tables"
+    head = pd.read_csv(out / "06_trained_baselines__headline.csv")
+    assert {"N", "NN labels used", "pipeline labels used"} <= set(head.columns)
+    pipe = load_results("02_isic", "smoke")
+    dep = pipe[pipe.stage == "deployed"]
+    assert set(dep.n_labels) == {5, 10} and (dep.labels_used <= dep.n_labels).all()
+    cmp = pd.read_csv(out / "11_concept_search__vs_methods.csv")
+    assert {"GT-box oracle", "training-free pipeline", "few-shot tuned decoder", "concept search"} <= set(cmp.family)
+    fewshot = load_results("07_fewshot_decoder", "smoke")
+    assert {"gt_box", "localizer", "mean_box"} <= set(fewshot.arm)

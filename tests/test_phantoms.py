@@ -174,9 +174,12 @@ def test_spleen_domain():
     assert len(dd.meta["train_volumes"]) == prof.spleen_train_volumes
     train_vols, test_vols = {c.volume_id for c in dd.train}, {c.volume_id for c in dd.test}
     assert not train_vols & test_vols and test_vols == set(dd.volumes)
-    assert all(c.mask.any() for c in dd.train + dd.test)
+    assert all(c.mask.any() for c in dd.train), "the labelled train pool is the organ-containing slices"
+    depth = {v: vol.image.shape[2] for v, vol in dd.volumes.items()}
+    assert len(dd.test) == sum(depth.values()), "every slice of each test volume is a test unit"
+    assert any(not c.mask.any() for c in dd.test), "spleen-free slices are test units too"
     n_fg = sum(len(v.foreground_slices()) for v in dd.volumes.values())
-    assert len(dd.test) == n_fg
+    assert sum(c.mask.any() for c in dd.test) == n_fg
     assert dd.meta["failure_modes"]
 
 

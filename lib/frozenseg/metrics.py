@@ -87,7 +87,11 @@ def assemble_volume(shape: tuple[int, int, int], slices: dict[int, np.ndarray]) 
 
 
 def score_volume(pred_vol: np.ndarray, gt_vol: np.ndarray, spacing=None, with_hd95: bool = True) -> dict[str, float]:
-    """3D Dice, IoU and HD95 (mm with spacing) of one volume: every voxel counts once."""
+    """3D Dice, IoU and HD95 (mm with spacing) of one volume: every voxel of every slice counts once. Also the
+    number of slices scored and of organ-free slices where something was predicted (false-positive slices)."""
     if pred_vol.ndim != 3:
         raise DataError(None, f"expected an (H, W, D) volume, got {pred_vol.shape}", "use assemble_volume first")
-    return score(pred_vol, gt_vol, spacing, with_hd95)
+    out = score(pred_vol, gt_vol, spacing, with_hd95)
+    empty = ~np.asarray(gt_vol, bool).any(axis=(0, 1))
+    fp = np.asarray(pred_vol, bool).any(axis=(0, 1)) & empty
+    return {**out, "slices_scored": int(pred_vol.shape[2]), "empty_slices": int(empty.sum()), "fp_slices": int(fp.sum())}

@@ -8,6 +8,7 @@ import pandas as pd
 
 from .boxes import box_iou, jitter_box, loosen_box, mask_to_box
 from .config import DOMAINS
+from .data import test_subset
 from .metrics import assemble_volume, score, score_volume
 
 
@@ -45,11 +46,13 @@ def oracle_cases(model, cases, embeddings, seed: int, domain: str, jitter_levels
 
 
 def volume_rows(slice_rows: pd.DataFrame, volumes: dict) -> pd.DataFrame:
-    """Per-volume 3D scores from per-slice predictions (slices without a prediction count as empty)."""
+    """Per-volume 3D scores from per-slice predictions (slices without a prediction, e.g. the oracle's organ-free
+    slices, which have no GT box, count as empty)."""
     rows = []
     for (vid, method), g in slice_rows.dropna(subset=["volume_id"]).groupby(["volume_id", "method"], sort=True):
         vol = volumes[vid]
-        pred = assemble_volume(vol.mask.shape, {int(z): m for z, m in zip(g.slice_index, g._mask) if m is not None})
+        pred = assemble_volume(vol.mask.shape, {int(z): m for z, m in zip(g.slice_index, g._mask)
+                                                if isinstance(m, np.ndarray)})
         first = g.iloc[0]
         rows.append({"domain": first.domain, "seed": first.seed, "case_id": vid, "volume_id": vid,
                      "method": method, "perturbation": first.perturbation, "level": first.level,
@@ -68,9 +71,10 @@ def run_oracle(study, notebook: str = "01_frozen_oracle") -> pd.DataFrame:
     prof, parts = study.profile, []
     for domain in study.domains:
         data = study.data(domain)
-        embs = study.embeddings(data.test, desc=f"{domain} test")
+        test = test_subset(data)
+        embs = study.embeddings(test, desc=f"{domain} test")
         for seed in study.seeds:
-            df = oracle_cases(study.model, data.test, embs, seed, domain, prof.jitter_levels, prof.loosen_levels,
+            df = oracle_cases(study.model, test, embs, seed, domain, prof.jitter_levels, prof.loosen_levels,
                               study.masks)
             if data.volumes:
                 df = pd.concat([df.assign(unit="slice"), volume_rows(df, data.volumes).assign(unit="volume")])

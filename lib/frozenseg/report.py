@@ -44,7 +44,7 @@ SECTIONS: tuple[Section, ...] = (
             "panels, best network per cell, and the budget a network needs to match the pipeline."),
     Section(5, "fewshot-decoder", "Few-shot decoder tuning", ("07_fewshot_decoder",),
             "Encoder and prompt encoder frozen, only the mask decoder tuned on the labelled split; with the GT "
-            "box (oracle) and with the domain's own GT-free box (deployable)."),
+            "box (oracle), with the domain's own GT-free localizer (deployable) and with the mean train box."),
     Section(6, "medical-pretraining", "Medical pretraining", ("08_medical_pretraining",),
             "Generic SAM versus MedSAM, each frozen and few-shot tuned, same architecture."),
     Section(7, "router", "One domain-agnostic pipeline", ("09_router",),

@@ -12,13 +12,28 @@ from . import paths
 
 
 def seed_everything(seed: int) -> None:
-    """Seed Python, NumPy and torch; CPU torch ops used here are deterministic given the seed."""
+    """Seed Python, NumPy and torch. CPU torch ops used here are deterministic given the seed; on a GPU (the full
+    profile) cuDNN autotuning is switched off and deterministic algorithms are requested (a warning names any op
+    that has none), with the cuBLAS workspace setting that makes its reductions reproducible."""
     import torch
 
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
     os.environ["PYTHONHASHSEED"] = str(seed)
+    if torch.cuda.is_available():
+        set_cuda_determinism()
+
+
+def set_cuda_determinism() -> None:
+    """Reproducible CUDA: deterministic cuDNN, no autotuner, deterministic algorithms, fixed cuBLAS workspace."""
+    import torch
+
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.cuda.manual_seed_all(torch.initial_seed())
+    torch.backends.cudnn.deterministic = True
+    torch.backends.cudnn.benchmark = False
+    torch.use_deterministic_algorithms(True, warn_only=True)
 
 
 def git_commit() -> str:

@@ -22,9 +22,14 @@ from .io import atomic_path, write_json_atomic
 
 KERNEL = "frozenseg"
 # Notebooks that read other notebooks' results: they run after those (when selected) and rerun when they change.
+PIPELINES = ("02_isic", "03_spleen", "04_kvasir", "05_cxr")
 NEEDS: dict[str, tuple[str, ...]] = {
-    "06_trained_baselines": ("02_isic", "03_spleen", "04_kvasir", "05_cxr", "07_fewshot_decoder"),
+    "06_trained_baselines": (*PIPELINES, "07_fewshot_decoder"),
+    # 07's localizer arm reuses the route fits (genomes) of 02-05 at the same budgets from the genome cache
+    "07_fewshot_decoder": PIPELINES,
     "08_medical_pretraining": ("07_fewshot_decoder",),
+    # 11 compares concept search with the oracle, the pipelines and the tuned decoder on the same test units
+    "11_concept_search": ("01_frozen_oracle", *PIPELINES, "07_fewshot_decoder"),
     # 10 refits the 2D pipelines from the genomes 02/04/05 cached and checks its deployed Dice against their results
     "10_gate_validity": ("02_isic", "04_kvasir", "05_cxr"),
     "12_gallery": ("02_isic", "03_spleen", "04_kvasir", "05_cxr"),
@@ -71,11 +76,24 @@ def library_hash() -> str:
     return h.hexdigest()[:16]
 
 
+def data_state(data_root: str | None = None) -> dict:
+    """What a notebook may read from outside the repository: the data root, which of the manifest's datasets and
+    weights are present there (adding DINOv2 weights changes notebook 04), and the encoder engine asked for."""
+    from .manifest import status
+    from .models.engine import requested_engine
+
+    root = str(paths.data_root() if data_root is None else Path(data_root).expanduser().resolve())
+    present = sorted(r["key"] for r in status(root) if r["present"])
+    return {"data_root": root, "present": present, "encoder": requested_engine()}
+
+
 def _stamp(name: str, params: dict) -> dict:
-    """What a notebook's outputs depend on."""
+    """What a notebook's outputs depend on: its source, the library, its parameters, the results it reads and the
+    data and weights it can see."""
     src = notebook_sources()[name].read_bytes()
     return {"notebook": hashlib.sha256(src).hexdigest()[:16], "library": library_hash(),
-            "params": json.dumps(params, sort_keys=True), "inputs": inputs_hash(name, params["profile"])}
+            "params": json.dumps(params, sort_keys=True), "inputs": inputs_hash(name, params["profile"]),
+            "data": data_state(params.get("data_root"))}
 
 
 def kernel_name() -> str:

@@ -12,11 +12,18 @@ from ..errors import ConfigError, MissingDatasetError
 
 FROM_SCRATCH, PRETRAINED = "from scratch", "pretrained"
 
-# arch key -> (label, smp architecture, smp encoder name, manifest key of the ImageNet encoder weights)
+# arch key -> (label, smp architecture, smp encoder name, manifest key of the ImageNet encoder weights). The study's
+# networks are U-Net R34 and SegFormer B2 (full profile); the cpu and sample profiles train the small pair, which
+# reaches its validation plateau within the 2-core machine's time (their captions say so).
 ARCHS: dict[str, tuple[str, str, str, str]] = {
     "unet_r34": ("U-Net (ResNet-34)", "Unet", "resnet34", "smp_resnet34_imagenet"),
     "segformer_b2": ("SegFormer (MiT-B2)", "Segformer", "mit_b2", "smp_mit_b2_imagenet"),
+    "unet_r18": ("U-Net (ResNet-18, narrow decoder)", "Unet", "resnet18", "smp_resnet18_imagenet"),
+    "segformer_b0": ("SegFormer (MiT-B0)", "Segformer", "mit_b0", "smp_mit_b0_imagenet"),
 }
+STUDY_ARCHS = ("unet_r34", "segformer_b2")
+SMALL_ARCHS = ("unet_r18", "segformer_b0")
+ARCH_KWARGS = {"unet_r18": {"decoder_channels": (128, 64, 32, 16, 8)}}   # smp's default is (256, ..., 16)
 
 
 def arch_label(arch: str) -> str:
@@ -72,7 +79,8 @@ def _template(arch: str, folder: str | None, seed: int) -> torch.nn.Module:
     _, kind, encoder, _ = ARCHS[arch]
     with torch.random.fork_rng():
         torch.manual_seed(seed)
-        net = getattr(smp, kind)(encoder_name=encoder, encoder_weights=None, in_channels=3, classes=1)
+        net = getattr(smp, kind)(encoder_name=encoder, encoder_weights=None, in_channels=3, classes=1,
+                                 **ARCH_KWARGS.get(arch, {}))
     if folder is not None:
         load_encoder(net, Path(folder))
     return net

@@ -49,11 +49,11 @@ def reusable_07(study, params: dict, key: str) -> pd.DataFrame | None:
 
 def gt_box_rows(study, domain: str, seed: int, params: dict) -> pd.DataFrame:
     """Frozen (once) and tuned GT-box rows of one domain and seed at every budget (notebook 07's arm, alone)."""
-    from ..concept.experiment import test_subset
+    from ..data import test_subset
     from ..finetune import _method, gt_box_provider, labelled_set, predict_rows, run_info, tune_arm, volume_scores
 
     data = study.data(domain)
-    test = [c for c in test_subset(data, params["n_test"]) if c.mask.any()]
+    test = test_subset(data, params["n_test"])
     test_embs = study.embeddings(test, desc=f"{domain} test")
     box_of, rows = gt_box_provider([]), []
     for i, n in enumerate(params["budgets"]):

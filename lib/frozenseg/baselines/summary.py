@@ -65,7 +65,8 @@ def unit_rows(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def pipeline_per_seed(profile: str, domains) -> tuple[pd.DataFrame, dict[str, str]]:
-    """Deployed-stage Dice per domain x seed from notebooks 02-05, and per domain where it came from (or 'pending')."""
+    """Deployed-stage Dice per domain x N x seed from notebooks 02-05 with the labels the pipeline used, and per
+    domain where it came from (or 'pending')."""
     from ..results import load_results
 
     parts, origin = [], {}
@@ -76,25 +77,31 @@ def pipeline_per_seed(profile: str, domains) -> tuple[pd.DataFrame, dict[str, st
         except DataError:
             df = None
         rows = None if df is None or "stage" not in df else unit_rows(df[(df.domain == dom) & (df.stage == "deployed")])
-        if rows is None or rows.empty:
+        if rows is None or rows.empty or "n_labels" not in rows:
             origin[dom] = PENDING
             continue
         origin[dom] = nb
-        parts.append(rows.groupby(["domain", "seed"], as_index=False).dice.mean())
-    cols = ["domain", "seed", "dice"]
+        parts.append(rows.groupby(["domain", "n_labels", "seed"], as_index=False).agg(
+            dice=("dice", "mean"), labels_used=("labels_used", "max"), units=("dice", "size")))
+    cols = ["domain", "n_labels", "seed", "dice", "labels_used", "units"]
     return (pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=cols)), origin
 
 
 def decoder_per_seed(profile: str) -> pd.DataFrame:
-    """Tuned-decoder Dice per domain x arm x N x seed from notebook 07 (empty when it has not run)."""
+    """Tuned-decoder Dice per domain x arm x N x seed from notebook 07, with labels used (empty when it has not
+    run)."""
     from ..results import load_results
 
+    cols = ["domain", "arm", "n_labels", "seed", "dice", "labels_used"]
     try:
         df = load_results(DECODER_NOTEBOOK, profile)
     except DataError:
-        return pd.DataFrame(columns=["domain", "arm", "n_labels", "seed", "dice"])
+        return pd.DataFrame(columns=cols)
     d = unit_rows(df[(df.decoder == "tuned") & (df.flag.fillna("") == "")])
-    return d.groupby(["domain", "arm", "n_labels", "seed"], as_index=False).dice.mean()
+    if "labels_used" not in d:
+        d = d.assign(labels_used=d.n_labels)
+    return d.groupby(["domain", "arm", "n_labels", "seed"], as_index=False).agg(
+        dice=("dice", "mean"), labels_used=("labels_used", "max"))
 
 
 def mean_sd(values) -> tuple[float, float, int]:
@@ -126,14 +133,22 @@ def match_n(ns, dice, target: float) -> float:
 
 
 def match_n_per_seed(envelope: pd.DataFrame, pipeline: pd.DataFrame) -> pd.DataFrame:
-    """Per domain x seed: the interpolated N at which that seed's best-NN curve reaches the pipeline."""
+    """Per domain x seed: the N at which that seed's best-NN curve meets the pipeline's own curve (the first budget
+    where the network is at least as good, linear in log N between budgets on the difference of the two curves)."""
     rows = []
     for (dom, seed), g in envelope.groupby(["domain", "seed"]):
         p = pipeline[pipeline.domain == dom]
-        same = p[p.seed == seed]
-        target = float(same.dice.iloc[0]) if len(same) else (float(p.dice.mean()) if len(p) else math.nan)
-        rows.append({"domain": dom, "seed": seed, "target": target, "match_n": match_n(g.n_labels, g.dice, target)})
-    return pd.DataFrame(rows, columns=["domain", "seed", "target", "match_n"])
+        same = p[p.seed == seed] if (p.seed == seed).any() else p.groupby("n_labels", as_index=False).dice.mean()
+        both = g.merge(same[["n_labels", "dice"]], on="n_labels", suffixes=("_nn", "_pipe"))
+        n = (crossing_n(both.n_labels, both.dice_nn - both.dice_pipe) if len(both) else math.nan)
+        rows.append({"domain": dom, "seed": seed, "match_n": n})
+    return pd.DataFrame(rows, columns=["domain", "seed", "match_n"])
+
+
+def crossing_n(ns, diff) -> float:
+    """Smallest N where ``diff`` (network minus pipeline) reaches 0, linear in log N between budgets; -inf when the
+    network is already level at the smallest budget, +inf when it never gets there."""
+    return match_n(ns, diff, 0.0)
 
 
 def fmt_match(values, ns) -> str:
@@ -157,39 +172,68 @@ def fmt_match(values, ns) -> str:
 # ---------------------------------------------------------------- the headline table
 
 
-def headline(df: pd.DataFrame, pipeline: pd.DataFrame, origin: dict[str, str], decoder: pd.DataFrame,
-             titles: dict[str, str] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(table of strings, boolean frame marking where the pipeline leads the best NN) per domain."""
+def _cell(values) -> str:
+    """'mean ± sd' of per-seed values, or 'pending' when there are none."""
     from ..results import fmt_mean_sd
 
-    curves, env = nn_curves(df), envelope_per_seed(df)
+    m, s, _ = mean_sd(values)
+    return fmt_mean_sd(m, s) if np.isfinite(m) else PENDING
+
+
+def headline(df: pd.DataFrame, pipeline: pd.DataFrame, origin: dict[str, str], decoder: pd.DataFrame,
+             titles: dict[str, str] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(table of strings, boolean frame marking where the pipeline leads the best NN): one row per domain and label
+    budget N, every method with the labels it used beside its score. All methods are scored on the same test
+    units (spleen: every slice of each test volume, per volume)."""
+    curves = nn_curves(df)
     best = best_nn(curves)
-    ns = sorted(curves.n_labels.unique())
-    matches = match_n_per_seed(env, pipeline)
+    labels = scored(df).groupby(["domain", "arch", "n_labels"]).labels_used.max() if "labels_used" in df else None
     rows, leads = [], []
     for dom in dict.fromkeys(curves.domain):
-        pm, ps, _ = mean_sd(pipeline[pipeline.domain == dom].dice)
-        row, lead = {"domain": (titles or {}).get(dom, dom)}, {"domain": False}
-        for n in ns:
-            b = best[(best.domain == dom) & (best.n_labels == n)]
-            key = f"best NN, N={n}"
-            if b.empty:
-                row[key], lead[key] = "–", False
-                continue
-            b = b.iloc[0]
-            lead[key] = bool(np.isfinite(pm) and pm > b["mean"])
-            row[key] = f"{fmt_mean_sd(b['mean'], b['sd'])} ({short(b.arch)}, {b.init})"
-        row["training-free pipeline"] = fmt_mean_sd(pm, ps) if np.isfinite(pm) else PENDING
-        lead["training-free pipeline"] = lead.get(f"best NN, N={ns[-1]}", False)
-        row.update(decoder_cells(decoder, dom))
-        row[f"pipeline − best NN at N={ns[-1]}"] = margin_text(pm, best, dom, ns[-1])
-        row["N for best NN to match pipeline"] = (fmt_match(matches[matches.domain == dom].match_n, ns)
-                                                  if np.isfinite(pm) else PENDING)
-        row["pipeline results"] = origin.get(dom, PENDING)
-        rows.append(row)
-        leads.append(lead)
+        for n in sorted(curves[curves.domain == dom].n_labels.unique()):
+            b = best[(best.domain == dom) & (best.n_labels == n)].iloc[0]
+            p = pipeline[(pipeline.domain == dom) & (pipeline.n_labels == n)]
+            pm, _, _ = mean_sd(p.dice)
+            row = {"domain": (titles or {}).get(dom, dom), "N": int(n),
+                   "best NN": f"{_fmt(b)} ({short(b.arch)}, {b.init})",
+                   "NN labels used": int(labels.get((dom, b.arch, n), n)) if labels is not None else int(n),
+                   "training-free pipeline": _cell(p.dice),
+                   "pipeline labels used": int(p.labels_used.max()) if len(p) else PENDING,
+                   "pipeline − best NN": f"{pm - float(b['mean']):+.3f}" if np.isfinite(pm) else PENDING}
+            row.update(decoder_cells(decoder, dom, n))
+            row["pipeline results"] = origin.get(dom, PENDING)
+            rows.append(row)
+            leads.append({"best NN": bool(np.isfinite(pm) and pm > b["mean"]),
+                          "training-free pipeline": bool(np.isfinite(pm) and pm > b["mean"])})
     table = pd.DataFrame(rows)
     return table, pd.DataFrame(leads).reindex(columns=table.columns, fill_value=False)
+
+
+def _fmt(b) -> str:
+    """'mean ± sd' of a best-NN row."""
+    from ..results import fmt_mean_sd
+
+    return fmt_mean_sd(b["mean"], b["sd"])
+
+
+def match_table(df: pd.DataFrame, pipeline: pd.DataFrame, origin: dict[str, str],
+                titles: dict[str, str] | None = None) -> pd.DataFrame:
+    """Per domain: the budgets at which the pipeline leads the best NN, and the N at which the best NN's curve meets
+    the pipeline's own curve (mean ± sd across seeds, '≤ N' when level from the start, '> N' when never)."""
+    curves, env = nn_curves(df), envelope_per_seed(df)
+    ns = sorted(curves.n_labels.unique())
+    matches = match_n_per_seed(env, pipeline)
+    rows = []
+    for dom in dict.fromkeys(curves.domain):
+        p = pipeline[pipeline.domain == dom].groupby("n_labels").dice.mean()
+        e = curves[curves.domain == dom].groupby("n_labels")["mean"].max()
+        lead = [int(n) for n in ns if n in p.index and p[n] > e[n]]
+        rows.append({"domain": (titles or {}).get(dom, dom),
+                     "pipeline leads the best NN at N": ", ".join(map(str, lead)) if len(p) else PENDING,
+                     "N for best NN to match pipeline": (fmt_match(matches[matches.domain == dom].match_n, ns)
+                                                         if len(p) else PENDING),
+                     "pipeline results": origin.get(dom, PENDING)})
+    return pd.DataFrame(rows)
 
 
 def short(arch: str) -> str:
@@ -197,28 +241,28 @@ def short(arch: str) -> str:
     return ARCHS[arch][0] if arch in ARCHS else arch
 
 
-def decoder_cells(decoder: pd.DataFrame, dom: str) -> dict[str, str]:
-    """'tuned decoder, <arm> (N=max)' cells of one domain from notebook 07's rows (or 'pending')."""
-    from ..results import fmt_mean_sd
-
+def decoder_cells(decoder: pd.DataFrame, dom: str, n: int) -> dict[str, str]:
+    """Tuned-decoder cells of one domain at budget N from notebook 07 (GT box, and the domain's GT-free localizer),
+    with labels used; '–' where 07 did not tune at that N, 'pending' when it has not run."""
     out = {}
-    for arm, label in (("gt_box", "GT box"), ("deployable", "deployable")):
+    for arm, label in (("localizer", "tuned decoder + domain localizer"), ("gt_box", "tuned decoder, GT box")):
         d = decoder[(decoder.domain == dom) & (decoder.arm == arm)]
         if d.empty:
-            out[f"tuned decoder, {label}"] = PENDING
+            out[label] = PENDING
             continue
-        n = int(d.n_labels.max())
-        m, s, _ = mean_sd(d[d.n_labels == n].dice)
-        out[f"tuned decoder, {label}"] = f"{fmt_mean_sd(m, s)} (N={n})"
+        at = d[d.n_labels == n]
+        out[label] = _cell(at.dice) + f" ({int(at.labels_used.max())} labels)" if len(at) else "–"
     return out
 
 
-def margin_text(pm: float, best: pd.DataFrame, dom: str, n: int) -> str:
-    """Signed margin of the pipeline over the best NN at N (positive: the pipeline leads)."""
-    b = best[(best.domain == dom) & (best.n_labels == n)]
-    if not np.isfinite(pm) or b.empty:
-        return PENDING
-    return f"{pm - float(b['mean'].iloc[0]):+.3f}"
+def runs_table(df: pd.DataFrame, titles: dict[str, str] | None = None) -> pd.DataFrame:
+    """One row per training run: labels used, steps run, the step whose weights were kept, what ended the run
+    (the validation plateau or the step budget) and seconds."""
+    cols = ["domain", "arch", "n_labels", "seed", "labels_used", "init", "status", "stop", "steps_run", "best_step",
+            "train_s"]
+    runs = df[[c for c in cols if c in df]].drop_duplicates(["domain", "arch", "n_labels", "seed"])
+    return runs.assign(domain=runs.domain.map(lambda d: (titles or {}).get(d, d)),
+                       arch=runs.arch.map(short)).reset_index(drop=True)
 
 
 def mark_leads(table: pd.DataFrame, leads: pd.DataFrame, marker: str = " ★") -> pd.DataFrame:
@@ -239,8 +283,8 @@ def bold_leads(table: pd.DataFrame, leads: pd.DataFrame):
 
 
 def panels(df: pd.DataFrame, pipeline: pd.DataFrame, titles: dict[str, str] | None = None):
-    """Per domain: each arch's Dice vs N with a seed band, the pipeline as a flat dashed line, shaded where it
-    leads the best NN, and the margin at the largest N labelled."""
+    """Per domain: each arch's Dice vs N with a seed band, the training-free pipeline's own curve over the same
+    budgets (labels it used written at each point), shaded where it leads the best NN."""
     import matplotlib.pyplot as plt
 
     curves = nn_curves(df)
@@ -265,23 +309,26 @@ def _panel(ax, c: pd.DataFrame, p: pd.DataFrame) -> None:
         ax.plot(g.n_labels, g["mean"], marker="o", ms=3, color=f"C{i}", label=f"{short(arch)} ({g.init.iloc[0]})")
         ax.fill_between(g.n_labels, g["mean"] - sd, g["mean"] + sd, color=f"C{i}", alpha=0.2, lw=0)
     env = c.groupby("n_labels")["mean"].max().reindex(ns)
-    pm, ps, _ = mean_sd(p.dice)
     ax.set_xscale("log")
     ax.set_xticks(ns, [str(n) for n in ns])
     ax.minorticks_off()
     ax.set_xlabel("labelled images N")
     ax.grid(alpha=0.3)
-    if not np.isfinite(pm):
+    if p.empty:
         ax.text(0.03, 0.04, "pipeline: pending", transform=ax.transAxes, ha="left", fontsize=8, color="0.4")
         return
-    ax.axhline(pm, color="k", ls="--", lw=1.2, label="training-free pipeline")
-    if np.isfinite(ps):
-        ax.axhspan(pm - ps, pm + ps, color="k", alpha=0.06, lw=0)
-    ax.fill_between(ns, env.to_numpy(), pm, where=pm > env.to_numpy(), interpolate=True, color="C3", alpha=0.18,
-                    lw=0, label="pipeline leads")
-    margin = pm - env.iloc[-1]
-    ax.annotate(f"pipeline − best NN\n{margin:+.3f} at N={ns[-1]}", xy=(ns[-1], min(pm, env.iloc[-1])),
-                xytext=(0, -8), textcoords="offset points", ha="right", va="top", fontsize=7.5)
+    pc = p.groupby("n_labels").agg(mean=("dice", "mean"), sd=("dice", "std"), used=("labels_used", "max"))
+    pc = pc.reindex([n for n in ns if n in pc.index])
+    ax.plot(pc.index, pc["mean"], color="k", ls="--", marker="s", ms=3.5, lw=1.2, label="training-free pipeline")
+    if pc["sd"].notna().any():
+        ax.fill_between(pc.index, pc["mean"] - pc["sd"].fillna(0), pc["mean"] + pc["sd"].fillna(0), color="k",
+                        alpha=0.06, lw=0)
+    for n, r in pc.iterrows():
+        ax.annotate(f"{int(r.used)}", (n, r["mean"]), xytext=(0, 5), textcoords="offset points", ha="center",
+                    fontsize=6.5, color="0.25")
+    e = env.reindex(pc.index).to_numpy()
+    ax.fill_between(pc.index, e, pc["mean"], where=pc["mean"].to_numpy() > e, interpolate=True, color="C3",
+                    alpha=0.18, lw=0, label="pipeline leads")
 
 
 def _color(arch: str) -> int:
@@ -290,18 +337,31 @@ def _color(arch: str) -> int:
 
 
 def curve_plot(curves: pd.DataFrame, titles: dict[str, str] | None = None):
-    """Validation Dice vs step of every run (one panel per domain, colour by arch): convergence and early stopping."""
+    """Validation Dice vs step of every run: one panel per domain and arch, one line per N (darker = more labels),
+    a dot where the kept weights are (lowest validation loss). A flat tail before the line ends is the plateau
+    early stopping waited for."""
     import matplotlib.pyplot as plt
 
-    doms = list(dict.fromkeys(curves.domain))
-    fig, axes = plt.subplots(1, len(doms), figsize=(3.4 * len(doms), 2.8), squeeze=False)
-    for ax, dom in zip(axes[0], doms):
-        for (arch, n, seed), g in curves[curves.domain == dom].groupby(["arch", "n_labels", "seed"]):
-            ax.plot(g.step, g.val_dice, color=f"C{_color(arch)}", alpha=0.5, lw=1)
-        ax.set_title((titles or {}).get(dom, dom), fontsize=9)
-        ax.set_xlabel("step")
-        ax.set_ylim(0, 1)
-        ax.grid(alpha=0.3)
-    axes[0, 0].set_ylabel("validation Dice")
+    doms, archs = list(dict.fromkeys(curves.domain)), list(dict.fromkeys(curves.arch))
+    ns = sorted(curves.n_labels.unique())
+    cmap = plt.get_cmap("viridis")
+    fig, axes = plt.subplots(len(archs), len(doms), figsize=(3.2 * len(doms), 2.5 * len(archs)), squeeze=False,
+                             sharey=True)
+    for i, arch in enumerate(archs):
+        for j, dom in enumerate(doms):
+            ax = axes[i, j]
+            for (n, seed), g in curves[(curves.domain == dom) & (curves.arch == arch)].groupby(["n_labels", "seed"]):
+                color = cmap(0.85 * (1 - ns.index(n) / max(len(ns) - 1, 1)))
+                ax.plot(g.step, g.val_dice, color=color, lw=1, alpha=0.9, label=f"N={n}" if seed == g.seed.min() else None)
+                best = g.loc[g.val_loss.idxmin()] if g.val_loss.notna().any() else None
+                if best is not None:
+                    ax.plot(best.step, best.val_dice, "o", color=color, ms=3)
+            ax.set_title(f"{(titles or {}).get(dom, dom)}\n{short(arch)}", fontsize=8)
+            ax.set_ylim(0, 1)
+            ax.grid(alpha=0.3)
+            if i == len(archs) - 1:
+                ax.set_xlabel("step")
+        axes[i, 0].set_ylabel("validation Dice")
+    axes[0, -1].legend(fontsize=6.5, loc="lower right")
     fig.tight_layout()
     return fig

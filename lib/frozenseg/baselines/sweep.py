@@ -13,20 +13,20 @@ import pandas as pd
 from .. import paths
 from ..errors import ConfigError
 from ..io import atomic_path, write_json_atomic
-from .nets import ARCHS, build_net, check_arch
+from .nets import SMALL_ARCHS, STUDY_ARCHS, arch_label, build_net, check_arch
 from .train import STATUS_FAILED, TrainRun, predict_masks, prepare, train_net
 
 NOTEBOOK = "06_trained_baselines"
 # Sizes when a profile leaves them open (Profile.baselines overrides; budgets None = Profile.budgets).
-DEFAULTS = {"archs": tuple(ARCHS), "budgets": None, "image_side": 256, "batch_size": 8, "steps": 2000,
-            "eval_every": 100, "patience": 5, "lr": 3e-4, "weight_decay": 1e-4, "val_fraction": 0.2,
+DEFAULTS = {"archs": STUDY_ARCHS, "budgets": None, "image_side": 256, "batch_size": 8, "steps": 2000,
+            "eval_every": 100, "patience": 5, "min_delta": 0.0, "lr": 3e-4, "weight_decay": 1e-4, "val_fraction": 0.2,
             "bg_ratio": 0.3, "pretrained": "auto", "keep_checkpoints": True, "n_test": None,
             "nnunet": False, "nnunet_trainer": "nnUNetTrainer", "nnunet_configuration": "2d", "nnunet_fold": "0"}
-TRAIN_KEYS = ("steps", "batch_size", "lr", "weight_decay", "eval_every", "patience", "val_fraction")
+TRAIN_KEYS = ("steps", "batch_size", "lr", "weight_decay", "eval_every", "patience", "min_delta", "val_fraction")
 FLIP_DOMAINS = frozenset({"isic", "kvasir"})   # no laterality there: flips keep the label valid
 RUN_FILE, ROWS_FILE, CURVE_FILE, CKPT_FILE = "run.json", "rows.parquet", "curve.csv", "best.pt"
-INFO_COLUMNS = ["arch", "n_labels", "init", "status", "steps_run", "best_step", "train_s", "n_fit", "n_val", "n_bg",
-                "image_side", "message"]
+INFO_COLUMNS = ["arch", "n_labels", "labels_used", "init", "status", "stop", "steps_run", "best_step", "train_s",
+                "n_fit", "n_val", "n_bg", "image_side", "message"]
 
 
 def baseline_params(profile) -> dict:
@@ -35,6 +35,16 @@ def baseline_params(profile) -> dict:
     params["budgets"] = tuple(int(n) for n in (params["budgets"] or profile.budgets))
     params["archs"] = tuple(check_arch(a) for a in params["archs"])
     return params
+
+
+def size_caption(params: dict) -> str:
+    """What every table and figure of notebook 06 says about the networks and how long they trained."""
+    nets = " and ".join(arch_label(a) for a in params["archs"])
+    why = ("; these are smaller than the study's U-Net (ResNet-34) and SegFormer (MiT-B2) so that every run reaches "
+           "its validation plateau on a 2-core CPU" if set(params["archs"]) <= set(SMALL_ARCHS) else "")
+    return (f"{nets} at {params['image_side']} px{why}; AdamW lr {params['lr']:g}, batch {params['batch_size']}, "
+            f"validation every {params['eval_every']} steps, stopped after {params['patience']} evaluations without "
+            f"a {params['min_delta']:.0%} lower validation loss, at most {params['steps']} steps")
 
 
 @dataclass(frozen=True)
@@ -133,13 +143,13 @@ def _real_volume(volume_id: str, root: str):
 
 def test_units(study, domain: str, n_test: int | None) -> tuple[list, list]:
     """(2D test cases, test volumes): the fixed test split (spleen: whole volumes, every slice predicted)."""
-    from ..concept.experiment import test_subset
+    from ..data import test_subset
 
     data = study.data(domain)
     test = test_subset(data, n_test)
     if data.volumes:
         return [], [data.volumes[v] for v in dict.fromkeys(c.volume_id for c in test)]
-    return [c for c in test if c.mask.any()], []
+    return test, []
 
 
 def score_rows(net, cases, volumes, side: int) -> list[dict]:
@@ -234,9 +244,10 @@ def run_one(study, key: RunKey, params: dict, root: Path | None = None, progress
 
 def run_info(run: TrainRun, key: RunKey, init: str, n_bg: int, side: int) -> dict:
     """Per-run columns repeated on every row of that run."""
-    return {"arch": key.arch, "n_labels": key.n, "init": init, "status": run.status, "steps_run": run.steps_run,
-            "best_step": run.best_step, "train_s": round(run.seconds, 2), "n_fit": len(run.train_index),
-            "n_val": len(run.val_index), "n_bg": n_bg, "image_side": side, "message": run.message}
+    return {"arch": key.arch, "n_labels": key.n, "init": init, "status": run.status, "stop": run.stop,
+            "steps_run": run.steps_run, "best_step": run.best_step, "train_s": round(run.seconds, 2),
+            "n_fit": len(run.train_index), "n_val": len(run.val_index), "n_bg": n_bg,
+            "labels_used": len(run.train_index) + len(run.val_index), "image_side": side, "message": run.message}
 
 
 def save_run(folder: Path, run: TrainRun, rows: pd.DataFrame, sig: dict, keep_checkpoint: bool) -> None:
@@ -251,7 +262,7 @@ def save_run(folder: Path, run: TrainRun, rows: pd.DataFrame, sig: dict, keep_ch
     with atomic_path(folder / ROWS_FILE) as tmp:
         rows.to_parquet(tmp, index=False)
     write_json_atomic(folder / RUN_FILE, {"signature": sig, "status": run.status, "message": run.message,
-                                          "best_step": run.best_step, "steps_run": run.steps_run,
+                                          "best_step": run.best_step, "steps_run": run.steps_run, "stop": run.stop,
                                           "seconds": round(run.seconds, 2), "checkpoint": keep_checkpoint and run.ok})
 
 

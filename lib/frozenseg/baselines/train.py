@@ -27,6 +27,7 @@ class TrainRun:
     steps_run: int = 0
     seconds: float = 0.0
     message: str = ""
+    stop: str = ""                      # "plateau" (early stopping), "step budget" (the cap) or "failed"
     train_index: list[int] = field(default_factory=list)
     val_index: list[int] = field(default_factory=list)
     state: dict | None = None
@@ -119,8 +120,11 @@ def _evaluate(net, x, y, idx: list[int], batch_size: int) -> tuple[float, float]
 
 def train_net(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, steps: int, batch_size: int, lr: float,
               weight_decay: float = 1e-4, eval_every: int = 50, patience: int = 5, val_fraction: float = 0.2,
-              seed: int = 0, flip: bool = False, clip: float = 1.0, progress=None) -> TrainRun:
-    """Train ``net`` in place for up to ``steps`` AdamW steps; keep the weights with the lowest val loss."""
+              seed: int = 0, flip: bool = False, clip: float = 1.0, min_delta: float = 0.0,
+              progress=None) -> TrainRun:
+    """Train ``net`` in place for up to ``steps`` AdamW steps; keep the weights with the lowest val loss and stop
+    early once ``patience`` evaluations in a row have not lowered it by more than ``min_delta`` (relative): the
+    validation plateau. ``run.stop`` says whether the plateau or the step budget ended the run."""
     from ..finetune import validation_split
 
     if steps < 1 or batch_size < 1 or eval_every < 1 or patience < 1:
@@ -131,7 +135,8 @@ def train_net(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, steps: 
     tr, va = validation_split(len(x), val_fraction, seed)
     run = TrainRun(train_index=tr, val_index=va)
     _loop(net, x, y, run, steps=steps, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
-          eval_every=eval_every, patience=patience, seed=seed, flip=flip, clip=clip, progress=progress)
+          eval_every=eval_every, patience=patience, seed=seed, flip=flip, clip=clip, min_delta=min_delta,
+          progress=progress)
     run.seconds = time.perf_counter() - t0
     return run
 
@@ -145,7 +150,7 @@ def optimizer(net: torch.nn.Module, lr: float, weight_decay: float) -> torch.opt
 
 
 def _loop(net, x, y, run: TrainRun, *, steps, batch_size, lr, weight_decay, eval_every, patience, seed, flip,
-          clip, progress) -> None:
+          clip, min_delta, progress) -> None:
     """The optimisation loop of :func:`train_net` (fills ``run``)."""
     opt = optimizer(net, lr, weight_decay)
     dev = _device(net)                          # data live on the CPU; batches move to the network's device
@@ -176,11 +181,14 @@ def _loop(net, x, y, run: TrainRun, *, steps, batch_size, lr, weight_decay, eval
         if va and not math.isfinite(val_loss):
             return _fail(run, step, f"non-finite validation loss at step {step}")
         if not va or val_loss < best:
-            best, bad, run.best_step, run.state = val_loss, 0, step, snapshot(net)
+            bad = 0 if not va or val_loss < best * (1.0 - min_delta) else bad + 1
+            best, run.best_step, run.state = val_loss, step, snapshot(net)
         else:
             bad += 1
-            if bad >= patience:
-                break
+        if va and bad >= patience:
+            run.stop = "plateau"
+            break
+    run.stop = run.stop or "step budget"
     net.load_state_dict(run.state)
 
 
@@ -218,7 +226,7 @@ def snapshot(net: torch.nn.Module) -> dict:
 
 def _fail(run: TrainRun, step: int, message: str) -> None:
     """Mark a run as failed (diverged): no weights are kept, its rows are flagged, never averaged in."""
-    run.status, run.message, run.state, run.steps_run = STATUS_FAILED, message, None, step
+    run.status, run.message, run.state, run.steps_run, run.stop = STATUS_FAILED, message, None, step, "failed"
     run.history.append({"step": step, "train_loss": math.nan, "val_loss": math.nan, "val_dice": math.nan})
 
 

@@ -21,7 +21,8 @@ def bench_concept(profile: str = "cpu", domains=None, n_support: int = 5, epochs
     import torch
 
     from ..concept import DecoderBackend, annotation_loop, fit_concept, ground_truth_annotator
-    from ..concept.experiment import concept_params, fit_settings, loop_config, test_subset
+    from ..concept.experiment import concept_params, fit_settings, loop_config
+    from ..data import test_subset
     from ..models import set_threads
     from ..study import setup
 

@@ -20,12 +20,12 @@ class ConceptCollapsedError(FrozenSegError):
 
 @dataclass(frozen=True)
 class FitSettings:
-    """Optimiser and loss settings of one concept fit (defaults: the source's published settings)."""
+    """Optimiser and loss settings of one concept fit (defaults: what fits through LiteMedSAM's frozen decoder)."""
 
     k: int = 4                       # concept tokens
     epochs: int = 60                 # one AdamW step per epoch (batch = the labelled set)
-    lr: float = 5e-4
-    lr_min: float = 5e-6             # cosine schedule end
+    lr: float = 0.1                  # the source's 5e-4 collapses LiteMedSAM concepts (SAM3_TEXT_SETTINGS keeps it)
+    lr_min: float = 1e-3             # cosine schedule end (the source's 100:1 decay)
     weight_decay: float = 0.0
     clip: float = 1.0                # gradient-norm clip
     focal_weight: float = 20.0       # SAM's focal:Dice ratio of 20:1
@@ -40,6 +40,19 @@ class FitSettings:
         if bad:
             raise ConfigError(f"unknown concept setting(s) {sorted(bad)}; valid: {sorted(self.__dataclass_fields__)}")
         return replace(self, **kw)
+
+
+# The source's published settings for SAM3's text pathway (AdamW 5e-4 cosine-decayed to 5e-6). Through LiteMedSAM's
+# decoder they move the tokens too little in 60 single-batch steps: every concept collapses to an empty mask.
+SAM3_TEXT_SETTINGS = FitSettings(lr=5e-4, lr_min=5e-6)
+# backend key -> its preset; a backend not listed here fits with FitSettings() defaults
+SETTINGS_PRESETS: dict[str, FitSettings] = {"sam3": SAM3_TEXT_SETTINGS}
+
+
+def default_settings(backend) -> FitSettings:
+    """The fit settings a backend uses when none are given: its preset (SAM3: the source's) or FitSettings()."""
+    key = backend if isinstance(backend, str) else getattr(backend, "key", "")
+    return SETTINGS_PRESETS.get(key, FitSettings())
 
 
 @dataclass
@@ -67,6 +80,11 @@ class DecoderBackend:
         self.cache = cache or EmbeddingCache()
         self.key = model.key
         self.dim = int(model.prompt_encoder.embed_dim)
+
+    @property
+    def cache_id(self) -> str:
+        """What the cached features depend on besides the image (the model's weights and preprocessing)."""
+        return self.model.cache_id
 
     def features(self, images, desc: str = "encoding") -> list:
         """Cached embeddings of images (never re-encoded once on disk)."""
@@ -208,9 +226,11 @@ def cosine_lr(step: int, total: int, s: FitSettings) -> float:
     return s.lr_min + 0.5 * (s.lr - s.lr_min) * (1 + math.cos(math.pi * step / (total - 1)))
 
 
-def fit_concept(backend, feats, masks, settings: FitSettings = FitSettings(), seed: int = 0,
+def fit_concept(backend, feats, masks, settings: FitSettings | None = None, seed: int = 0,
                 init: Concept | np.ndarray | None = None, require_nonempty: bool = False) -> Concept:
-    """Optimise a concept on labelled (feature, mask) pairs; ``init`` warm-starts from earlier tokens."""
+    """Optimise a concept on labelled (feature, mask) pairs (``settings`` None: ``default_settings(backend)``);
+    ``init`` warm-starts from earlier tokens."""
+    settings = default_settings(backend) if settings is None else settings
     check_support(masks)
     if len(feats) != len(masks):
         raise ConfigError(f"{len(feats)} embeddings for {len(masks)} masks")

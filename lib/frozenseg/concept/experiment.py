@@ -1,6 +1,7 @@
 """The concept-search study of notebook 11: per domain, HUE vs random selection from 1 and 5 labelled images."""
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import shutil
 import time
@@ -9,23 +10,67 @@ import numpy as np
 import pandas as pd
 
 from .. import paths
+from ..errors import ConfigError
 from ..metrics import assemble_volume, dice, iou, score_volume
-from .core import FitSettings
+from ..data import test_subset
+from .core import SAM3_TEXT_SETTINGS, FitSettings, default_settings
 from .loop import LOWEST_U_SPLIT, LoopConfig, annotation_loop, ground_truth_annotator
 
 NOTEBOOK = "11_concept_search"
-# Sizes when a profile leaves them open. lr: the source's 5e-4 -> 5e-6 moves LiteMedSAM's tokens too little in
-# its few single-batch steps (concepts collapse to empty masks, measured); 0.1 -> 1e-3 keeps its 100:1 decay.
-# refit_epochs: epochs of each warm-started refit in the loop (the first fit of a loop uses `epochs`); the
-# refit starts from the previous round's concept, so it needs fewer steps (None: `epochs`, the source's way).
+# Notebook 11's `concept_backend`: the model a concept is learned through.
+BACKENDS = {"decoder": "the study model's frozen prompt encoder + mask decoder (LiteMedSAM in smoke/cpu)",
+            "sam3": "SAM3's text pathway (frozenseg.models.sam3; weights: manifest entry 'sam3' under FROZENSEG_DATA)"}
+# Sizes when a profile leaves them open. The learning rate comes from the backend's preset (concept.core): LiteMedSAM's
+# decoder fits with FitSettings() (0.1 -> 1e-3; the source's 5e-4 -> 5e-6 collapses its concepts, measured), SAM3
+# with the source's SAM3_TEXT_SETTINGS. refit_epochs: epochs of each warm-started refit in the loop (the first fit
+# of a loop uses `epochs`); the refit starts from the previous round's concept, so it needs fewer steps (None:
+# `epochs`, the source's way).
 DEFAULTS = {"k": 4, "epochs": 60, "refit_epochs": 20, "rounds": 5, "per_round": 5, "starts": (1, 5), "pool": None,
-            "n_test": None, "lr": 0.1, "lr_min": 1e-3, "n_boot": 1000}
-SOURCE_LR = {"lr": 5e-4, "lr_min": 5e-6}
+            "n_test": None, "n_boot": 1000}
+SOURCE_LR = {"lr": SAM3_TEXT_SETTINGS.lr, "lr_min": SAM3_TEXT_SETTINGS.lr_min}
 
 
-def concept_params(profile) -> dict:
-    """The profile's concept settings over DEFAULTS."""
-    return {**DEFAULTS, **(getattr(profile, "concept", None) or {})}
+def check_backend(name: str) -> str:
+    """``name`` if it is a known concept backend, else ConfigError listing them."""
+    if name not in BACKENDS:
+        raise ConfigError(f"unknown concept_backend {name!r}; choose one of {list(BACKENDS)}: "
+                          + "; ".join(f"{k} = {v}" for k, v in BACKENDS.items()))
+    return name
+
+
+def study_model(concept_backend: str = "decoder", model: str | None = None) -> str | None:
+    """The model key notebook 11's study runs on: 'sam3' for the SAM3 backend, else ``model`` (None: the profile's)."""
+    if check_backend(concept_backend) == "sam3":
+        if model not in (None, "sam3"):
+            raise ConfigError(f"concept_backend='sam3' learns its concepts through SAM3, not {model!r}; "
+                              "leave model=None")
+        return "sam3"
+    return model
+
+
+def concept_params(profile, backend: str = "decoder") -> dict:
+    """Concept settings: DEFAULTS, then the backend's preset fit settings, then the profile's (explicit values win)."""
+    base, preset = FitSettings(), default_settings(check_backend(backend))
+    changed = {f.name: getattr(preset, f.name) for f in dataclasses.fields(FitSettings)
+               if getattr(preset, f.name) != getattr(base, f.name)}
+    return {**DEFAULTS, "lr": preset.lr, "lr_min": preset.lr_min, **changed,
+            **(getattr(profile, "concept", None) or {})}
+
+
+def make_backend(study, name: str = "decoder"):
+    """The concept backend ``name`` of a study, features cached in the study's embedding cache (one code path)."""
+    if check_backend(name) == "sam3":
+        from ..models import load_concept_model
+
+        return load_concept_model("sam3", cache=study.cache)
+    from .core import DecoderBackend
+
+    return DecoderBackend(study.model, study.cache)
+
+
+def backend_model(study, name: str) -> str:
+    """Model key recorded in the results: the study's model for the decoder backend, else the backend's own."""
+    return "sam3" if name == "sam3" else study.model_key
 
 
 def loop_config(params: dict, strategy: str, start: int, seed: int) -> LoopConfig:
@@ -37,21 +82,6 @@ def loop_config(params: dict, strategy: str, start: int, seed: int) -> LoopConfi
 def fit_settings(params: dict) -> FitSettings:
     """FitSettings from concept params (k, epochs, lr, lr_min and any FitSettings field)."""
     return FitSettings().with_(**{k: v for k, v in params.items() if k in FitSettings.__dataclass_fields__})
-
-
-def test_subset(data, n_test: int | None) -> list:
-    """The first ``n_test`` test cases; for volumes, whole volumes while they fit (at least one)."""
-    if n_test is None:
-        return list(data.test)
-    if not data.volumes:
-        return list(data.test[:n_test])
-    out, vols = [], list(dict.fromkeys(c.volume_id for c in data.test))
-    for v in vols:
-        part = [c for c in data.test if c.volume_id == v]
-        if out and len(out) + len(part) > n_test:
-            break
-        out += part
-    return out
 
 
 def test_scorer(cases, volumes: dict):
@@ -89,7 +119,7 @@ def run_domain(study, backend, domain: str, seed: int, params: dict) -> tuple[pd
     pool_f = backend.features([c.image for c in pool], desc=f"{domain} pool")
     test_f = backend.features([c.image for c in test], desc=f"{domain} test")
     truth = [c.mask for c in pool]
-    tag = {"model": study.model.cache_id, "pool": _ids_hash(pool), "test": _ids_hash(test), "domain": domain}
+    tag = {"model": backend.cache_id, "pool": _ids_hash(pool), "test": _ids_hash(test), "domain": domain}
     parts, times = [], {}
     for start in params["starts"]:
         shared = None
@@ -98,7 +128,8 @@ def run_domain(study, backend, domain: str, seed: int, params: dict) -> tuple[pd
             t0 = time.perf_counter()
             st = annotation_loop(backend, pool_f, ground_truth_annotator(truth), cfg, test_f, pool_truth=truth,
                                  test_scorer=test_scorer(test, data.volumes), warm_round0=shared, tag=tag,
-                                 state_path=state_dir(study.profile.name) / f"{domain}_{strategy}_s{start}_seed{seed}.json")
+                                 state_path=state_dir(study.profile.name)
+                                 / f"{backend.key}_{domain}_{strategy}_s{start}_seed{seed}.json")
             times[(start, strategy)] = {"loop_s": time.perf_counter() - t0, "fit_s": st.fit_s,
                                         "tokens": np.asarray(st.tokens, dtype=np.float32)}
             shared = shared or st.at_round(0)
@@ -120,12 +151,13 @@ def loop_rows(state, pool, strategy: str, start: int) -> pd.DataFrame:
     return df.drop(columns=["concept_flag"])
 
 
-def run_concept_study(study, notebook: str = NOTEBOOK) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
-    """The whole study for every domain and seed: tidy results, timings, final concepts by (domain, seed, start, strategy)."""
-    from .core import DecoderBackend
-
-    params = concept_params(study.profile)
-    backend = DecoderBackend(study.model, study.cache)
+def run_concept_study(study, notebook: str = NOTEBOOK, concept_backend: str = "decoder"
+                      ) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+    """The whole study for every domain and seed through ``concept_backend`` ('decoder' or 'sam3'): tidy results,
+    timings, final concepts by (domain, seed, start, strategy)."""
+    check_backend(concept_backend)
+    params = concept_params(study.profile, concept_backend)
+    backend = make_backend(study, concept_backend)      # a missing SAM3 checkpoint fails here, before any work
     parts, trows, concepts = [], [], {}
     for domain in study.domains:
         for seed in study.seeds:
@@ -136,16 +168,22 @@ def run_concept_study(study, notebook: str = NOTEBOOK) -> tuple[pd.DataFrame, pd
             concepts.update({(domain, seed, s, k): v["tokens"] for (s, k), v in times.items()})
     shutil.rmtree(state_dir(study.profile.name), ignore_errors=True)
     out = pd.concat(parts, ignore_index=True).drop(columns=["index"])
-    out = out.assign(notebook=notebook, profile=study.profile.name, model=study.model_key)
+    out = out.assign(notebook=notebook, profile=study.profile.name, model=backend_model(study, concept_backend),
+                     concept_backend=concept_backend)
     return out, pd.DataFrame(trows), concepts
 
 
-def gallery_panels(study, df: pd.DataFrame, concepts: dict, n: int = 3) -> dict[str, list]:
-    """Per domain: the most and least uncertain test images with the final HUE concept's prediction."""
-    from .core import Concept, DecoderBackend, predict
+def gallery_panels(study, df: pd.DataFrame, concepts: dict, n: int = 3, concept_backend: str | None = None
+                   ) -> dict[str, list]:
+    """Per domain: the most and least uncertain test images with the final HUE concept's prediction (backend: the
+    results' ``concept_backend`` column unless given)."""
+    from .core import Concept, predict
     from .summary import extreme_cases
 
-    backend, panels = DecoderBackend(study.model, study.cache), {}
+    if concept_backend is None:
+        used = df["concept_backend"].dropna().unique() if "concept_backend" in df else []
+        concept_backend = str(used[0]) if len(used) else "decoder"
+    backend, panels = make_backend(study, concept_backend), {}
     for dom in study.domains:
         most, least, (seed, start) = extreme_cases(df, dom, n)
         concept = Concept(tokens=concepts[(dom, seed, start, "hue")], backend=backend.key)

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from ..config import Profile, check_domain
 from ..errors import ConfigError, DataError
-from .loaders import load_folder, load_real, read_image, read_mask, to_rgb_uint8  # noqa: F401
+from .decoded import DecodedCache  # noqa: F401
+from .loaders import decode_pair, load_folder, load_real, read_image, read_mask, to_rgb_uint8  # noqa: F401
 from .types import Case, DomainData, Volume, validate_pair  # noqa: F401
 
 
@@ -24,6 +25,19 @@ def load_domain(domain: str, profile: Profile, source: str = "phantom", folder: 
     return _split(domain, "real", load_real(domain, **kw), profile)
 
 
+def test_subset(data: DomainData, n_test: int | None = None) -> list[Case]:
+    """The test cases every method predicts: the fixed test split, cut to its first ``n_test`` units when set
+    (2D: cases with a target, an image without one has no Dice to compare; volume domains: whole test volumes,
+    each with every one of its slices, empty ones included, scored per volume)."""
+    if not data.volumes:
+        cases = [c for c in data.test if c.mask.any()]
+        return cases if n_test is None else cases[:n_test]
+    if n_test is None:
+        return list(data.test)
+    keep = set(list(dict.fromkeys(c.volume_id for c in data.test))[: max(1, int(n_test))])
+    return [c for c in data.test if c.volume_id in keep]
+
+
 def _split(domain: str, source: str, records: list, profile: Profile) -> DomainData:
     """Fixed test split (by the profile's data seed) and a train pool capped at ``profile.n_train``."""
     from .splits import split_cases, split_volumes, subsample_train
@@ -34,13 +48,7 @@ def _split(domain: str, source: str, records: list, profile: Profile) -> DomainD
     if isinstance(records[0], Volume):
         n_test = profile.spleen_test_volumes
         train_v, test_v = split_volumes(records, n_test, seed)
-        train_v = train_v[: profile.spleen_train_volumes]
-        slices = lambda vols: [v.slice_case(z) for v in vols for z in v.foreground_slices()]  # noqa: E731
-        return DomainData(domain=domain, source=source, train=slices(train_v), test=slices(test_v),
-                          volumes={v.volume_id: v for v in test_v},
-                          meta={"train_volumes": [v.volume_id for v in train_v],
-                                "test_volumes": [v.volume_id for v in test_v]},
-                          train_volumes={v.volume_id: v for v in train_v})
+        return DomainData.from_volumes(domain, source, train_v[: profile.spleen_train_volumes], test_v)
     train, test = split_cases(records, profile.n_test, seed)
     train = subsample_train(train, min(profile.n_train, len(train)), seed)
     return DomainData(domain=domain, source=source, train=train, test=test, meta={})

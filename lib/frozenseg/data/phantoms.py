@@ -571,18 +571,13 @@ def _phantom_2d(domain: str, profile: Profile, seed: int) -> DomainData:
 
 
 def _phantom_spleen(profile: Profile, seed: int) -> DomainData:
-    """Spleen-containing slices of train volumes, and test volumes with their slices."""
+    """Spleen-containing slices of train volumes, and test volumes with every one of their slices."""
     n_te = DEFAULT_TEST_VOLUMES if profile.spleen_test_volumes is None else int(profile.spleen_test_volumes)
     tr, te = split_indices(profile.spleen_train_volumes + n_te, n_te, profile.data_seed)
     make = lambda i: make_phantom_volume(i, profile.phantom_size, profile.phantom_depth, seed)  # noqa: E731
-    train_vols, test_vols = [make(i) for i in tr], [make(i) for i in te]
-    slices = lambda vols: [v.slice_case(z) for v in vols for z in v.foreground_slices()]  # noqa: E731
-    meta = {"failure_modes": FAILURE_MODES["spleen"], "seed": seed, "train_volumes": [v.volume_id for v in train_vols],
-            "test_volumes": [v.volume_id for v in test_vols], "size": profile.phantom_size,
+    meta = {"failure_modes": FAILURE_MODES["spleen"], "seed": seed, "size": profile.phantom_size,
             "depth": profile.phantom_depth}
-    return DomainData(domain="spleen", source="phantom", train=slices(train_vols), test=slices(test_vols),
-                      volumes={v.volume_id: v for v in test_vols}, meta=meta,
-                      train_volumes={v.volume_id: v for v in train_vols})
+    return DomainData.from_volumes("spleen", "phantom", [make(i) for i in tr], [make(i) for i in te], meta)
 
 
 def phantom_domain(domain: str, profile: Profile, seed: int | None = None) -> DomainData:

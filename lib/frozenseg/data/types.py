@@ -65,6 +65,20 @@ class DomainData:
     meta: dict = field(default_factory=dict)
     train_volumes: dict[str, Volume] = field(default_factory=dict)   # spleen: the labelled train volumes (genome)
 
+    @classmethod
+    def from_volumes(cls, domain: str, source: str, train: list[Volume], test: list[Volume],
+                     meta: dict | None = None) -> "DomainData":
+        """A volume domain: the train pool is the labelled (organ-containing) slices of the train volumes; the test
+        split is EVERY slice of each test volume, empty ones included, so that every method predicts (and is
+        scored on) the same slices, and a false positive on an organ-free slice counts."""
+        meta = {**(meta or {}), "train_volumes": [v.volume_id for v in train],
+                "test_volumes": [v.volume_id for v in test]}
+        return cls(domain=domain, source=source,
+                   train=[v.slice_case(z) for v in train for z in v.foreground_slices()],
+                   test=[v.slice_case(z) for v in test for z in range(v.image.shape[2])],
+                   volumes={v.volume_id: v for v in test}, meta=meta,
+                   train_volumes={v.volume_id: v for v in train})
+
 
 def validate_pair(image: np.ndarray, mask: np.ndarray, name: str) -> None:
     """Raise DataError unless image is (H,W,3) uint8 without NaN and mask is a same-size (H,W) bool."""

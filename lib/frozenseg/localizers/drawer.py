@@ -216,7 +216,22 @@ class DrawerLocalizer(Localizer):
             raise ConfigError(f"unknown drawer backend {self.params['backend']!r}; choose one of {list(BACKENDS)}")
         if self.params["fallback"] not in ("heuristic", "none"):
             raise ConfigError("drawer fallback must be 'heuristic' or 'none'")
+        self.check_settings()
         self.fitted = True                      # GT-free: usable without fit
+
+    def check_settings(self) -> None:
+        """ConfigError naming each missing LLM setting (llm: FROZENSEG_LLM_URL and a model name; replay: a model name)."""
+        backend = self.params["backend"]
+        if backend == "heuristic":
+            return
+        missing = [ENV_URL] if backend == "llm" and not os.environ.get(ENV_URL) else []
+        if not (self.params["llm_model"] or os.environ.get(ENV_MODEL)):
+            missing.append(ENV_MODEL)
+        if missing:
+            need = (f"{ENV_URL} (an OpenAI-compatible endpoint), {ENV_MODEL} and usually {ENV_KEY}" if backend == "llm"
+                    else f"{ENV_MODEL} (or llm_model=...), the model the traces were recorded with")
+            raise ConfigError(f"the drawer's {backend} backend needs {need}; not set: {', '.join(missing)}. "
+                              "Use backend='replay' with recorded traces, or backend='heuristic' (the default) offline")
 
     @property
     def trace_root(self) -> Path:

@@ -1,4 +1,5 @@
-"""Model registry: ``load_model(key)`` returns a PromptableModel (loaded once per process)."""
+"""Model registry: ``load_model(key)`` returns a PromptableModel (loaded once per process); SAM3, which takes learned
+concepts rather than boxes, is registered too and loads with ``load_concept_model("sam3")``."""
 from __future__ import annotations
 
 import functools
@@ -18,7 +19,10 @@ MODELS: dict[str, tuple[str, str | None]] = {
     "sam_vit_l": ("SAM ViT-L (generic)", "sam_vit_l"),
     "sam_vit_h": ("SAM ViT-H (generic)", "sam_vit_h"),
     "medsam": (MedSAM.label, "medsam_vit_b"),
+    "sam3": ("SAM3 (generic, concept prompts)", "sam3"),
 }
+# Keys whose model is a concept backend (notebook 11's concept_backend), not a box-promptable PromptableModel.
+CONCEPT_MODELS = ("sam3",)
 
 
 def set_threads(n: int | None = None) -> int:
@@ -78,6 +82,9 @@ def _load(key: str, checkpoint: str | None) -> PromptableModel:
     """Build a model on the CPU; checkpoints come from ``checkpoint`` or the manifest's target under the data root."""
     if key not in MODELS:
         raise ConfigError(f"unknown model {key!r}; choose one of {sorted(MODELS)}")
+    if key in CONCEPT_MODELS:
+        raise ConfigError(f"{key!r} takes learned concepts, not box prompts: use it as notebook 11's "
+                          f"concept_backend={key!r} (frozenseg.models.load_concept_model), not as a model=... here")
     if key == "litemedsam":
         return LiteMedSAM.from_package()
     label, weights_key = MODELS[key]
@@ -88,3 +95,13 @@ def _load(key: str, checkpoint: str | None) -> PromptableModel:
     if key == "medsam":
         return MedSAM.from_checkpoint("vit_b", Path(checkpoint))
     return SamCheckpoint.from_checkpoint(key.removeprefix("sam_"), Path(checkpoint), key=key, label=label)
+
+
+def load_concept_model(key: str = "sam3", path: str | Path | None = None, cache=None, device: str | None = None):
+    """A concept backend by registry key (SAM3: weights from ``path`` or the manifest's ``sam3`` entry)."""
+    if key not in CONCEPT_MODELS:
+        raise ConfigError(f"{key!r} is not a concept model; choose one of {list(CONCEPT_MODELS)} "
+                          "(box-promptable models go through concept.DecoderBackend(load_model(key)))")
+    from .sam3 import load_sam3
+
+    return load_sam3(path, cache=cache, device=device)

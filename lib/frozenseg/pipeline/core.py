@@ -77,6 +77,8 @@ class Pipeline:
         self.skills = [make_skill(s) for s in route.skills]
         self.prior: DomainPrior | None = None
         self.localizer = None
+        self.support: list = []             # the labelled cases it was fit on, and their embeddings
+        self.support_embeddings: list = []
 
     @property
     def gate(self) -> Gate:
@@ -90,6 +92,7 @@ class Pipeline:
 
     def fit(self, support, support_embeddings) -> "Pipeline":
         """Prior and localizer from the labelled support cases (and their cached embeddings)."""
+        self.support, self.support_embeddings = list(support), list(support_embeddings or [])
         self.prior = DomainPrior.fit(support)
         loc = dict(self.route.localizer)
         self.localizer = make_localizer(loc.pop("name"), model=self.model, **loc).fit(support, support_embeddings)

@@ -56,19 +56,39 @@ def genome_key(route: Route, model, support, genome_cases, budget: int) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
 
+def budgets(profile) -> tuple[int, ...]:
+    """The label budgets N the pipeline runs at: the profile's (the trained networks' and the tuned decoder's)."""
+    return tuple(int(n) for n in (settings(profile).get("budgets") or profile.budgets))
+
+
+def label_sets(train, n_labels: int, seed: int, s: dict) -> tuple[list, list]:
+    """(support, genome cases) at budget N: both come from the same seeded N-label draw the trained networks train
+    on (``subsample_train(train, N, seed)``; nested prefixes of it, so every label lies inside that draw), capped
+    at the route's sizes (``n_support``; ``n_genome`` and the study's 40 genome labels)."""
+    n = min(int(n_labels), len(train))
+    support = subsample_train(train, min(s["n_support"], n), seed)
+    gcases = subsample_train(train, min(s["n_genome"], MAX_GENOME_LABELS, n), seed)
+    return support, gcases
+
+
 def fit_domain(study, domain: str, seed: int, route: Route | None = None, genome: bool = True,
-               use_cache: bool = True) -> tuple[Pipeline, dict]:
-    """A fitted pipeline for one domain and seed, and its genome record (cached on disk by genome_key;
-    ``use_cache=False`` refits it, e.g. to time the fit)."""
+               use_cache: bool = True, n_labels: int | None = None) -> tuple[Pipeline, dict]:
+    """A fitted pipeline for one domain, seed and label budget N (default the largest budget), and its record:
+    the genome (fit leave-one-out on the budget's genome cases, cached on disk by genome_key; ``use_cache=False``
+    refits it) and ``labels``, the ids of every labelled case the pipeline used."""
     s = settings(study.profile)
     data = study.data(domain)
     route = route or get_route(domain)
-    support = subsample_train(data.train, min(s["n_support"], len(data.train)), seed)
-    pipe = Pipeline(route, study.model).fit(support, study.embeddings(support, desc=f"{domain} support"))
-    if not (genome and route.genome):
-        return pipe, {"params": {}, "evals": 0, "cached": False}
-    n_gen = min(s["n_genome"], MAX_GENOME_LABELS, len(data.train))
-    gcases = subsample_train(data.train, n_gen, seed)
+    n_labels = int(n_labels or max(budgets(study.profile)))
+    support, gcases = label_sets(data.train, n_labels, seed, s)
+    support_embs = study.embeddings(support, desc=f"{domain} support")
+    pipe = Pipeline(route, study.model).fit(support, support_embs)
+    used = {"n_labels": n_labels}
+    if not (genome and route.genome) or len(support) < 2:     # a leave-one-out genome fit needs two labels
+        ids = sorted(c.case_id for c in support)
+        return pipe, {"params": {}, "evals": 0, "cached": False, **used, "labels": ids, "labels_used": len(ids)}
+    ids = sorted({c.case_id for c in support + gcases})
+    used.update(labels=ids, labels_used=len(ids))
     path = paths.cache_root() / "genomes" / f"{genome_key(route, study.model, support, gcases, s['genome_budget'])}.json"
     if use_cache and path.is_file():
         rec = json.loads(path.read_text())
@@ -76,20 +96,23 @@ def fit_domain(study, domain: str, seed: int, route: Route | None = None, genome
         from .genome import apply_localizer_params
 
         apply_localizer_params(pipe, rec["params"])
-        return pipe, {**rec, "cached": True}
+        return pipe, {**rec, "cached": True, **used}
     gembs = study.embeddings(gcases, desc=f"{domain} genome")
     t0 = time.perf_counter()
-    rec = fit_genome(pipe, gcases, gembs, budget=s["genome_budget"], seed=seed)
-    rec = {**rec, "n_labels": n_gen, "domain": domain, "seed": seed, "seconds": round(time.perf_counter() - t0, 2)}
+    rec = fit_genome(pipe, gcases, gembs, budget=s["genome_budget"], seed=seed, support=support,
+                     support_embeddings=support_embs)
+    rec = {**rec, "genome_labels": len(gcases), "domain": domain, "seed": seed,
+           "seconds": round(time.perf_counter() - t0, 2)}
     write_json_atomic(path, rec)
-    return pipe, {**rec, "cached": False}
+    return pipe, {**rec, "cached": False, **used}
 
 
 def test_cases(study, domain: str) -> list:
-    """The fixed test split, cut to the profile's pipeline n_test when set."""
-    cases = study.data(domain).test
-    n = settings(study.profile)["n_test"]
-    return cases[:n] if n else cases
+    """The fixed test split every method predicts (``frozenseg.data.test_subset``), cut to the profile's pipeline
+    n_test when set."""
+    from ..data import test_subset
+
+    return test_subset(study.data(domain), settings(study.profile)["n_test"])
 
 
 def _row(base: dict, stage: str, index: int, mask, gt, spacing, **extra) -> dict:
@@ -98,18 +121,24 @@ def _row(base: dict, stage: str, index: int, mask, gt, spacing, **extra) -> dict
 
 
 def run_domain(study, domain: str, seed: int, notebook: str, keep_masks: bool = True,
-               use_cache: bool = True) -> tuple[pd.DataFrame, dict]:
-    """Rows (one per test case x stage, plus naive, oracle and 'deployed') and the deployed masks by case id.
-    The 'deployed' row's ``seconds`` is the wall time of the pipeline on that image beyond the (cached) encoder."""
-    pipe, grec = fit_domain(study, domain, seed, use_cache=use_cache)
-    naive, _ = fit_domain(study, domain, seed, route=get_route("agnostic"), genome=False)
+               use_cache: bool = True, route: Route | None = None,
+               n_labels: int | None = None) -> tuple[pd.DataFrame, dict]:
+    """Rows (one per test case x stage, plus naive, oracle and 'deployed') at label budget N (default the largest)
+    and the deployed masks by case id. Every row carries ``n_labels`` (the budget) and ``labels_used`` (how many
+    labelled cases the method used: the pipeline's supports and genome cases, the naive route's supports, 0 for
+    the GT-box oracle). The 'deployed' row's ``seconds`` is the wall time of the pipeline on that image beyond the
+    (cached) encoder. ``route``: the deployed route (None: the domain's own from routes.yaml)."""
+    pipe, grec = fit_domain(study, domain, seed, route=route, use_cache=use_cache, n_labels=n_labels)
+    naive, nrec = fit_domain(study, domain, seed, route=get_route("agnostic"), genome=False, n_labels=n_labels)
     cases = test_cases(study, domain)
     embs = study.embeddings(cases, desc=f"{domain} test")
     rows, masks = [], {}
-    for c, e in tqdm(list(zip(cases, embs)), desc=f"{domain} pipeline (seed {seed})", leave=False):
+    budget = {"n_labels": grec["n_labels"]}
+    for c, e in tqdm(list(zip(cases, embs)), desc=f"{domain} pipeline (seed {seed}, N={grec['n_labels']})",
+                     leave=False):
         base = {"domain": domain, "seed": seed, "case_id": c.case_id, "volume_id": c.volume_id,
                 "slice_index": c.slice_index, "unit": "case", "source": study.source_of(domain),
-                "localizer": pipe.route.localizer["name"]}
+                "localizer": pipe.route.localizer["name"], **budget, "labels_used": grec["labels_used"]}
         t0 = time.perf_counter()
         tr = pipe.run(c.image, e)
         seconds = time.perf_counter() - t0
@@ -120,21 +149,41 @@ def run_domain(study, domain: str, seed: int, notebook: str, keep_masks: bool = 
         rows.append(_row(base, DEPLOYED, len(tr.stages), tr.final, c.mask, c.spacing, gate=tr.stages[-1].gate,
                          flag=flag, decoder_calls=tr.decoder_calls, seconds=seconds))
         nv = naive.run(c.image, e).stages[0]
-        rows.append(_row({**base, "localizer": naive.route.localizer["name"]}, NAIVE, -1, nv.mask, c.mask, c.spacing,
-                         gate=np.nan, flag=""))
+        rows.append(_row({**base, "localizer": naive.route.localizer["name"], "labels_used": nrec["labels_used"]},
+                         NAIVE, -1, nv.mask, c.mask, c.spacing, gate=np.nan, flag=""))
         om, _ = study.masks.decode_boxes(study.model, c.image, e, mask_to_box(c.mask)[None])
-        rows.append(_row(base, ORACLE, -2, om[0], c.mask, c.spacing, gate=np.nan, flag=""))
+        rows.append(_row({**base, "localizer": "gt_box", "labels_used": 0}, ORACLE, -2, om[0], c.mask, c.spacing,
+                         gate=np.nan, flag=""))
         if keep_masks:
             masks[c.case_id] = tr.final
-    df = pd.DataFrame(rows).assign(notebook=notebook, profile=study.profile.name, model=study.model_key)
-    return df, {"genome": grec, "route": pipe.route, "params": dict(pipe.params), "masks": masks}
+    df = with_budget(pd.DataFrame(rows), grec["n_labels"]).assign(notebook=notebook, profile=study.profile.name,
+                                                                   model=study.model_key)
+    return df, {"genome": grec, "route": pipe.route, "params": dict(pipe.params), "masks": masks,
+                "labels": grec["labels"], "n_labels": grec["n_labels"]}
+
+
+def with_budget(df: pd.DataFrame, n: int) -> pd.DataFrame:
+    """Rows at label budget N: ``n_labels`` set and the budget in each method name (e.g. 'deployed_n25'), so that the
+    rows of every budget live side by side in one results table; ``stage`` keeps the bare stage name."""
+    return df.assign(n_labels=int(n), method=[f"{st}_n{int(n)}" for st in df.stage])
+
+
+def at_largest_budget(df: pd.DataFrame) -> pd.DataFrame:
+    """The rows of each domain's largest label budget (the configuration the ablation, gallery and gate sections
+    show); results without an ``n_labels`` column are returned as they are."""
+    if "n_labels" not in df or df.empty:
+        return df
+    top = df.groupby("domain").n_labels.transform("max")
+    return df[df.n_labels == top]
 
 
 def ablation_table(df: pd.DataFrame) -> pd.DataFrame:
-    """Mean Dice after each stage (mean ± sd over seeds), with fired / accepted rates, in pipeline order."""
+    """Mean Dice after each stage (mean ± sd over seeds), with fired / accepted rates, in pipeline order, at the
+    largest label budget."""
     from ..results import fmt_mean_sd
 
-    d = df[df.stage_index >= 0]
+    d = at_largest_budget(df)
+    d = d[d.stage_index >= 0]
     order = d.groupby("stage").stage_index.min().sort_values()
     per_seed = d.groupby(["stage", "seed"]).dice.mean().unstack()
     out = []
@@ -149,8 +198,10 @@ def ablation_table(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def gap_closed(df: pd.DataFrame) -> pd.DataFrame:
-    """Per seed: naive, deployed and oracle Dice and the fraction of the naive -> oracle gap the pipeline closes."""
-    m = df[df.stage.isin([NAIVE, DEPLOYED, ORACLE])].groupby(["domain", "seed", "stage"]).dice.mean().unstack()
+    """Per seed: naive, deployed and oracle Dice and the fraction of the naive -> oracle gap the pipeline closes
+    (largest label budget)."""
+    m = at_largest_budget(df)
+    m = m[m.stage.isin([NAIVE, DEPLOYED, ORACLE])].groupby(["domain", "seed", "stage"]).dice.mean().unstack()
     m["gap closed"] = (m[DEPLOYED] - m[NAIVE]) / (m[ORACLE] - m[NAIVE])
     return m.reset_index()[["domain", "seed", NAIVE, DEPLOYED, ORACLE, "gap closed"]]
 

@@ -24,9 +24,13 @@ class Panel:
 
 
 def pick_cases(df: pd.DataFrame, n: int = 3) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The ``n`` best (highest Dice first) and ``n`` worst (lowest first) deployed rows; ties broken by case id.
+    """The ``n`` best (highest Dice first) and ``n`` worst (lowest first) deployed rows at the largest label budget
+    (whose masks notebooks 02-05 save); ties broken by case id.
     With fewer than 2n cases the two sets overlap."""
-    d = df[df.stage == DEPLOYED].drop_duplicates("case_id").sort_values(["dice", "case_id"], kind="stable")
+    from .experiment import at_largest_budget
+
+    d = at_largest_budget(df)
+    d = d[d.stage == DEPLOYED].drop_duplicates("case_id").sort_values(["dice", "case_id"], kind="stable")
     return d.tail(n).iloc[::-1], d.head(n)
 
 

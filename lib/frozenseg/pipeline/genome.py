@@ -16,19 +16,47 @@ log = logging.getLogger(__name__)
 MAX_GENOME_LABELS = 40
 
 
-def genome_objective(pipeline, frames, locs, gts, names, lo, hi):
-    """f(x in [0, 1]^d) = 1 - mean Dice of the pipeline's final mask with the decoded parameters."""
+def genome_objective(pipelines, frames, locs, gts, names, lo, hi):
+    """f(x in [0, 1]^d) = 1 - mean Dice of the final masks with the decoded parameters; case i runs through
+    ``pipelines[i]`` (its leave-one-out pipeline, or the shared one)."""
     def f(x: np.ndarray) -> float:
         vals = dict(zip(names, map(float, lo + np.clip(x, 0, 1) * (hi - lo))))
-        pipeline.params.update(vals)
-        moved = apply_localizer_params(pipeline, vals)
-        for fr in frames:                      # the gate may change with the genome
-            fr.gate = pipeline.gate
-        d = [dice(pipeline.run(fr.image, fr.embedding, frame=fr,
-                               localized=pipeline.localize(fr, None if moved else loc)).final, gt)
-             for fr, loc, gt in zip(frames, locs, gts)]
+        moved = False
+        for p in dict.fromkeys(pipelines):     # each distinct pipeline once
+            p.params.update(vals)
+            moved = apply_localizer_params(p, vals)
+        for p, fr in zip(pipelines, frames):   # the gate may change with the genome
+            fr.gate = p.gate
+        d = [dice(p.run(fr.image, fr.embedding, frame=fr, localized=p.localize(fr, None if moved else loc)).final, gt)
+             for p, fr, loc, gt in zip(pipelines, frames, locs, gts)]
         return 1.0 - float(np.mean(d))
     return f
+
+
+def loo_pipelines(pipeline, cases, support, support_embeddings, strict: bool = True) -> list:
+    """Per case: a pipeline fit on the supports without that case (leave one out) when the case is one of the
+    supports, so no case is localized with itself in the support set; else the shared ``pipeline``. A case that is
+    the only support raises ConfigError (``strict``) or keeps the shared pipeline."""
+    from .core import Pipeline
+
+    if support is None:
+        return [pipeline] * len(cases)
+    ids = [c.case_id for c in support]
+    out = []
+    for c in cases:
+        if c.case_id not in ids:
+            out.append(pipeline)
+            continue
+        rest = [(s, e) for s, e in zip(support, support_embeddings) if s.case_id != c.case_id]
+        if not rest and not strict:
+            out.append(pipeline)
+            continue
+        if not rest:
+            raise ConfigError(f"genome: case {c.case_id} is the only support; a leave-one-out fit needs two or more "
+                              "labelled cases")
+        p = Pipeline(pipeline.route, pipeline.model, params=dict(pipeline.params))
+        out.append(p.fit([s for s, _ in rest], [e for _, e in rest]))
+    return out
 
 
 def apply_localizer_params(pipeline, values: dict) -> bool:
@@ -42,15 +70,20 @@ def apply_localizer_params(pipeline, values: dict) -> bool:
     return bool(loc)
 
 
-def fit_genome(pipeline, cases, embeddings, budget: int = 40, seed: int = 0) -> dict:
-    """Fit the route's genome on labelled cases; returns {'params', 'start_dice', 'fit_dice', 'evals', 'history'}.
+def fit_genome(pipeline, cases, embeddings, budget: int = 40, seed: int = 0, support=None,
+               support_embeddings=None) -> dict:
+    """Fit the route's genome on labelled cases; returns {'params', 'start_dice', 'fit_dice', 'evals', 'history',
+    'loo_cases'}.
 
-    The pipeline must already be fitted (prior and localizer); its params are left at the best values found.
+    The pipeline must already be fitted (prior and localizer) on ``support``; when the supports are given, a genome
+    case that is also a support is localized by a pipeline fit on the other supports (leave one out). The
+    pipeline's params are left at the best values found.
     """
     spec = pipeline.route.genome
     if not spec:
         return {"params": {}, "start_dice": float("nan"), "fit_dice": float("nan"), "evals": 0, "history": []}
-    cases = [c for c in cases if c.mask.any()]
+    keep = [i for i, c in enumerate(cases) if c.mask.any()]
+    cases, embeddings = [cases[i] for i in keep], [embeddings[i] for i in keep]
     if not cases:
         raise ConfigError("genome: no labelled case with a non-empty mask to fit on")
     if len(cases) > MAX_GENOME_LABELS:
@@ -63,12 +96,14 @@ def fit_genome(pipeline, cases, embeddings, budget: int = 40, seed: int = 0) -> 
         raise ConfigError(f"genome bounds must be [low, high] with low < high: {spec}")
     defaults = {n: pipeline.params.get(n, _skill_default(pipeline, n)) for n in names}
     x0 = np.clip((np.array([defaults[n] for n in names], float) - lo) / (hi - lo), 0, 1)
-    frames = [pipeline.frame(c.image, e) for c, e in zip(cases, embeddings)]
-    locs = [pipeline.localizer.locate(fr.image, fr.embedding) for fr in frames]
-    f = genome_objective(pipeline, frames, locs, [c.mask for c in cases], names, lo, hi)
+    pipes = loo_pipelines(pipeline, cases, support, support_embeddings)
+    frames = [p.frame(c.image, e) for p, c, e in zip(pipes, cases, embeddings)]
+    locs = [p.localizer.locate(fr.image, fr.embedding) for p, fr in zip(pipes, frames)]
+    f = genome_objective(pipes, frames, locs, [c.mask for c in cases], names, lo, hi)
     rec = powell_search(f, names, lo, hi, x0, budget)
     pipeline.params.update(rec["params"])
     apply_localizer_params(pipeline, rec["params"])
+    rec["loo_cases"] = sum(p is not pipeline for p in pipes)
     log.info("genome %s: Dice %.3f -> %.3f in %d evaluations", pipeline.route.domain, rec["start_dice"],
              rec["fit_dice"], rec["evals"])
     return rec

@@ -43,6 +43,21 @@ def get_route(name: str, path: str | Path | None = None) -> Route:
     return routes[name]
 
 
+def with_localizer(route: Route, **params) -> Route:
+    """A copy of ``route`` with localizer parameters replaced, e.g. ``backend="llm"`` (None keeps the route's own);
+    checked now, so a bad name or a missing LLM setting fails before any work."""
+    from dataclasses import replace
+
+    from ..localizers import make_localizer
+
+    params = {k: v for k, v in params.items() if v is not None}
+    if not params:
+        return route
+    loc = {**route.localizer, **params}
+    make_localizer(loc["name"], **{k: v for k, v in loc.items() if k != "name"})
+    return replace(route, localizer=loc)
+
+
 def holdout_dice(route: Route, model, cases, embeddings, seed: int = 0, val_frac: float = 0.4) -> float:
     """Mean Dice of a route fit on part of the labelled cases and run on the rest (labels only, never test)."""
     n = len(cases)

@@ -47,7 +47,12 @@ def route_table(info: dict) -> pd.DataFrame:
     g = info["genome"]
     if g.get("evals"):
         rows.append({"what": "genome fit", "value": f"Dice {g['start_dice']:.3f} -> {g['fit_dice']:.3f} on "
-                     f"{g.get('n_labels', '?')} labelled train cases, {g['evals']} evaluations", "fit": ""})
+                     f"{g.get('genome_labels', '?')} labelled train cases (leave one out: "
+                     f"{g.get('loo_cases', 0)} of them are supports, each localized without itself), "
+                     f"{g['evals']} evaluations", "fit": ""})
+    rows.append({"what": "labels used", "value": f"{g.get('labels_used', '?')} of the N={g.get('n_labels', '?')} "
+                 "labelled train cases (supports and genome cases, inside the same draw the trained networks "
+                 "train on)", "fit": ""})
     return pd.DataFrame(rows)
 
 
@@ -61,37 +66,83 @@ def gap_table(df: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame([out])
 
 
-def run_section(study, domain: str, notebook: str, art) -> pd.DataFrame:
-    """Run every seed, save results and masks, and record the section's tables and figures in ``art``."""
+def budget_table(df: pd.DataFrame) -> pd.DataFrame:
+    """Deployed, naive and oracle Dice per label budget N with the labels each used (mean ± sd over seeds)."""
+    rows = []
+    for n, g in df.groupby("n_labels"):
+        row = {"N": int(n)}
+        for stage in (DEPLOYED, NAIVE, ORACLE):
+            d = g[g.stage == stage]
+            per_seed = d.groupby("seed").dice.mean()
+            row[f"{stage} Dice"] = fmt_mean_sd(per_seed.mean(), per_seed.std(ddof=0) if len(per_seed) > 1 else np.nan)
+            row[f"{stage} labels used"] = int(d.labels_used.max()) if len(d) else 0
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def run_budgets(study, domain: str, seed: int, notebook: str, route=None) -> tuple[pd.DataFrame, dict]:
+    """The pipeline at every label budget N of one seed. A budget whose supports and genome cases are those of a
+    smaller budget (the route's caps were reached) gives the same pipeline, so that run's rows are reused with
+    the new N instead of running it again. Returns (rows, info of the largest budget)."""
+    from .experiment import budgets, label_sets, settings, with_budget
+
+    train, s = study.data(domain).train, settings(study.profile)
+    parts, seen, info = [], {}, None
+    for n in budgets(study.profile):
+        sup, gen = label_sets(train, n, seed, s)
+        key = (tuple(c.case_id for c in sup), tuple(c.case_id for c in gen))
+        if key in seen:
+            df = with_budget(seen[key], n)
+            info = {**info, "n_labels": n, "genome": {**info["genome"], "n_labels": n}}
+        else:
+            df, info = run_domain(study, domain, seed, notebook, route=route, n_labels=n)
+            seen[key] = df
+        parts.append(df)
+    return pd.concat(parts, ignore_index=True), info
+
+
+def run_section(study, domain: str, notebook: str, art, route=None) -> pd.DataFrame:
+    """Run every seed at every label budget, save results and the largest budget's masks, and record the
+    section's tables and figures in ``art`` (``route``: the deployed route, None: the domain's own)."""
     from IPython.display import display
+
+    from .experiment import at_largest_budget
 
     parts, infos = [], {}
     for seed in study.seeds:
-        df, info = run_domain(study, domain, seed, notebook)
+        df, info = run_budgets(study, domain, seed, notebook, route=route)
         info["masks_saved"] = save_masks(info["masks"], notebook, study.profile.name, domain, seed)
         parts.append(df)
         infos[seed] = info
     df = pd.concat(parts, ignore_index=True)
     save_results(df, notebook, study.profile.name)
     first = infos[study.seeds[0]]
-    n = len(test_cases(study, domain))
+    n, top = len(test_cases(study, domain)), int(df.n_labels.max())
+    display(art.table(budget_table(df), f"{domain}_budgets", caption=(
+        f"{study.title(domain)}: Dice on the {n} test cases at each label budget N (mean ± sd across seeds), with "
+        "how many of the N labelled train cases each method used. The pipeline's supports and genome cases are "
+        "drawn from the same N-label draw the trained networks of section 4 train on; the route caps how many it "
+        "uses (its supports and at most the profile's genome cases), so 'labels used' can be below N; the naive "
+        "localizer uses the supports only, the GT-box oracle no labels.")))
     display(art.table(route_table(first), f"{domain}_route", caption=(
-        f"Route of {study.title(domain)}: GT-free localizer, skills in order (each kept only if the gate improves), "
-        f"and parameter values of seed {study.seeds[0]}; 'genome' values were fit on labelled train cases only.")))
+        f"Route of {study.title(domain)} at N={top}: GT-free localizer, skills in order (each kept only if the gate "
+        f"improves), and parameter values of seed {study.seeds[0]}; 'genome' values were fit on labelled train "
+        "cases only, leave one out.")))
     display(art.table(ablation_table(df), f"{domain}_ablation", caption=(
-        f"Skill-by-skill ablation on {n} test cases: Dice after each stage (mean ± sd across seeds), how often a "
-        "skill fired and how often its proposal was accepted by the GT-free keep-best gate.")))
+        f"Skill-by-skill ablation on {n} test cases at N={top}: Dice after each stage (mean ± sd across seeds), "
+        "how often a skill fired and how often its proposal was accepted by the GT-free keep-best gate.")))
     display(art.table(gap_table(df), f"{domain}_gap", caption=(
-        "naive = the domain-agnostic prototype localizer's box decoded once; oracle = the ground-truth box; "
-        "gap closed = (deployed - naive) / (oracle - naive).")))
-    art.figure(chain_figure(df, study.title(domain)), f"{domain}_chain", caption=(
-        "Dice after each stage of the deployed pipeline (bar: mean over seeds; dots: seeds) against the naive "
-        "localizer (dotted) and the GT-box oracle (dashed)."))
+        f"At N={top}: naive = the domain-agnostic prototype localizer's box decoded once; oracle = the ground-truth "
+        "box; gap closed = (deployed - naive) / (oracle - naive).")))
+    top_df = at_largest_budget(df)
+    art.figure(chain_figure(top_df, study.title(domain)), f"{domain}_chain", caption=(
+        f"Dice after each stage of the deployed pipeline at N={top} (bar: mean over seeds; dots: seeds) against the "
+        "naive localizer (dotted) and the GT-box oracle (dashed)."))
     plt.show()
     seed0 = study.seeds[0]
-    art.figure(examples_figure(study, domain, df[df.seed == seed0], first["masks"]), f"{domain}_examples", caption=(
-        f"First test cases of {study.title(domain)}, seed {seed0}: ground truth green, deployed mask red "
-        "(the gallery section shows the best and worst)."))
+    art.figure(examples_figure(study, domain, top_df[top_df.seed == seed0], first["masks"]), f"{domain}_examples",
+               caption=(f"First test cases of {study.title(domain)}, seed {seed0}, N={top}: ground truth green, "
+                        "deployed mask red (the gallery section shows the best and worst)."))
     plt.show()
     return df
 

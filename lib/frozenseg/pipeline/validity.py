@@ -406,9 +406,13 @@ def skill_audit(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def agreement(df: pd.DataFrame, results: pd.DataFrame) -> float:
-    """Largest |deployed Dice here - deployed Dice in the domain notebook's results| over shared cases (NaN if none)."""
+    """Largest |deployed Dice here - deployed Dice in the domain notebook's results at its largest budget (the
+    pipeline refit here)| over shared cases (NaN if none)."""
     a = rows_of(df, "case").set_index(["seed", "case_id"]).dice_deployed
-    r = results[results.stage == "deployed"]
+    from .experiment import at_largest_budget
+
+    r = at_largest_budget(results)
+    r = r[r.stage == "deployed"]
     b = r.set_index(["seed", "case_id"]).dice
     j = a.to_frame("a").join(b.rename("b"), how="inner")
     return float((j.a - j.b).abs().max()) if len(j) else float("nan")

@@ -703,6 +703,9 @@ class VolumePipeline:
         self.skills: list[VolumeSkill] = []
         self.genome: dict = {}           # the genome record whose values are in params (fit_volume_pipeline)
         self.genome_budget = 0           # the Powell budget fit_volume_pipeline was given
+        self.labels: list[str] = []      # ids of the labelled slices it was fit on (fit_volume_pipeline)
+        self.n_labels = 0                # the label budget N they were drawn at
+        self.label_volumes = 0           # how many train volumes those slices come from
 
     def fit(self, train_slices, support=None, support_embeddings=None) -> "VolumePipeline":
         """The volume prior from labelled train slices; prototypes from the support slices and their embeddings."""
@@ -719,8 +722,10 @@ class VolumePipeline:
     def describe(self) -> pd.DataFrame:
         """The route: volume prior, skills and every parameter and gate weight."""
         p = self.prior
-        rows = [{"what": "localizer", "value": "volume-prior box (normalised (x, y, z) extent of "
-                 f"{p.n_volumes} train volumes)", "fit": "train volumes"},
+        rows = [{"what": "localizer", "value": "volume-prior box (normalised (x, y, z) extent of the labelled slices "
+                 f"of {p.n_volumes} train volumes)", "fit": "train volumes"},
+                {"what": "labels used", "value": f"{len(self.labels)} labelled slices (the N={self.n_labels} draw the "
+                 "trained networks train on)", "fit": ""},
                 {"what": "prior z-range (normalised)", "value": f"{p.z_range[0]:.3f} - {p.z_range[1]:.3f}",
                  "fit": "train volumes"},
                 {"what": "organ length (normalised)", "value": f"{p.length[0]:.3f} - {p.length[1]:.3f}",
@@ -797,35 +802,47 @@ def _vol_row(base: dict, stage: str, index: int, pred, vol, **extra) -> dict:
 
 
 def fit_volume_pipeline(study, seed: int, params=None, gate=None, skills=SKILL_ORDER, genome: bool = True,
-                        use_cache: bool = True, budget: int | None = None) -> VolumePipeline:
-    """A fitted spleen volume pipeline: prior from every labelled train slice, prototypes from the seed's support,
-    and (``budget`` Powell evaluations > 0, default the profile's ``spleen_genome_budget``; two or more train
-    volumes) the genome fit on train volumes, read from the on-disk cache when the same fit was made before
-    (``use_cache=False`` refits). ``params`` are the fixed values and the genome's starting point."""
+                        use_cache: bool = True, budget: int | None = None,
+                        n_labels: int | None = None) -> VolumePipeline:
+    """A fitted spleen volume pipeline at label budget N (default the largest): the volume prior from the N labelled
+    slices of the same seeded draw the trained networks train on, prototypes from the first of them (the seed's
+    support), and (``budget`` Powell evaluations > 0, default the profile's ``spleen_genome_budget``; labelled
+    slices in two or more train volumes) the genome fit on those volumes' labelled slices, each volume segmented
+    by a pipeline whose prior comes from the other volumes' labels; read from the on-disk cache when the same fit
+    was made before (``use_cache=False`` refits). ``params`` are the fixed values and the genome's starting
+    point. ``vp.labels`` holds the ids of every labelled slice used."""
     from ..data.splits import subsample_train
-    from .experiment import settings
+    from .experiment import budgets, settings
 
     data = study.data("spleen")
     s = settings(study.profile)
-    n = min(s["n_support"], len(data.train))
-    support = subsample_train(data.train, n, seed)
+    n_labels = min(int(n_labels or max(budgets(study.profile))), len(data.train))
+    labelled = subsample_train(data.train, n_labels, seed)
+    support = subsample_train(data.train, min(s["n_support"], n_labels), seed)
     embs = study.embeddings(support, desc="spleen support")
-    vp = VolumePipeline(study.model, params, gate, skills).fit(data.train, support, embs)
+    vp = VolumePipeline(study.model, params, gate, skills).fit(labelled, support, embs)
+    vp.labels, vp.n_labels = sorted(c.case_id for c in labelled), n_labels
     budget = int(s["spleen_genome_budget"] if budget is None else budget)
     vp.genome_budget = budget
-    if not genome or budget <= 0 or len(data.train_volumes) < 2:
+    by_vol: dict[str, list[int]] = {}
+    for c in labelled:
+        by_vol.setdefault(c.volume_id, []).append(int(c.slice_index))
+    vp.label_volumes = len(by_vol)
+    known = {v: data.train_volumes[v] for v in by_vol if v in data.train_volumes}
+    if not genome or budget <= 0 or len(known) < 2:
         return vp
-    vols = genome_volumes(data.train_volumes, seed, n_max=int(s["spleen_genome_volumes"]))
-    key = _volume_genome_key(study.model, data, vols, support, budget, vp)
+    vols = genome_volumes(known, seed, n_max=int(s["spleen_genome_volumes"]), labelled=by_vol)
+    key = _volume_genome_key(study.model, data, vols, support, budget, vp, labelled)
     path = paths.cache_root() / "genomes" / f"spleen-{key}.json"
     if use_cache and path.is_file():
         rec = {**json.loads(path.read_text()), "cached": True}
     else:
         t0 = time.perf_counter()
-        rec = fit_volume_genome(study.model, vols, data.train, support, embs,
+        rec = fit_volume_genome(study.model, vols, labelled, support, embs,
                                 lambda cases: study.embeddings(cases, desc="spleen genome slices"),
                                 embed_crop=lambda img: study.cache.get(study.model, img), budget=budget,
-                                params=vp.params, gate=vp.gate.weights, skills=skills)
+                                params=vp.params, gate=vp.gate.weights, skills=skills,
+                                labelled={v.volume_id: by_vol[v.volume_id] for v in vols})
         rec = {**rec, "seed": seed, "seconds": round(time.perf_counter() - t0, 1)}
         write_json_atomic(path, rec)
         rec["cached"] = False
@@ -848,16 +865,18 @@ VOLUME_GENOME = {
 VOLUME_GENOME_CODE = ("volume.py", "frame.py", "gates.py", "genome.py", "prior.py")
 
 
-def genome_volumes(train_volumes: dict, seed: int, n_max: int | None = None, max_labels: int | None = None) -> list:
-    """Train volumes for a genome fit, in a seeded order, while their labelled (foreground) slices stay within
-    ``max_labels`` (the study's 40; one volume is always taken, whatever its size) and at most ``n_max`` volumes."""
+def genome_volumes(train_volumes: dict, seed: int, n_max: int | None = None, max_labels: int | None = None,
+                   labelled: dict | None = None) -> list:
+    """Train volumes for a genome fit, in a seeded order, while their labelled slices stay within ``max_labels``
+    (the study's 40; one volume is always taken, whatever its size) and at most ``n_max`` volumes. ``labelled``
+    ({volume id: labelled slice indices}) counts only those slices; by default every foreground slice counts."""
     from .genome import MAX_GENOME_LABELS
 
     max_labels = MAX_GENOME_LABELS if max_labels is None else max_labels
     order = [sorted(train_volumes)[i] for i in np.random.default_rng(seed).permutation(len(train_volumes))]
     out, n = [], 0
     for vid in order:
-        k = len(train_volumes[vid].foreground_slices())
+        k = len(labelled[vid]) if labelled is not None else len(train_volumes[vid].foreground_slices())
         if out and (n + k > max_labels or (n_max is not None and len(out) >= n_max)):
             break
         out.append(train_volumes[vid])
@@ -867,11 +886,13 @@ def genome_volumes(train_volumes: dict, seed: int, n_max: int | None = None, max
 
 def fit_volume_genome(model, volumes, train_slices, support, support_embeddings, embed, embed_crop=None,
                       budget: int = 30, spec: dict | None = None, params: dict | None = None, gate: dict | None = None,
-                      skills=SKILL_ORDER) -> dict:
+                      skills=SKILL_ORDER, labelled: dict | None = None) -> dict:
     """Fit the volume pipeline's genome on labelled train ``volumes`` by bounded Powell (at most ``budget``
-    evaluations of the mean 3D Dice). Each volume is segmented by a pipeline refit without it (prior and
-    prototypes from the other train volumes: leave one out), so no volume is scored by a prior that saw it.
-    ``embed(cases)`` gives slice embeddings. Returns the genome record (params, start/fit Dice, history)."""
+    evaluations of the mean Dice). Each volume is segmented by a pipeline refit without it (prior and prototypes
+    from the other volumes' labelled slices ``train_slices``: leave one out), so no volume is scored by a prior
+    that saw it. ``labelled`` ({volume id: slice indices}) scores each volume on its labelled slices only (the
+    budget's labels); None scores whole volumes in 3D. ``embed(cases)`` gives slice embeddings. Returns the genome
+    record (params, start/fit Dice, history)."""
     from ..metrics import dice
     from .genome import powell_search
 
@@ -908,21 +929,22 @@ def fit_volume_genome(model, volumes, train_slices, support, support_embeddings,
         for vol, vp, slice_embs, frames in runs:
             vp.params.update(vals)
             tr = vp.run(vol.image, slice_embs.__getitem__, embed_crop=embed_crop, frame_cache=frames)
-            d.append(dice(tr.volume(vol.mask.shape), vol.mask))
+            pred, zs = tr.volume(vol.mask.shape), (labelled or {}).get(vol.volume_id)
+            d.append(dice(pred[:, :, zs], vol.mask[:, :, zs]) if zs else dice(pred, vol.mask))
         return 1.0 - float(np.mean(d))
 
     x0 = np.clip((np.array([base[k] for k in names], float) - lo) / (hi - lo), 0, 1)
     rec = powell_search(objective, names, lo, hi, x0, budget)
-    return {**rec, "volumes": [v.volume_id for v in volumes],
-            "n_labels": int(sum(len(v.foreground_slices()) for v in volumes)),
+    n = sum(len(labelled[v.volume_id]) if labelled else len(v.foreground_slices()) for v in volumes)
+    return {**rec, "volumes": [v.volume_id for v in volumes], "n_labels": int(n),
             "bounds": {k: list(spec[k]) for k in names}, "budget": int(budget)}
 
 
-def _volume_genome_key(model, data, volumes, support, budget: int, vp: VolumePipeline) -> str:
-    """Cache key of a volume genome fit: model, train and genome volumes, support, budget, settings and code."""
+def _volume_genome_key(model, data, volumes, support, budget: int, vp: VolumePipeline, labelled) -> str:
+    """Cache key of a volume genome fit: model, labelled slices, genome volumes, support, budget, settings, code."""
     from .experiment import code_hash
 
-    blob = json.dumps({"model": model.cache_id, "train": sorted(data.train_volumes),
+    blob = json.dumps({"model": model.cache_id, "labels": sorted(c.case_id for c in labelled),
                        "genome": [v.volume_id for v in volumes], "support": [c.case_id for c in support],
                        "budget": budget, "params": vp.params, "gate": vp.gate.weights, "skills": vp.skill_names,
                        "spec": VOLUME_GENOME, "code": code_hash(VOLUME_GENOME_CODE)}, sort_keys=True, default=str)
@@ -930,11 +952,16 @@ def _volume_genome_key(model, data, volumes, support, budget: int, vp: VolumePip
 
 
 def run_spleen(study, seed: int, params=None, gate=None, volumes=None, naive: str = "agnostic",
-               notebook: str = "03_spleen", genome_budget: int | None = None) -> tuple[pd.DataFrame, dict]:
-    """Rows (one per test volume x stage, plus 'deployed', 'naive' and 'oracle') and the deployed volumes.
+               notebook: str = "03_spleen", genome_budget: int | None = None,
+               n_labels: int | None = None) -> tuple[pd.DataFrame, dict]:
+    """Rows (one per test volume x stage, plus 'deployed', 'naive' and 'oracle') at label budget N (default the
+    largest) and the deployed volumes. Every row is a whole volume scored in 3D over all of its slices (a slice
+    outside the prior's z-range is predicted empty and still counts) and carries ``n_labels`` and
+    ``labels_used``.
 
-    naive = the domain-agnostic route (frozen SAM-feature prototype localizer, box decoded once) on every slice of
-    the prior's z-range (the same slices the pipeline processes); oracle = the GT box of each foreground slice.
+    naive = the domain-agnostic route (frozen SAM-feature prototype localizer, box decoded once, fit on the budget's
+    supports) on every slice of the prior's z-range (the same slices the pipeline processes); oracle = the GT box of
+    each foreground slice (no labels).
     """
     from ..data.splits import subsample_train
     from ..metrics import assemble_volume
@@ -943,8 +970,8 @@ def run_spleen(study, seed: int, params=None, gate=None, volumes=None, naive: st
     from .router import get_route
 
     data = study.data("spleen")
-    vp = fit_volume_pipeline(study, seed, params, gate, budget=genome_budget)
-    n = min(settings(study.profile)["n_support"], len(data.train))
+    vp = fit_volume_pipeline(study, seed, params, gate, budget=genome_budget, n_labels=n_labels)
+    n = min(settings(study.profile)["n_support"], vp.n_labels)
     support = subsample_train(data.train, n, seed)
     naive_pipe = Pipeline(get_route(naive), study.model).fit(support, study.embeddings(support, desc="support"))
     vols = volumes or data.volumes
@@ -960,7 +987,8 @@ def run_spleen(study, seed: int, params=None, gate=None, volumes=None, naive: st
         tr = vp.run(vol.image, embs.__getitem__, embed_crop=lambda img: study.cache.get(study.model, img))
         secs, cpu = time.perf_counter() - t0 - tr.embed_seconds, time.process_time() - c0
         base = {"domain": "spleen", "seed": seed, "case_id": vid, "volume_id": vid, "unit": "volume",
-                "source": src, "localizer": "volume_prior_box", "n_slices": len(zs)}
+                "source": src, "localizer": "volume_prior_box", "n_slices": len(zs), "n_labels": vp.n_labels,
+                "labels_used": len(vp.labels)}
         for i, st in enumerate(tr.stages):
             rows.append(_vol_row(base, st.name, i, tr.volume(vol.mask.shape, st.name), vol,
                                  fired_slices=len(st.fired), accepted_slices=len(st.accepted), flag=tr.flag,
@@ -971,18 +999,23 @@ def run_spleen(study, seed: int, params=None, gate=None, volumes=None, naive: st
                              seconds=secs, seconds_per_slice=secs / max(len(zs), 1),
                              cpu_seconds_per_slice=cpu / max(len(zs), 1)))
         nv = {z: naive_pipe.run(cases[z].image, embs[z]).stages[0].mask for z in zs}
-        rows.append(_vol_row({**base, "localizer": naive_pipe.route.localizer["name"]}, "naive", -1,
+        rows.append(_vol_row({**base, "localizer": naive_pipe.route.localizer["name"], "labels_used": len(support)},
+                             "naive", -1,
                              assemble_volume(vol.mask.shape, nv), vol, flag=""))
         om = {}
         for z in vol.foreground_slices():
             c = cases.get(z) or vol.slice_case(z)
             e = embs.get(z) or study.embeddings([c])[0]
             om[z] = study.masks.decode_boxes(study.model, c.image, e, mask_to_box(c.mask)[None])[0][0]
-        rows.append(_vol_row({**base, "localizer": "gt_box"}, "oracle", -2, assemble_volume(vol.mask.shape, om), vol,
+        rows.append(_vol_row({**base, "localizer": "gt_box", "labels_used": 0}, "oracle", -2,
+                             assemble_volume(vol.mask.shape, om), vol,
                              flag=""))
         preds[vid] = final
         traces[vid] = tr
-    df = pd.DataFrame(rows).assign(notebook=notebook, profile=study.profile.name, model=study.model_key)
+    from .experiment import with_budget
+
+    df = with_budget(pd.DataFrame(rows), vp.n_labels).assign(notebook=notebook, profile=study.profile.name,
+                                                            model=study.model_key)
     return df, {"pipeline": vp, "volumes": preds, "traces": traces}
 
 
@@ -991,10 +1024,13 @@ def run_spleen(study, seed: int, params=None, gate=None, volumes=None, naive: st
 
 def volume_ablation_table(df: pd.DataFrame) -> pd.DataFrame:
     """Volume Dice after each stage (mean ± sd over seeds of the per-seed mean over volumes), median HD95 and how
-    many processed slices each skill fired on and was kept on (summed over volumes, averaged over seeds)."""
+    many processed slices each skill fired on and was kept on (summed over volumes, averaged over seeds), at the
+    largest label budget."""
     from ..results import fmt_mean_sd
+    from .experiment import at_largest_budget
 
-    d = df[df.stage_index >= 0]
+    d = at_largest_budget(df)
+    d = d[d.stage_index >= 0]
     order = d.groupby("stage").stage_index.min().sort_values().index
     out = []
     for stage in order:
@@ -1026,10 +1062,13 @@ def volume_genome_table(pipelines: dict) -> pd.DataFrame:
 
 
 def volume_gap_table(df: pd.DataFrame) -> pd.DataFrame:
-    """Naive, deployed and oracle volume Dice and the gap closed = (deployed - naive) / (oracle - naive)."""
+    """Naive, deployed and oracle volume Dice and the gap closed = (deployed - naive) / (oracle - naive), at the
+    largest label budget."""
     from ..results import fmt_mean_sd
+    from .experiment import at_largest_budget
 
-    m = df[df.stage.isin(["naive", "deployed", "oracle"])].groupby(["seed", "stage"]).dice.mean().unstack()
+    m = at_largest_budget(df)
+    m = m[m.stage.isin(["naive", "deployed", "oracle"])].groupby(["seed", "stage"]).dice.mean().unstack()
     m["gap closed"] = (m["deployed"] - m["naive"]) / (m["oracle"] - m["naive"])
     return pd.DataFrame([{c: fmt_mean_sd(m[c].mean(), m[c].std(ddof=0) if len(m) > 1 else np.nan)
                           for c in ("naive", "deployed", "oracle", "gap closed")}])

@@ -1,0 +1,263 @@
+"""The experiment of notebook 07: per domain, seed and N, the decoder tuned on the boxes of each arm and scored on
+the fixed test split (spleen: every slice of each test volume, per 3D volume), the frozen decoder beside it.
+
+Arms, each tuned on the boxes it is prompted with at test time:
+- ``gt_box`` (oracle): each image's own ground-truth box; an organ-free CT slice has none and is predicted empty.
+- ``localizer`` (GT-free, deployable): the box of the domain's own route localizer (notebooks 02-05), fitted on the
+  same N labels; the train images' boxes come from a localizer fitted without them (leave one out).
+- ``mean_box`` (GT-free): the static few-shot box, the mean of the N train GT boxes in normalised coordinates.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import numpy as np
+import pandas as pd
+
+from ..boxes import clip_box, mask_to_box
+from ..errors import DataError
+from .tuner import TunedDecoder, tune_decoder
+
+NOTEBOOK = "07_fewshot_decoder"
+# Sizes when a profile leaves them open (Profile.fewshot overrides; budgets None = Profile.budgets).
+DEFAULTS = {"budgets": None, "epochs": 20, "lr": 1e-4, "batch_size": 2, "val_fraction": 0.2, "patience": 3,
+            "n_test": None}
+TUNE_KEYS = ("epochs", "lr", "batch_size", "val_fraction", "patience")
+GT_FREE_ARMS = ("localizer", "mean_box")
+ARM_LABELS = {"gt_box": "GT box (oracle)", "localizer": "domain localizer (GT-free)",
+              "mean_box": "mean train box (GT-free)"}
+
+
+def fewshot_params(profile) -> dict:
+    """The profile's few-shot settings over DEFAULTS (budgets default to the profile's N budgets)."""
+    params = {**DEFAULTS, **(getattr(profile, "fewshot", None) or {})}
+    params["budgets"] = tuple(int(n) for n in (params["budgets"] or profile.budgets))
+    return params
+
+
+def labelled_set(train, n: int, seed: int) -> list:
+    """The seeded, nested N-label subset of the train pool (never the test split); empty masks dropped."""
+    from ..data.splits import subsample_train
+
+    return [c for c in subsample_train(train, n, seed) if c.mask.any()]
+
+
+# ---------------------------------------------------------------- box providers
+
+
+@dataclass
+class ArmBoxes:
+    """One arm's boxes: ``train`` aligned with the labelled cases (None: no box, left out of tuning), ``test(case)``
+    for a test image (None: nothing to prompt, predicted empty), and how many labels the frozen arm used."""
+
+    train: list
+    test: Callable
+    labels_used: int
+
+
+def gt_box_provider(labelled: Sequence) -> Callable:
+    """Oracle arm: every image is prompted with its own ground-truth box; None where the image has no target."""
+    return lambda case: mask_to_box(case.mask, case.case_id) if case.mask.any() else None
+
+
+def static_fewshot_box(labelled: Sequence) -> Callable:
+    """GT-free arm: the mean of the N labelled GT boxes in normalised image coordinates, scaled to each image."""
+    boxes = [mask_to_box(c.mask, c.case_id) / _wh(c.mask.shape) for c in labelled if c.mask.any()]
+    if not boxes:
+        raise DataError(None, "no labelled case has a foreground mask", "label at least one image with the target")
+    mean = np.mean(boxes, axis=0)
+    return lambda case: clip_box(mean * _wh(case.image.shape), case.image.shape)
+
+
+def _wh(shape) -> np.ndarray:
+    """(W, H, W, H) of an image shape, for normalising xyxy boxes."""
+    h, w = shape[:2]
+    return np.array([w, h, w, h], dtype=np.float64)
+
+
+def localizer_boxes_2d(study, domain: str, seed: int, n: int, labelled) -> ArmBoxes:
+    """The route's localizer of a 2D domain at budget N (genome included; read from its cache when notebooks 02-05
+    fitted it); a labelled image that is one of the supports is localized by the route refit without it."""
+    from ..pipeline.experiment import fit_domain
+    from ..pipeline.genome import loo_pipelines
+
+    pipe, rec = fit_domain(study, domain, seed, n_labels=n)
+    embs = study.embeddings(labelled, desc=f"{domain} train N={n}")
+
+    def box(p, case, emb):
+        return p.localize(p.frame(case.image, emb))[1]
+
+    pipes = loo_pipelines(pipe, labelled, pipe.support, pipe.support_embeddings, strict=False)
+    train = [box(p, c, e) for p, c, e in zip(pipes, labelled, embs)]
+    return ArmBoxes(train, lambda case, emb: box(pipe, case, emb), rec["labels_used"])
+
+
+def localizer_boxes_volume(study, seed: int, n: int, labelled) -> ArmBoxes:
+    """Spleen's localizer at budget N: the volume-prior box of each test slice inside the prior's z-range (None
+    outside it: predicted empty); a labelled slice is boxed by the prior of the other train volumes' labels (leave
+    one volume out), at its own z even where that prior's z-range would not reach."""
+    from ..localizers.base import grow_box
+    from ..pipeline.volume import VolumePrior, fit_volume_pipeline
+
+    vp = fit_volume_pipeline(study, seed, n_labels=n)
+    margin, range_margin = float(vp.params["box_margin"]), int(vp.params["range_margin"])
+
+    def box(prior, case, gated=True):
+        depth = int(case.meta["depth"])
+        if gated and case.slice_index not in prior.slice_range(depth, range_margin):
+            return None
+        return grow_box(prior.box_at(case.slice_index, depth, case.mask.shape), margin, case.mask.shape)
+
+    ids = set(vp.labels)
+    used = [c for c in study.data("spleen").train if c.case_id in ids]
+    priors, train = {}, []
+    for c in labelled:
+        if c.volume_id not in priors:
+            rest = [u for u in used if u.volume_id != c.volume_id]
+            priors[c.volume_id] = VolumePrior.fit(rest) if rest else vp.prior
+        train.append(box(priors[c.volume_id], c, gated=False))   # the prior's box there, even past its z-range
+    return ArmBoxes(train, lambda case, emb: box(vp.prior, case), len(vp.labels))
+
+
+def arm_boxes(study, domain: str, seed: int, n: int, arm: str, labelled) -> ArmBoxes:
+    """The boxes of one arm at budget N (see the module docstring)."""
+    if arm == "gt_box":
+        f = gt_box_provider(labelled)
+        return ArmBoxes([f(c) for c in labelled], lambda case, emb: f(case), 0)
+    if arm == "mean_box":
+        f = static_fewshot_box(labelled)
+        return ArmBoxes([f(c) for c in labelled], lambda case, emb: f(case), len(labelled))
+    if arm == "localizer":
+        if study.data(domain).volumes:
+            return localizer_boxes_volume(study, seed, n, labelled)
+        return localizer_boxes_2d(study, domain, seed, n, labelled)
+    raise DataError(None, f"unknown few-shot arm {arm!r}", f"choose from {list(ARM_LABELS)}")
+
+
+def tune_arm(model, labelled, embeddings, boxes, params: dict, seed: int) -> TunedDecoder:
+    """Tune one arm: the decoder learns from the boxes it will be prompted with at test time (labelled images
+    without a box are left out)."""
+    keep = [i for i, b in enumerate(boxes) if b is not None]
+    if not keep:
+        raise DataError(None, "no labelled image has a box in this arm", "check the arm's localizer on the labels")
+    kw = {k: params[k] for k in TUNE_KEYS}
+    return tune_decoder(model, [embeddings[i] for i in keep], [labelled[i].mask for i in keep],
+                        [boxes[i] for i in keep], seed=seed, **kw)
+
+
+# ---------------------------------------------------------------- test rows
+
+
+def _case_row(case, box, mask, pred_iou: float) -> dict:
+    """Scores of one test prediction, with what volume scoring needs."""
+    from ..boxes import box_iou
+    from ..metrics import dice, iou
+
+    gt = mask_to_box(case.mask, case.case_id) if case.mask.any() else None
+    return {"case_id": case.case_id, "volume_id": case.volume_id, "slice_index": case.slice_index,
+            "dice": dice(mask, case.mask), "iou": iou(mask, case.mask),
+            "box_iou": box_iou(box, gt) if box is not None and gt is not None else math.nan,
+            "pred_iou": float(pred_iou), "flag": "", "_mask": mask}
+
+
+def predict_rows(model, cases, embeddings, box_of, run: TunedDecoder | None = None, mask_cache=None) -> list[dict]:
+    """Test rows of the frozen decoder (``run`` None, via the mask cache) or of a tuned run (NaN rows if it failed).
+    ``box_of(case, embedding)`` (or ``box_of(case)``) gives the prompt; None means nothing is predicted there."""
+    import inspect
+
+    from ..cache import MaskCache
+
+    two = len(inspect.signature(box_of).parameters) >= 2
+    rows = []
+    for case, emb in zip(cases, embeddings):
+        if run is not None and not run.ok:
+            rows.append({"case_id": case.case_id, "volume_id": case.volume_id, "slice_index": case.slice_index,
+                         "dice": math.nan, "iou": math.nan, "flag": "tuning_failed", "_mask": None})
+            continue
+        box = box_of(case, emb) if two else box_of(case)
+        if box is None:
+            rows.append(_case_row(case, None, np.zeros(case.mask.shape, bool), math.nan))
+            continue
+        if run is None:
+            masks, ious = (mask_cache or MaskCache()).decode_boxes(model, case.image, emb, np.asarray(box)[None])
+        else:
+            pred = run.decode(emb, box)
+            masks, ious = pred.masks, pred.iou
+        rows.append(_case_row(case, box, masks[0], ious[0]))
+    return rows
+
+
+def run_info(run: TunedDecoder | None) -> dict:
+    """Per-run columns repeated on every row of that run (frozen rows: status 'frozen')."""
+    if run is None:
+        return {"status": "frozen", "epochs_run": 0, "best_epoch": 0, "tune_s": 0.0, "n_train": 0, "n_val": 0}
+    return {"status": run.status, "epochs_run": run.epochs_run, "best_epoch": run.best_epoch,
+            "tune_s": round(run.seconds, 2), "n_train": len(run.train_index), "n_val": len(run.val_index)}
+
+
+def budget_rows(study, domain: str, seed: int, n: int, params: dict, test, test_embs) -> list[dict]:
+    """Frozen and tuned rows of every arm for one domain, seed and N (the frozen GT box once, as N = 0).
+    ``labels_used``: the tuned decoder sees the N labelled masks; a frozen arm only what its box needs."""
+    labelled = labelled_set(study.data(domain).train, n, seed)
+    embs = study.embeddings(labelled, desc=f"{domain} train N={n}")
+    rows = []
+    for arm in ARM_LABELS:
+        boxes = arm_boxes(study, domain, seed, n, arm, labelled)
+        run = tune_arm(study.model, labelled, embs, boxes.train, params, seed)
+        variants = [("tuned", n, run, len(labelled))]
+        if arm != "gt_box" or n == min(params["budgets"]):
+            variants.append(("frozen", 0 if arm == "gt_box" else n, None, boxes.labels_used))
+        for decoder, n_lab, r, used in variants:
+            meta = {"arm": arm, "decoder": decoder, "n_labels": n_lab, "labels_used": used,
+                    "method": _method(decoder, arm, n_lab), **run_info(r)}
+            rows += [{**row, **meta} for row in predict_rows(study.model, test, test_embs, boxes.test, r, study.masks)]
+    return rows
+
+
+def _method(decoder: str, arm: str, n: int) -> str:
+    """Unique method name, e.g. 'tuned_gt_box_n25' or 'frozen_gt_box'."""
+    return f"{decoder}_{arm}" + (f"_n{n}" if n else "")
+
+
+def domain_results(study, domain: str, seed: int, params: dict) -> pd.DataFrame:
+    """Every budget of one domain and seed; spleen adds per-volume 3D rows (unit 'volume') over every slice of each
+    test volume; its slice rows stay diagnostics."""
+    from ..data import test_subset
+
+    data = study.data(domain)
+    test = test_subset(data, params["n_test"])
+    test_embs = study.embeddings(test, desc=f"{domain} test")
+    rows = [r for n in params["budgets"] for r in budget_rows(study, domain, seed, n, params, test, test_embs)]
+    tags = {"domain": domain, "seed": seed, "perturbation": "none", "level": 0.0}
+    df = pd.DataFrame(rows).assign(**tags)
+    if not data.volumes:
+        return df.assign(unit="case")
+    vols = volume_scores(df, data.volumes).assign(unit="volume", **tags)
+    return pd.concat([df.assign(unit="slice"), vols], ignore_index=True)
+
+
+def volume_scores(slices: pd.DataFrame, volumes: dict) -> pd.DataFrame:
+    """Per-volume 3D rows per method; a failed run's volumes are NaN with its flag, never scored as empty."""
+    from ..oracle import volume_rows
+
+    meta_cols = ["method", "arm", "decoder", "n_labels", "labels_used", "status", "epochs_run", "best_epoch", "tune_s",
+                 "n_train", "n_val"]
+    meta = slices[[c for c in meta_cols if c in slices]].drop_duplicates("method")
+    ok = slices[slices.flag == ""]
+    vol = volume_rows(ok, volumes) if len(ok) else pd.DataFrame(columns=["volume_id", "method"])
+    failed = slices[slices.flag != ""].drop_duplicates(["volume_id", "method"])
+    failed = failed.assign(case_id=failed.volume_id, slice_index=np.nan)[["case_id", "volume_id", "method", "flag"]]
+    out = pd.concat([vol.drop(columns=["domain", "seed", "perturbation", "level"], errors="ignore"), failed],
+                    ignore_index=True)
+    return out.merge(meta, on="method", how="left").assign(flag=lambda d: d.flag.fillna(""))
+
+
+def run_fewshot(study, notebook: str = NOTEBOOK) -> pd.DataFrame:
+    """The whole experiment for every domain and seed of a Study, as one tidy table (masks dropped)."""
+    params = fewshot_params(study.profile)
+    parts = [domain_results(study, d, seed, params).assign(source=study.source_of(d))
+             for d in study.domains for seed in study.seeds]
+    out = pd.concat(parts, ignore_index=True).drop(columns=["_mask"], errors="ignore")
+    return out.assign(notebook=notebook, profile=study.profile.name, model=study.model_key)
