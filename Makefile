@@ -9,11 +9,11 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.frozenseg-setup
 
 .DEFAULT_GOAL := help
-.PHONY: help setup report smoke test bench data data-status lab clean clean-cache
+.PHONY: help setup report smoke test bench readme data data-status lab clean clean-cache
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
-	@echo "  variables: PROFILE=$(PROFILE) (smoke|cpu|full)  SEEDS=\"$(SEEDS)\"  NOTEBOOKS=\"01_frozen_oracle ...\"  FROZENSEG_DATA=/path"
+	@echo "  variables: PROFILE=$(PROFILE) (smoke|cpu|sample|full)  SEEDS=\"$(SEEDS)\"  NOTEBOOKS=\"01_frozen_oracle ...\"  FROZENSEG_DATA=/path"
 
 setup: $(STAMP) ## Create .venv with the pinned dependencies and register the 'frozenseg' kernel (no-op when up to date)
 
@@ -34,8 +34,11 @@ smoke: setup ## Build the report in the seconds-to-minutes smoke profile
 test: setup ## Run the test suite (library tests, notebooks in smoke mode, the report in headless Chromium)
 	$(PY) -m pytest -q
 
-bench: setup ## Encoder throughput, cold vs warm build, concept fit and decoder tuning times, peak memory -> bench/bench.json (BENCH="model report")
+bench: setup ## Encoder torch vs OpenVINO vs matmul, cold vs warm build, pipeline, concept, decoder tuning -> bench/bench.json (BENCH="encode report")
 	$(PY) -m frozenseg.bench --profile $(PROFILE) $(if $(BENCH),--parts $(BENCH))
+
+readme: setup ## Rewrite the README's generated tables (sample-profile numbers, encoder speed) from results/ and bench/bench.json
+	$(PY) -m frozenseg.readme
 
 data: setup ## Fetch and verify the real datasets and weights declared in data_manifest.yaml (needs a network)
 	$(PY) -m frozenseg.manifest fetch
@@ -49,5 +52,5 @@ lab: setup ## Open the notebooks in JupyterLab
 clean: ## Remove built reports and results (keeps the embedding cache)
 	rm -rf report/build results bench
 
-clean-cache: ## Remove the embedding cache (the next build re-encodes every image)
+clean-cache: ## Remove the caches (embeddings, decoded images, exported encoders, genomes, phantoms): the next build redoes them
 	rm -rf .cache/frozenseg

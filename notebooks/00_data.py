@@ -44,11 +44,12 @@ datas = {d: study.data(d) for d in study.domains}
 # ## Dataset cards
 
 # %%
-cards = cards_table(datas, titles)
+cards = cards_table(datas, titles, {d: study.source_detail(d) for d in study.domains})
 art.table(cards, "cards", caption=(
-    "Per domain: train pool (the largest N budget), fixed test split, image size, foreground fraction. "
-    "Spleen is loaded as volumes; its test cases are the slices of the test volumes that contain spleen, "
-    "and it is scored per volume."))
+    "Per domain: data source, train pool (the largest N budget), fixed test split and how it was made, image "
+    "size, foreground fraction. Spleen is loaded as volumes; its test cases are every slice of the test volumes "
+    "(spleen-free slices included) and it is scored per volume. Numbers on real samples describe the samples, "
+    "not the study's datasets; silver labels are a segmentation model's output."))
 display(cards)
 
 # %% [markdown]

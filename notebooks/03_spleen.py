@@ -62,7 +62,7 @@ if not ACTIVE:
 if ACTIVE:
     parts, infos = [], {}
     for seed in study.seeds:
-        for n in budgets(study.profile):
+        for n in budgets(study.profile, study.data(DOMAIN)):
             df, info = run_spleen(study, seed, genome_budget=genome_budget, n_labels=n)
             parts.append(df)
         save_masks(info["volumes"], "03_spleen", study.profile.name, DOMAIN, seed)   # the largest N's

@@ -7,12 +7,14 @@ import pytest
 
 @pytest.fixture(scope="session", autouse=True)
 def _isolated_outputs(tmp_path_factory):
-    """Point FROZENSEG_OUT and FROZENSEG_CACHE at a temporary folder for the whole test session."""
+    """Point FROZENSEG_OUT and FROZENSEG_CACHE at a temporary folder for the whole test session; sweeps run serially
+    (tests/test_distributed.py starts its own clusters)."""
     root = tmp_path_factory.mktemp("frozenseg")
-    old = {k: os.environ.get(k) for k in ("FROZENSEG_OUT", "FROZENSEG_CACHE", "MPLBACKEND")}
+    old = {k: os.environ.get(k) for k in ("FROZENSEG_OUT", "FROZENSEG_CACHE", "MPLBACKEND", "FROZENSEG_SCHEDULER")}
     os.environ["FROZENSEG_OUT"] = str(root / "out")
     os.environ["FROZENSEG_CACHE"] = str(root / "cache")
     os.environ["MPLBACKEND"] = "Agg"
+    os.environ["FROZENSEG_SCHEDULER"] = "serial"
     yield root
     for k, v in old.items():
         if v is None:

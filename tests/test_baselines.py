@@ -164,11 +164,13 @@ def test_nan_loss_is_recorded_as_a_failed_run_and_never_averaged(tmp_path, monke
     assert sweep.failed_runs(df)[["seed", "n_labels"]].values.tolist() == [[0, 3]]
 
 
-def test_budget_larger_than_the_pool_is_a_clear_error(tmp_path):
+def test_budget_larger_than_the_pool_is_left_out_and_said(tmp_path, capsys):
     study = ToyStudy(["toy"], [0])
+    df = sweep.run_sweep(study, {**TINY, "archs": ("unet_r34",), "budgets": (3, 7)}, root=tmp_path, progress=False)
+    assert set(df.n_labels) == {3}, "N=7 does not fit a pool of 6: no run made of repeated labels"
+    assert "toy: N=7 left out (train pool 6)" in capsys.readouterr().out
     with pytest.raises(ConfigError, match="train pool holds 6"):
-        sweep.run_sweep(study, {**TINY, "budgets": (3, 7)}, root=tmp_path, progress=False)
-    assert not any(tmp_path.iterdir())                         # failed fast, before training anything
+        sweep.check_budget("toy", 7, 6)
 
 
 def test_spleen_trains_on_background_slices_and_scores_whole_volumes(tmp_path):

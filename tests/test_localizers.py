@@ -309,7 +309,7 @@ def record_isic_traces(cases, trace_dir, monkeypatch) -> None:
         monkeypatch.setenv("FROZENSEG_LLM_URL", f"http://127.0.0.1:{server.server_port}/v1")
         monkeypatch.setenv("FROZENSEG_LLM_MODEL", FIXTURE_MODEL)
         monkeypatch.delenv("FROZENSEG_LLM_KEY", raising=False)
-        loc = {k: v for k, v in get_route("isic").localizer.items() if k != "name"}
+        loc = {k: v for k, v in get_route("isic_drawer").localizer.items() if k != "name"}
         drawer = make_localizer("drawer", **{**loc, "backend": "llm", "trace_dir": str(trace_dir)})
         for c in cases:
             assert drawer.locate(c.image).flag == "ok"
@@ -346,12 +346,12 @@ def test_isic_route_replays_recorded_polygons(isic_smoke, litemedsam, monkeypatc
     monkeypatch.setattr(drawer_mod, "http_post", lambda *a, **k: pytest.fail("replay must not call the network"))
     monkeypatch.delenv("FROZENSEG_LLM_URL", raising=False)
     study, _ = isic_smoke
-    route = with_localizer(get_route("isic"), backend="replay", trace_dir=str(ISIC_TRACES), llm_model=FIXTURE_MODEL)
-    assert route.localizer["backend"] == "replay" and get_route("isic").localizer["backend"] == "heuristic"
+    route = with_localizer(get_route("isic_drawer"), backend="replay", trace_dir=str(ISIC_TRACES), llm_model=FIXTURE_MODEL)
+    assert route.localizer["backend"] == "replay" and get_route("isic_drawer").localizer["backend"] == "heuristic"
     df, info = run_domain(study, "isic", 0, "test_replay", route=route)      # the notebook's path (run_section)
     assert info["route"].localizer["backend"] == "replay" and (df.flag == "").all()
     pipe, rec = fit_domain(study, "isic", 0, route=route)                     # the same fit, from the genome cache
-    heuristic, _ = fit_domain(study, "isic", 0, genome=False)
+    heuristic, _ = fit_domain(study, "isic", 0, route=get_route("isic_drawer"), genome=False)
     assert rec["cached"] and pipe.localizer.params["backend"] == "replay"
     cases = test_cases(study, "isic")
     embs = study.embeddings(cases)
@@ -376,7 +376,7 @@ def test_isic_route_replays_recorded_polygons(isic_smoke, litemedsam, monkeypatc
 def test_drawer_backend_choice_is_checked_before_any_work(monkeypatch):
     from frozenseg.pipeline.router import get_route, with_localizer
 
-    route = get_route("isic")
+    route = get_route("isic_drawer")
     assert with_localizer(route, backend=None) is route
     monkeypatch.delenv("FROZENSEG_LLM_URL", raising=False)
     monkeypatch.setenv("FROZENSEG_LLM_MODEL", "some-vlm")

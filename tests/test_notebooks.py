@@ -29,7 +29,7 @@ def test_every_notebook_executes_and_publishes(smoke_report):
         record = json.loads((out / "artifacts" / f"{name}.json").read_text())
         assert record["profile"] == "smoke"
         assert record["seeds"] == (TWO_SEEDS if name in ("00_data", "01_frozen_oracle") else SEEDS), name
-        assert record["source"] == "phantom" and "LiteMedSAM" in record["model"]
+        assert record["source"] == "phantom (isic, spleen, kvasir, cxr)" and "LiteMedSAM" in record["model"]
 
 
 def test_report_lists_every_built_section(smoke_report):

@@ -124,13 +124,57 @@ def test_genome_fit_stays_in_bounds_and_never_ends_worse_than_it_started(litemed
     assert achieved == pytest.approx(rec["fit_dice"], abs=1e-6), "the pipeline is left at the reported values"
 
 
+def test_genome_localizes_each_support_case_without_itself(litemedsam, cxr, monkeypatch):
+    """Leave one out: a genome case that is also a support is localized by a localizer fitted on the other supports
+    only (the static box of CXR is the mean of the support boxes, so a self-match would pull it toward the case)."""
+    from frozenseg.localizers.static_box import StaticBoxLocalizer as StaticBox
+
+    cases, embs = cxr
+    fitted_on = []
+    real_fit = StaticBox._fit
+
+    def spy(self, support, embeddings):
+        fitted_on.append({c.case_id for c in support})
+        return real_fit(self, support, embeddings)
+
+    monkeypatch.setattr(StaticBox, "_fit", spy)
+    pipe = Pipeline(get_route("cxr"), litemedsam).fit(cases[:4], embs[:4])
+    rec = fit_genome(pipe, cases[:5], embs[:5], budget=2, seed=0, support=cases[:4], support_embeddings=embs[:4])
+    ids = [c.case_id for c in cases[:4]]
+    assert rec["loo_cases"] == 4, "the four supports among the five genome cases are each left out once"
+    assert fitted_on[0] == set(ids) and all(set(ids) - {i} in fitted_on for i in ids)
+
+
+def test_pipeline_budgets_draw_supports_and_genome_cases_from_the_networks_n_label_draw(cxr):
+    from frozenseg.data.splits import subsample_train
+    from frozenseg.pipeline.experiment import label_sets
+
+    cases, _ = cxr
+    s = {"n_support": 3, "n_genome": 5}
+    for n in (2, 4, 6):
+        draw = {c.case_id for c in subsample_train(cases, n, seed=1)}
+        sup, gen = label_sets(cases, n, 1, s)
+        assert {c.case_id for c in sup + gen} <= draw, f"N={n}: every label lies inside the networks' draw"
+        assert len(sup) == min(3, n) and len(gen) == min(5, n)
+
+
 # ---------------------------------------------------------------- router and onboarding
 
-def test_router_scores_candidates_on_the_labels(litemedsam, cxr):
+def test_router_scores_candidates_on_every_label_with_their_spread(litemedsam, cxr):
+    from frozenseg.pipeline.router import cv_dice, folds, scores_table
+
     cases, embs = cxr
-    route, scores = choose_route(litemedsam, cases[:6], embs[:6], candidates=["cxr", "agnostic"])
-    assert set(scores) == {"cxr", "agnostic"} and route.domain == max(scores, key=scores.get)
-    assert all(0 <= s <= 1 for s in scores.values())
+    assert sorted(i for f in folds(6, 3, 0) for i in f) == list(range(6)), "every label held out exactly once"
+    cv = cv_dice(get_route("cxr"), litemedsam, cases[:6], embs[:6], k=3)
+    assert sorted(cv.case_id) == sorted(c.case_id for c in cases[:6]) and cv.fold.nunique() == 3
+    route, scores = choose_route(litemedsam, cases[:6], embs[:6], candidates=["cxr", "agnostic"], folds_k=3,
+                                 genome_budget=2, finalists=1)
+    screen, final = scores[scores.stage == "screen"], scores[scores.stage == "final"]
+    assert set(screen.route) == {"cxr", "agnostic"} and len(final) == 1
+    assert final.route.iloc[0] == screen.loc[screen["mean"].idxmax(), "route"], "the screen's best is refitted"
+    assert scores.chosen.sum() == 1 and route.domain == scores.loc[scores.chosen, "route"].iloc[0]
+    assert scores["mean"].between(0, 1).all() and scores.sd.notna().all() and (scores.cases == 6).all()
+    assert "±" in scores_table(scores)["held-out Dice"].iloc[0]
     with pytest.raises(ConfigError, match="at least 3"):
         choose_route(litemedsam, cases[:2], embs[:2], candidates=["cxr"])
 
@@ -143,7 +187,7 @@ def test_onboard_a_new_domain_from_a_folder(litemedsam, cxr, tmp_path):
         Image.fromarray(c.image).save(tmp_path / "lungs" / "images" / f"{c.case_id}.png")
         Image.fromarray(c.mask.astype(np.uint8) * 255).save(tmp_path / "lungs" / "masks" / f"{c.case_id}.png")
     pipe, scores = onboard(tmp_path / "lungs", litemedsam, n_labels=5, route="cxr")
-    assert scores == {} and pipe.route.domain == "lungs" and pipe.route.skills == get_route("cxr").skills
+    assert scores.empty and pipe.route.domain == "lungs" and pipe.route.skills == get_route("cxr").skills
     q = cases[7]
     assert dice(pipe.run(q.image, litemedsam.encode(q.image)).final, q.mask) > 0.5
 

@@ -103,3 +103,51 @@ def test_spleen_ct_folder_sample():
     np.testing.assert_allclose(by_id["ts_dicom_ct"].spacing, (0.9765625, 0.9765625, 2.0), rtol=1e-6)
     # ts_ct_sm is the top 30 slices of ts_ct_full (README), so reorientation must agree between them.
     assert (by_id["ts_ct_sm"].image == by_id["ts_ct_full"].image[:, :, -30:]).all()
+
+
+# ----------------------------------------------------------------------------- the study on real images
+
+
+@pytest.mark.slow
+def test_oracle_and_kvasir_pipeline_run_on_real_images(realdata):
+    """Smoke sizes on the real Kvasir sample: the GT-box oracle and the Kvasir pipeline section (every budget, the
+    route's genome included) run through the same code as the report, and their rows say 'real'."""
+    from frozenseg.oracle import run_oracle
+    from frozenseg.pipeline.section import run_budgets
+    from frozenseg.study import setup
+
+    sample("kvasir")
+    study = setup(profile="smoke", domains=["kvasir"], source="real", verbose=False)
+    assert study.source_detail("kvasir") == "real"
+    data = study.data("kvasir")
+    assert data.source == "real" and len(data.test) == study.profile.n_test and "seeded random" in data.meta["split"]
+    assert study.source_detail("kvasir") == f"real (n = {KVASIR_N} images)"
+    oracle = run_oracle(study)
+    gt = oracle[(oracle.method == "gt_box") & (oracle.unit == "case")]
+    assert (gt.source == "real").all() and gt.dice.mean() > 0.7, "the GT box segments real polyps"
+    df, info = run_budgets(study, "kvasir", 0, "04_kvasir")
+    dep = df[df.stage == "deployed"]
+    assert set(dep.n_labels) == set(study.profile.budgets) and (dep.source == "real").all()
+    assert dep.dice.between(0, 1).all() and (dep.labels_used <= dep.n_labels).all()
+    assert info["route"].localizer["name"] == "cpg"
+
+
+def test_sample_profile_takes_real_data_where_present_and_phantoms_elsewhere(realdata):
+    """The sample profile: each domain's source and label quality are said per domain, spleen from the silver CT
+    folder when MSD is absent (scans kept on one side of the split), CXR on phantoms."""
+    from frozenseg.study import setup
+
+    for sub in ("kvasir", "isic2018", "folders/spleen_ct"):
+        sample(sub)
+    study = setup(profile="sample", verbose=False)
+    assert [study.source_of(d) for d in study.domains] == ["real", "real", "real", "phantom"]
+    spleen = study.data("spleen")
+    assert spleen.meta["labels"] == "silver" and "silver labels" in study.source_detail("spleen")
+    groups = {"ts_ct_full": "a", "ts_ct_sm": "a", "ts_dicom_ct": "b"}
+    sides = {groups[v] for v in spleen.volumes}, {groups[v] for v in spleen.meta["train_volumes"]}
+    assert not sides[0] & sides[1], "the crop of a scan is never on the other side of the split from the scan"
+    for d in study.domains:
+        study.data(d)
+    label = study.source_label()
+    assert "isic: real sample (n = 51 images)" in label and "cxr: phantom" in label
+    assert "kvasir: real sample (n = 300 images)" in label

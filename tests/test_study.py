@@ -64,7 +64,7 @@ def test_onboard_a_folder_and_run_the_oracle(tmp_path):
     _write_folder(tmp_path / "mine")
     study = setup(profile="smoke", seeds=[0], domains=["mine"], folders={"mine": str(tmp_path / "mine")},
                   verbose=False)
-    assert study.source_label() == "folder(mine)"
+    assert study.source_label().startswith(f"folder {tmp_path / 'mine'}") and "(mine)" in study.source_label()
     df = run_oracle(study)
     assert set(df.domain) == {"mine"} and (df.source == "folder").all()
     table = summarize_oracle(df)

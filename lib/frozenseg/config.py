@@ -20,7 +20,7 @@ class Profile:
     """Sizes and models of one run profile."""
 
     name: str
-    source: str                 # "phantom" or "real"
+    source: str                 # "phantom", "real", or "auto" (real where its data is present, phantom elsewhere)
     model: str                  # model key, see frozenseg.models.MODELS
     n_train: int                # labelled train pool per domain (the largest N budget)
     n_test: int | None          # test cases per 2D domain (None = all of the real test split)
@@ -37,12 +37,21 @@ class Profile:
     fewshot: dict = field(default_factory=dict)   # few-shot decoder tuning sizes (frozenseg.finetune.DEFAULTS)
     baselines: dict = field(default_factory=dict)  # trained-network sizes (frozenseg.baselines.sweep.DEFAULTS)
     pipeline: dict = field(default_factory=dict)  # training-free pipeline sizes (frozenseg.pipeline.experiment.DEFAULTS)
+    splits: dict = field(default_factory=dict)    # real data: domain -> "official" / "pranet" / "random" (default)
     extra: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         """Plain dict, for provenance records."""
         return asdict(self)
 
+
+# The 2-core profiles' trained baselines: the small U-Net and SegFormer at 128 px in bfloat16 mixed precision, each
+# run stopped once its validation Dice has not risen by 0.005 in 5 evaluations (100 steps) or at 400 steps;
+# notebook 06 shows every validation curve and what ended each run. One torch thread per run, so a sweep gives the
+# same numbers serially or on a Dask cluster.
+SMALL_BASELINES = {"archs": ("unet_regnetx002", "segformer_b0"), "image_side": 128, "batch_size": 8, "steps": 400,
+                   "eval_every": 20, "patience": 5, "min_delta": 0.005, "monitor": "val_dice", "precision": "bf16",
+                   "lr": 2e-3, "threads": 1, "keep_checkpoints": False, "nnunet": False}
 
 PROFILES: dict[str, Profile] = {
     "smoke": Profile(
@@ -51,10 +60,13 @@ PROFILES: dict[str, Profile] = {
         jitter_levels=(0.0, 0.2), loosen_levels=(1.0, 1.5), budgets=(5, 10),
         concept={"k": 2, "epochs": 6, "refit_epochs": 3, "rounds": 2, "per_round": 1, "starts": (1,), "pool": 4, "n_test": 3},
         fewshot={"budgets": (1, 2), "epochs": 2, "patience": 1, "n_test": 3},
-        baselines={"archs": ("unet_r18", "segformer_b0"), "budgets": (5,), "image_side": 32, "batch_size": 2,
-                   "steps": 2, "eval_every": 1, "patience": 1, "keep_checkpoints": False, "nnunet": False},
+        baselines={"archs": ("unet_regnetx002", "segformer_b0"), "budgets": (5,), "image_side": 32, "batch_size": 2,
+                   "steps": 2, "eval_every": 1, "patience": 1, "threads": 1, "keep_checkpoints": False,
+                   "nnunet": False},
         pipeline={"n_support": 5, "n_genome": 4, "genome_budget": 2, "router_n_test": 2,
-                  "router_candidates": ["agnostic", "cxr"], "spleen_genome_budget": 2, "spleen_genome_volumes": 1},
+                  "router_candidates": ["agnostic", "cxr"], "router_n_labels": 5, "router_folds": 2,
+                  "router_genome_budget": 1, "router_finalists": 1,
+                  "spleen_genome_budget": 2, "spleen_genome_volumes": 1},
     ),
     "cpu": Profile(
         name="cpu", source="phantom", model="litemedsam", n_train=100, n_test=15,
@@ -63,15 +75,28 @@ PROFILES: dict[str, Profile] = {
         # the loop ends at 10 labels, so concept search meets the pipeline and the tuned decoder at N = 10
         concept={"k": 4, "epochs": 8, "refit_epochs": 4, "rounds": 2, "per_round": 5, "starts": (5,), "pool": 12},
         fewshot={"budgets": (10, 25), "epochs": 3, "patience": 2},
-        # the small U-Net and SegFormer, trained until the validation loss stops improving (300 steps is a cap that
-        # the runs on phantoms stop well before: notebook 06 lists what ended each run)
-        baselines={"archs": ("unet_r18", "segformer_b0"), "image_side": 128, "batch_size": 8, "steps": 300,
-                   "eval_every": 10, "patience": 5, "min_delta": 0.01, "lr": 2e-3, "keep_checkpoints": False,
-                   "nnunet": False},
-        pipeline={"n_support": 10, "n_genome": 12, "genome_budget": 10, "router_n_test": 6,
+        baselines=SMALL_BASELINES,
+        pipeline={"n_support": 10, "n_genome": 12, "genome_budget": 10, "router_n_test": 6, "router_folds": 3,
+                  "router_genome_budget": 3, "router_finalists": 2,
+                  "router_candidates": ["isic", "isic_drawer", "kvasir", "cxr", "agnostic"],
                   # spleen's genome: 8 evaluations on 1 train volume took 120 s cold (2 min over the report's
                   # 25-minute target); notebook 03 takes genome_budget to fit it anyway
                   "spleen_genome_budget": 0, "spleen_genome_volumes": 1},
+    ),
+    # The real samples where they are present under FROZENSEG_DATA (../shared/realdata: Kvasir-SEG, ISIC, a silver CT
+    # spleen folder), phantoms elsewhere, on 2 CPU cores; sizes chosen for a cold report in under 45 minutes.
+    "sample": Profile(
+        name="sample", source="auto", model="litemedsam", n_train=100, n_test=20,
+        spleen_train_volumes=10, spleen_test_volumes=1, phantom_size=256, phantom_depth=32, real_max_side=512,
+        jitter_levels=(0.0, 0.1, 0.3), loosen_levels=(1.0, 1.25, 2.0),
+        concept={"k": 4, "epochs": 8, "refit_epochs": 4, "rounds": 2, "per_round": 5, "starts": (5,), "pool": 12},
+        fewshot={"budgets": (10, 25), "epochs": 3, "patience": 2},
+        baselines=SMALL_BASELINES,
+        pipeline={"n_support": 10, "n_genome": 12, "genome_budget": 10, "router_n_test": 6, "router_folds": 3,
+                  "router_genome_budget": 3, "router_finalists": 2,
+                  "router_candidates": ["isic", "isic_drawer", "kvasir", "cxr", "agnostic"],
+                  "spleen_genome_budget": 0, "spleen_genome_volumes": 1},
+        splits={"isic": "official", "kvasir": "random"},
     ),
     "full": Profile(
         name="full", source="real", model="sam_vit_b", n_train=100, n_test=None,
@@ -81,6 +106,7 @@ PROFILES: dict[str, Profile] = {
                    "keep_checkpoints": True, "nnunet": True},
         pipeline={"n_support": 10, "n_genome": 40, "genome_budget": 120, "router_n_test": None,
                   "spleen_genome_budget": 40, "spleen_genome_volumes": 3},
+        splits={"isic": "official", "kvasir": "pranet"},
     ),
 }
 

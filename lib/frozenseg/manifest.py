@@ -34,7 +34,8 @@ from .errors import ChecksumError, ConfigError, DataError, MissingDatasetError
 FORMATS = ("zip", "tar", "file", "hf_repo")
 KINDS = {"datasets": "dataset", "weights": "weights"}
 REQUIRED = ("url", "license", "sha256", "format", "target", "layout", "how_to_get")
-OPTIONAL = ("title", "homepage", "md5", "member", "extra", "manual", "default", "bundled", "files")
+OPTIONAL = ("title", "homepage", "md5", "member", "extra", "manual", "default", "bundled", "files", "labels", "groups")
+LABELS = ("manual", "silver")
 PART_KEYS = {"url", "sha256", "md5", "format", "member", "manual"}
 CHUNK = 1 << 20
 TIMEOUT_S = 60
@@ -78,6 +79,8 @@ class Entry:
     bundled: str | None = None
     files: tuple[str, ...] = ()
     extra: tuple[Part, ...] = field(default_factory=tuple)
+    labels: str = "manual"         # "silver": the masks are a model's output, said wherever they are used
+    groups: dict = field(default_factory=dict)   # case or volume id -> scan/patient group (kept on one side of a split)
 
     def parts(self) -> list[Part]:
         """The primary download followed by the extra ones."""
@@ -133,7 +136,13 @@ def _entry(path: Path, key: str, kind: str, spec: object) -> Entry:
     files = spec.get("files") or []
     if not isinstance(files, list) or not all(isinstance(f, str) for f in files):
         raise ConfigError(f"{where}: 'files' must be a list of file names")
+    labels, groups = spec.get("labels", "manual"), spec.get("groups") or {}
+    if labels not in LABELS:
+        raise ConfigError(f"{where}: 'labels' must be one of {list(LABELS)}, got {labels!r}")
+    if not isinstance(groups, dict):
+        raise ConfigError(f"{where}: 'groups' must map case or volume ids to group names")
     return Entry(
+        labels=labels, groups={str(k): str(v) for k, v in groups.items()},
         key=key, kind=kind, url=spec["url"], license=spec["license"], sha256=spec["sha256"],
         format=spec["format"], target=spec["target"], layout=tuple(layout),
         how_to_get=" ".join(spec["how_to_get"].split()), title=spec.get("title") or key,

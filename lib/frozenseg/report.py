@@ -93,7 +93,7 @@ class Artifacts:
     notebook: str
     profile: str
     seeds: Iterable[int]
-    source: str
+    source: str | Callable[[], str]   # a callable is read when each item is recorded (per-domain data counts)
     model: str
     commit: str | None = None
     items: list[dict] = field(default_factory=list)
@@ -112,7 +112,8 @@ class Artifacts:
     @property
     def provenance(self) -> dict:
         """What every item carries: data source, model, profile, seeds, commit."""
-        return {"source": self.source, "model": self.model, "profile": self.profile,
+        source = self.source() if callable(self.source) else self.source
+        return {"source": source, "model": self.model, "profile": self.profile,
                 "seeds": list(self.seeds), "commit": self.commit}
 
     def _stem(self, name: str) -> str:

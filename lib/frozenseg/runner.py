@@ -19,6 +19,7 @@ from . import paths
 from .config import get_profile
 from .errors import ConfigError
 from .io import atomic_path, write_json_atomic
+from .repro import git_commit
 
 KERNEL = "frozenseg"
 # Notebooks that read other notebooks' results: they run after those (when selected) and rerun when they change.
@@ -103,8 +104,9 @@ def kernel_name() -> str:
     return KERNEL if KERNEL in KernelSpecManager().find_kernel_specs() else "python3"
 
 
-def run_notebook(name: str, params: dict, force: bool = False) -> Path:
-    """Execute one notebook into ``report/build/<profile>/notebooks/<name>.ipynb``; skip if up to date."""
+def run_notebook(name: str, params: dict, force: bool = False, return_skipped: bool = False):
+    """Execute one notebook into ``report/build/<profile>/notebooks/<name>.ipynb``; skip if up to date. Returns the
+    notebook's path (and whether it was skipped, with ``return_skipped``)."""
     import jupytext
     import papermill
 
@@ -117,7 +119,7 @@ def run_notebook(name: str, params: dict, force: bool = False) -> Path:
     stamp = _stamp(name, params)
     if not force and out.is_file() and stamp_path.is_file() and json.loads(stamp_path.read_text()) == stamp:
         print(f"[skip] {name}: up to date")
-        return out
+        return (out, True) if return_skipped else out
     nb = jupytext.read(sources[name])
     t0 = time.perf_counter()
     print(f"[run ] {name} ({params['profile']}, seeds {params['seeds']})", flush=True)
@@ -127,7 +129,7 @@ def run_notebook(name: str, params: dict, force: bool = False) -> Path:
     _render_html(out)
     write_json_atomic(stamp_path, stamp)
     print(f"[done] {name} in {time.perf_counter() - t0:.1f} s", flush=True)
-    return out
+    return (out, False) if return_skipped else out
 
 
 def _render_html(ipynb: Path) -> None:
@@ -138,8 +140,9 @@ def _render_html(ipynb: Path) -> None:
 
 
 def run_all(profile: str, seeds: list[int], notebooks: list[str] | None = None, force: bool = False,
-            data_root: str | None = None, source: str | None = None) -> Path:
-    """Run the notebooks in order, then build the HTML report; returns the report's path."""
+            data_root: str | None = None, source: str | None = None, jobs: int = 1) -> Path:
+    """Run the notebooks in order (``jobs`` > 1: that many at once, each after the notebooks it NEEDS, each kernel
+    with its share of the cores), then build the HTML report; returns the report's path."""
     from .report import build_report
 
     get_profile(profile)
@@ -148,9 +151,81 @@ def run_all(profile: str, seeds: list[int], notebooks: list[str] | None = None, 
         params["data_root"] = str(data_root)
     if source:
         params["source"] = source
-    for name in run_order(notebooks or list(notebook_sources())):
-        run_notebook(name, params, force=force)
-    return build_report(profile)
+    order = run_order(notebooks or list(notebook_sources()))
+    cold = cache_entries()
+    t0, times = time.perf_counter(), {}
+    if jobs <= 1:
+        for name in order:
+            t = time.perf_counter()
+            skipped = run_notebook(name, params, force=force, return_skipped=True)[1]
+            times[name] = "skipped" if skipped else round(time.perf_counter() - t, 1)
+    else:
+        times = run_parallel(order, params, force, jobs)
+    report = build_report(profile)
+    write_json_atomic(paths.build_dir(profile) / "run_times.json", {
+        "profile": profile, "seeds": params["seeds"], "jobs": jobs, "total_s": round(time.perf_counter() - t0, 1),
+        "notebooks": times, "all_notebooks": sorted(order) == sorted(notebook_sources()),
+        "embedding_cache_entries_at_start": cold, "commit": git_commit()})
+    return report
+
+
+def cache_entries() -> int:
+    """How many embeddings the cache holds (0: a cold run encodes every image)."""
+    root = paths.cache_root() / "embeddings"
+    return sum(1 for _ in root.rglob("*.npz")) if root.is_dir() else 0
+
+
+def run_parallel(order: list[str], params: dict, force: bool, jobs: int) -> dict:
+    """Run notebooks ``jobs`` at a time in separate processes, each once the selected notebooks it NEEDS are done;
+    each kernel gets ``cores // jobs`` torch threads (FROZENSEG_THREADS). A failure stops new starts, waits for the
+    running ones and raises with the failed notebook's log."""
+    import os
+    import subprocess
+    from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+
+    env = {**os.environ, "FROZENSEG_THREADS": str(max(1, (os.cpu_count() or 1) // jobs))}
+    logs = paths.build_dir(params["profile"]) / "notebooks"
+    logs.mkdir(parents=True, exist_ok=True)
+    selected, done, failed = set(order), set(), []
+
+    def one(name: str) -> tuple[str, int]:
+        cmd = [sys.executable, "-m", "frozenseg.runner", "--profile", params["profile"], "--seeds",
+               *map(str, params["seeds"]), "--notebooks", name, "--no-report", "--jobs", "1"]
+        cmd += ["--data-root", params["data_root"]] if params.get("data_root") else []
+        cmd += ["--source", params["source"]] if params.get("source") else []
+        cmd += ["--force"] if force else []
+        with open(logs / f"{name}.log", "w") as fh:
+            return name, subprocess.run(cmd, env=env, stdout=fh, stderr=subprocess.STDOUT).returncode
+
+    pending, running, times = list(order), {}, {}
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        while pending or running:
+            ready = [n for n in pending if all(d in done or d not in selected for d in NEEDS.get(n, ()))]
+            while ready and len(running) < jobs and not failed:
+                name = ready.pop(0)
+                pending.remove(name)
+                print(f"[run ] {name} ({params['profile']}, seeds {params['seeds']}, {env['FROZENSEG_THREADS']} "
+                      "thread(s))", flush=True)
+                running[pool.submit(one, name)] = time.perf_counter()
+            if not running:
+                break
+            finished, _ = wait(running, return_when=FIRST_COMPLETED)
+            for fut in finished:
+                name, rc = fut.result()
+                secs = time.perf_counter() - running.pop(fut)
+                if rc:
+                    failed.append(name)
+                    print(f"[fail] {name} after {secs:.1f} s; log: {logs / (name + '.log')}", flush=True)
+                else:
+                    done.add(name)
+                    times[name] = round(secs, 1)
+                    print(f"[done] {name} in {secs:.1f} s", flush=True)
+    if failed:
+        tail = (logs / f"{failed[0]}.log").read_text(errors="replace")[-3000:]
+        raise RuntimeError(f"notebook {failed[0]} failed; the end of its log ({logs / (failed[0] + '.log')}):\n{tail}")
+    if pending:
+        raise RuntimeError(f"notebooks not run because a notebook they need failed: {pending}")
+    return times
 
 
 def main(argv=None) -> int:
@@ -160,11 +235,19 @@ def main(argv=None) -> int:
     ap.add_argument("--seeds", nargs="+", default=["0"], help="e.g. --seeds 0 1 2 (or one quoted string)")
     ap.add_argument("--notebooks", nargs="*", help="names like 01_frozen_oracle (default: all)")
     ap.add_argument("--data-root", default=None, help="real data folder (default: $FROZENSEG_DATA)")
-    ap.add_argument("--source", default=None, choices=["phantom", "real"], help="override the profile's data source")
+    ap.add_argument("--source", default=None, choices=["phantom", "real", "auto"], help="override the profile's data source")
     ap.add_argument("--force", action="store_true", help="rerun notebooks even if up to date")
+    ap.add_argument("--jobs", type=int, default=1, help="notebooks run at once (each after those it reads)")
+    ap.add_argument("--no-report", action="store_true", help="run the notebooks only; do not build the report")
     a = ap.parse_args(argv)
     seeds = [int(s) for chunk in a.seeds for s in str(chunk).split()]
-    path = run_all(a.profile, seeds, a.notebooks, a.force, a.data_root, a.source)
+    if a.no_report:
+        params = {"profile": a.profile, "seeds": seeds, **({"data_root": a.data_root} if a.data_root else {}),
+                  **({"source": a.source} if a.source else {})}
+        for name in run_order(a.notebooks or list(notebook_sources())):
+            run_notebook(name, params, force=a.force)
+        return 0
+    path = run_all(a.profile, seeds, a.notebooks, a.force, a.data_root, a.source, a.jobs)
     print(f"report: {path}")
     return 0
 

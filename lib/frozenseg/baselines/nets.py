@@ -18,12 +18,15 @@ FROM_SCRATCH, PRETRAINED = "from scratch", "pretrained"
 ARCHS: dict[str, tuple[str, str, str, str]] = {
     "unet_r34": ("U-Net (ResNet-34)", "Unet", "resnet34", "smp_resnet34_imagenet"),
     "segformer_b2": ("SegFormer (MiT-B2)", "Segformer", "mit_b2", "smp_mit_b2_imagenet"),
-    "unet_r18": ("U-Net (ResNet-18, narrow decoder)", "Unet", "resnet18", "smp_resnet18_imagenet"),
-    "segformer_b0": ("SegFormer (MiT-B0)", "Segformer", "mit_b0", "smp_mit_b0_imagenet"),
+    "unet_regnetx002": ("U-Net (RegNetX-200MF, narrow decoder)", "Unet", "timm-regnetx_002", "smp_regnetx002_imagenet"),
+    "segformer_b0": ("SegFormer (MiT-B0, 64-channel head)", "Segformer", "mit_b0", "smp_mit_b0_imagenet"),
 }
 STUDY_ARCHS = ("unet_r34", "segformer_b2")
-SMALL_ARCHS = ("unet_r18", "segformer_b0")
-ARCH_KWARGS = {"unet_r18": {"decoder_channels": (128, 64, 32, 16, 8)}}   # smp's default is (256, ..., 16)
+SMALL_ARCHS = ("unet_regnetx002", "segformer_b0")
+# smp's defaults: U-Net decoder (256, 128, 64, 32, 16), SegFormer head 256 channels. The small pair trains a step
+# (batch 8, 128 px, bf16) in about 0.11 s on 2 cores, against 0.8 s for the study's pair in fp32.
+ARCH_KWARGS = {"unet_regnetx002": {"decoder_channels": (64, 32, 16, 8, 8)},
+               "segformer_b0": {"decoder_segmentation_channels": 64}}
 
 
 def arch_label(arch: str) -> str:

@@ -214,6 +214,7 @@ def import_predictions(study, folder: Path, pred_dir: Path, seed: int, n: int) -
         rows.append({"case_id": v.volume_id, "volume_id": v.volume_id, "unit": "volume", "flag": "",
                      **score_volume(m, v.mask, v.spacing, with_hd95=False)})
     return pd.DataFrame(rows).assign(domain=domain, seed=seed, method=f"nnunet_n{n}", arch="nnunet", n_labels=n,
+                                     labels_used=n, stop="nnU-Net's own schedule",
                                      init="from scratch", status="ok", steps_run=np.nan, best_step=np.nan,
                                      train_s=np.nan, n_fit=n, n_val=np.nan, n_bg=0, image_side=np.nan, message="")
 
@@ -228,9 +229,11 @@ def nnunet_sweep(study, params: dict, root: Path | None = None) -> list[pd.DataF
     base = Path(root or runs_root(study.profile.name)).parent / "nnunet"
     kw = {"configuration": params["nnunet_configuration"], "fold": params["nnunet_fold"],
           "trainer": params["nnunet_trainer"]}
+    from ..data import budgets_for
+
     parts = []
     for dom in study.domains:
-        for n in params["budgets"]:
+        for n in budgets_for(study.data(dom), params["budgets"]):
             for seed in study.seeds:
                 parts.append(_one_nnunet(study, dom, n, seed, params["budgets"], base, kw)
                              .assign(source=study.source_of(dom)))

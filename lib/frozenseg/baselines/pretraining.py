@@ -49,14 +49,14 @@ def reusable_07(study, params: dict, key: str) -> pd.DataFrame | None:
 
 def gt_box_rows(study, domain: str, seed: int, params: dict) -> pd.DataFrame:
     """Frozen (once) and tuned GT-box rows of one domain and seed at every budget (notebook 07's arm, alone)."""
-    from ..data import test_subset
+    from ..data import budgets_for, test_subset
     from ..finetune import _method, gt_box_provider, labelled_set, predict_rows, run_info, tune_arm, volume_scores
 
     data = study.data(domain)
     test = test_subset(data, params["n_test"])
     test_embs = study.embeddings(test, desc=f"{domain} test")
     box_of, rows = gt_box_provider([]), []
-    for i, n in enumerate(params["budgets"]):
+    for i, n in enumerate(budgets_for(data, params["budgets"])):
         labelled = labelled_set(data.train, n, seed)
         run = tune_arm(study.model, labelled, study.embeddings(labelled, desc=f"{domain} N={n}"), gt_box_provider,
                        params, seed)

@@ -19,10 +19,12 @@ from .train import STATUS_FAILED, TrainRun, predict_masks, prepare, train_net
 NOTEBOOK = "06_trained_baselines"
 # Sizes when a profile leaves them open (Profile.baselines overrides; budgets None = Profile.budgets).
 DEFAULTS = {"archs": STUDY_ARCHS, "budgets": None, "image_side": 256, "batch_size": 8, "steps": 2000,
-            "eval_every": 100, "patience": 5, "min_delta": 0.0, "lr": 3e-4, "weight_decay": 1e-4, "val_fraction": 0.2,
+            "eval_every": 100, "patience": 5, "min_delta": 0.0, "monitor": "val_loss", "precision": "fp32", "lr": 3e-4,
+            "threads": None, "weight_decay": 1e-4, "val_fraction": 0.2,
             "bg_ratio": 0.3, "pretrained": "auto", "keep_checkpoints": True, "n_test": None,
             "nnunet": False, "nnunet_trainer": "nnUNetTrainer", "nnunet_configuration": "2d", "nnunet_fold": "0"}
-TRAIN_KEYS = ("steps", "batch_size", "lr", "weight_decay", "eval_every", "patience", "min_delta", "val_fraction")
+TRAIN_KEYS = ("steps", "batch_size", "lr", "weight_decay", "eval_every", "patience", "min_delta", "monitor",
+              "precision", "val_fraction")
 FLIP_DOMAINS = frozenset({"isic", "kvasir"})   # no laterality there: flips keep the label valid
 RUN_FILE, ROWS_FILE, CURVE_FILE, CKPT_FILE = "run.json", "rows.parquet", "curve.csv", "best.pt"
 INFO_COLUMNS = ["arch", "n_labels", "labels_used", "init", "status", "stop", "steps_run", "best_step", "train_s",
@@ -42,9 +44,12 @@ def size_caption(params: dict) -> str:
     nets = " and ".join(arch_label(a) for a in params["archs"])
     why = ("; these are smaller than the study's U-Net (ResNet-34) and SegFormer (MiT-B2) so that every run reaches "
            "its validation plateau on a 2-core CPU" if set(params["archs"]) <= set(SMALL_ARCHS) else "")
-    return (f"{nets} at {params['image_side']} px{why}; AdamW lr {params['lr']:g}, batch {params['batch_size']}, "
+    gain = (f"a {params['min_delta']:.0%} lower validation loss" if params["monitor"] == "val_loss"
+            else f"a validation Dice {params['min_delta']:g} higher")
+    mixed = ", bfloat16 mixed precision" if params["precision"] == "bf16" else ""
+    return (f"{nets} at {params['image_side']} px{why}; AdamW lr {params['lr']:g}, batch {params['batch_size']}{mixed}, "
             f"validation every {params['eval_every']} steps, stopped after {params['patience']} evaluations without "
-            f"a {params['min_delta']:.0%} lower validation loss, at most {params['steps']} steps")
+            f"{gain} (the plateau), at most {params['steps']} steps")
 
 
 @dataclass(frozen=True)
@@ -110,32 +115,11 @@ def background_slices(study, domain: str, labelled, k: int, seed: int) -> list:
 
 
 def train_volume(study, domain: str, volume_id: str):
-    """A train volume by id (phantoms regenerated, real ones reloaded), or None for folder domains."""
-    data, prof = study.data(domain), study.profile
+    """A train volume by id (the DomainData keeps them), or None when the domain has none (2D folders)."""
+    data = study.data(domain)
     if volume_id not in data.meta.get("train_volumes", []):
         raise ConfigError(f"{volume_id!r} is not a train volume of {domain!r}")
-    if data.source == "phantom":
-        idx = int(volume_id.rsplit("_p", 1)[1])
-        return _phantom_volume(idx, prof.phantom_size, prof.phantom_depth, int(data.meta.get("seed", prof.data_seed)))
-    if data.source == "real":
-        return _real_volume(volume_id, str(paths.data_root()))
-    return None
-
-
-@functools.lru_cache(maxsize=64)
-def _phantom_volume(index: int, size: int, depth: int, seed: int):
-    """A spleen phantom volume, generated once per process."""
-    from ..data.phantoms import make_phantom_volume
-
-    return make_phantom_volume(index, size, depth, seed)
-
-
-@functools.lru_cache(maxsize=64)
-def _real_volume(volume_id: str, root: str):
-    """A real MSD spleen volume, loaded once per process."""
-    from ..data.loaders import load_msd_spleen
-
-    return load_msd_spleen(ids=[volume_id])[0]
+    return data.train_volumes.get(volume_id)
 
 
 # ---------------------------------------------------------------- test scoring
@@ -193,6 +177,7 @@ def signature(study, key: RunKey, params: dict) -> dict:
             "code": code_hash(),
             "train": {k: params[k] for k in TRAIN_KEYS}, "image_side": params["image_side"],
             "bg_ratio": params["bg_ratio"], "pretrained": str(params["pretrained"]), "n_test": params["n_test"],
+            "threads": params.get("threads"),
             "key": [key.domain, key.arch, key.n, key.seed]}
 
 
@@ -228,6 +213,10 @@ def run_one(study, key: RunKey, params: dict, root: Path | None = None, progress
     if done is not None:
         return done, False
     train, n_bg = labelled_cases(study, key.domain, key.n, key.seed, params["bg_ratio"])
+    if params.get("threads"):                 # a fixed thread count: the same numbers serially or on any worker
+        import torch
+
+        torch.set_num_threads(int(params["threads"]))
     seed_everything(key.seed)
     net, init = build_net(key.arch, params["pretrained"], key.seed)
     net = net.to(default_device())                     # a GPU when present (the full profile)
@@ -280,28 +269,35 @@ def training_curves(study, root: Path | None = None) -> pd.DataFrame:
 # ---------------------------------------------------------------- the sweep
 
 
-def check_budgets(study, domains, budgets) -> None:
-    """Fail fast, before any training, when a budget exceeds a domain's train pool."""
-    for d in domains:
-        for n in budgets:
-            check_budget(d, int(n), len(study.data(d).train))
+def _run_key(study, key: RunKey, params: dict, root: Path) -> tuple[pd.DataFrame, bool]:
+    """One run as a sweep unit (module level, so Dask workers import it by name)."""
+    return run_one(study, key, params, root)
 
 
 def run_sweep(study, params: dict | None = None, root: Path | None = None, notebook: str = NOTEBOOK,
-              progress: bool = True) -> pd.DataFrame:
-    """Every (domain, arch, N, seed) run, finished ones read back; one tidy table (results rows)."""
-    from tqdm.auto import tqdm
+              progress: bool = True, scheduler=None) -> pd.DataFrame:
+    """Every (domain, arch, N, seed) run, finished ones read back; one tidy table (results rows). The runs go through
+    ``frozenseg.distributed.run_units``: a local Dask cluster by default, ``FROZENSEG_SCHEDULER`` (or
+    ``scheduler``) for serial or an existing cluster; each run is resumable and seeds itself, so the table is the
+    same whichever runs it."""
+    import functools
+
+    from ..data import budgets_for
+    from ..distributed import run_units
 
     params = params or baseline_params(study.profile)
-    check_budgets(study, study.domains, params["budgets"])
-    keys = plan_runs(study.domains, params["archs"], params["budgets"], study.seeds)
-    parts, trained = [], 0
-    with tqdm(keys, desc="trained baselines", disable=not progress) as bar:
-        for key in bar:
-            bar.set_postfix_str(f"{key.domain} {key.arch} N={key.n} seed {key.seed}")
-            df, new = run_one(study, key, params, root)
-            parts.append(df.assign(source=study.source_of(key.domain)))
-            trained += new
+    keys = []
+    for d in study.domains:
+        fits = budgets_for(study.data(d), params["budgets"])
+        left = [n for n in params["budgets"] if n not in fits]
+        if left:
+            print(f"{d}: N={', '.join(map(str, left))} left out (train pool {len(study.data(d).train)})")
+        keys += plan_runs([d], params["archs"], fits, study.seeds)
+    root = Path(root or runs_root(study.profile.name))
+    outs = run_units(functools.partial(_run_key, params=params, root=root), keys, study, scheduler=scheduler,
+                     desc="trained baselines", progress=progress)
+    parts = [df.assign(source=study.source_of(key.domain)) for key, (df, _) in zip(keys, outs)]
+    trained = sum(new for _, new in outs)
     if params.get("nnunet"):
         from .nnunet import nnunet_sweep
 

@@ -121,10 +121,16 @@ def _evaluate(net, x, y, idx: list[int], batch_size: int) -> tuple[float, float]
 def train_net(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, steps: int, batch_size: int, lr: float,
               weight_decay: float = 1e-4, eval_every: int = 50, patience: int = 5, val_fraction: float = 0.2,
               seed: int = 0, flip: bool = False, clip: float = 1.0, min_delta: float = 0.0,
-              progress=None) -> TrainRun:
-    """Train ``net`` in place for up to ``steps`` AdamW steps; keep the weights with the lowest val loss and stop
-    early once ``patience`` evaluations in a row have not lowered it by more than ``min_delta`` (relative): the
-    validation plateau. ``run.stop`` says whether the plateau or the step budget ended the run."""
+              monitor: str = "val_loss", precision: str = "fp32", progress=None) -> TrainRun:
+    """Train ``net`` in place for up to ``steps`` AdamW steps; keep the weights with the best validation score
+    (``monitor``: the lowest 'val_loss', or the highest 'val_dice') and stop early once ``patience`` evaluations in
+    a row have not improved it by more than ``min_delta`` (relative for the loss, absolute for Dice): the validation
+    plateau. ``run.stop`` says whether the plateau or the step budget ended the run. ``precision="bf16"`` runs the
+    forward passes under bfloat16 autocast (mixed precision; where the CPU has no bf16 support, fp32)."""
+    if monitor not in ("val_loss", "val_dice"):
+        raise ConfigError(f"monitor must be 'val_loss' or 'val_dice', got {monitor!r}")
+    if precision not in ("fp32", "bf16"):
+        raise ConfigError(f"precision must be 'fp32' or 'bf16', got {precision!r}")
     from ..finetune import validation_split
 
     if steps < 1 or batch_size < 1 or eval_every < 1 or patience < 1:
@@ -136,7 +142,7 @@ def train_net(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, steps: 
     run = TrainRun(train_index=tr, val_index=va)
     _loop(net, x, y, run, steps=steps, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
           eval_every=eval_every, patience=patience, seed=seed, flip=flip, clip=clip, min_delta=min_delta,
-          progress=progress)
+          monitor=monitor, autocast=autocast_context(net, precision), progress=progress)
     run.seconds = time.perf_counter() - t0
     return run
 
@@ -149,18 +155,42 @@ def optimizer(net: torch.nn.Module, lr: float, weight_decay: float) -> torch.opt
         return torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=weight_decay)
 
 
+def autocast_context(net: torch.nn.Module, precision: str):
+    """A factory of autocast contexts for the forward passes: bfloat16 mixed precision when asked for and the device
+    supports it, else a no-op (fp32)."""
+    import contextlib
+
+    dev = _device(net).type
+    if precision == "bf16" and bf16_supported(dev):
+        return lambda: torch.autocast(dev, dtype=torch.bfloat16)
+    return contextlib.nullcontext
+
+
+def bf16_supported(device: str = "cpu") -> bool:
+    """True when ``device`` runs bfloat16 natively (a CPU with AVX-512 BF16 / AMX, or a bf16-capable GPU)."""
+    if device == "cuda":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    try:
+        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
 def _loop(net, x, y, run: TrainRun, *, steps, batch_size, lr, weight_decay, eval_every, patience, seed, flip,
-          clip, min_delta, progress) -> None:
+          clip, min_delta, monitor, autocast, progress) -> None:
     """The optimisation loop of :func:`train_net` (fills ``run``)."""
     opt = optimizer(net, lr, weight_decay)
     dev = _device(net)                          # data live on the CPU; batches move to the network's device
     gen = torch.Generator().manual_seed(int(seed))
     tr, va, best, bad, losses = run.train_index, run.val_index, math.inf, 0, []
+    sign = 1.0 if monitor == "val_loss" else -1.0     # scores are minimised: the loss, or minus the Dice
     net.train()
     for step in range(1, steps + 1):
         idx = [tr[int(i)] for i in torch.randint(len(tr), (min(batch_size, len(tr)),), generator=gen)]
         xb, yb = (t.to(dev) for t in augment(x[idx], y[idx], gen, flip))
-        loss = loss_fn(net(xb), yb)
+        with autocast():
+            logits = net(xb)
+        loss = loss_fn(logits.float(), yb)
         if not torch.isfinite(loss):
             return _fail(run, step, f"non-finite training loss at step {step}")
         opt.zero_grad()
@@ -180,9 +210,11 @@ def _loop(net, x, y, run: TrainRun, *, steps, batch_size, lr, weight_decay, eval
         losses = []
         if va and not math.isfinite(val_loss):
             return _fail(run, step, f"non-finite validation loss at step {step}")
-        if not va or val_loss < best:
-            bad = 0 if not va or val_loss < best * (1.0 - min_delta) else bad + 1
-            best, run.best_step, run.state = val_loss, step, snapshot(net)
+        score = sign * (val_loss if monitor == "val_loss" else val_dice)
+        if not va or score < best:
+            margin = abs(best) * min_delta if monitor == "val_loss" else min_delta
+            bad = 0 if not va or score < best - margin else bad + 1
+            best, run.best_step, run.state = score, step, snapshot(net)
         else:
             bad += 1
         if va and bad >= patience:

@@ -7,26 +7,29 @@ import pandas as pd
 from .types import DomainData
 
 
-def card(data: DomainData, title: str | None = None) -> dict:
-    """Counts, image sizes, foreground fraction and scoring unit of one domain."""
+def card(data: DomainData, title: str | None = None, source: str | None = None) -> dict:
+    """Counts, image sizes, foreground fraction, scoring unit and split of one domain (``source``: the study's
+    per-domain description, e.g. 'real sample (n = 51 images)')."""
     cases = data.train + data.test
     shapes = sorted({c.image.shape[:2] for c in cases})
     fg = np.array([c.mask.mean() for c in cases]) if cases else np.array([np.nan])
     size = f"{shapes[0][0]}x{shapes[0][1]}" if len(shapes) == 1 else f"{len(shapes)} sizes, e.g. {shapes[0][0]}x{shapes[0][1]}"
     return {
-        "domain": title or data.domain, "source": data.source,
+        "domain": title or data.domain, "source": source or data.source,
         "train pool": len(data.train), "test": len(data.test),
         "test volumes": len(data.volumes) if data.volumes else "–",
         "scored per": "3D volume" if data.volumes else "image",
         "image size (HxW)": size,
         "foreground %": f"{100 * np.nanmean(fg):.1f} (range {100 * np.nanmin(fg):.1f}–{100 * np.nanmax(fg):.1f})",
         "empty masks": int(sum(not c.mask.any() for c in cases)),
+        "split": data.meta.get("split", f"phantoms generated with data seed {data.meta.get('seed', 0)}"),
     }
 
 
-def cards_table(datas: dict[str, DomainData], titles: dict[str, str] | None = None) -> pd.DataFrame:
+def cards_table(datas: dict[str, DomainData], titles: dict[str, str] | None = None,
+                sources: dict[str, str] | None = None) -> pd.DataFrame:
     """One card row per domain."""
-    return pd.DataFrame([card(d, (titles or {}).get(k)) for k, d in datas.items()])
+    return pd.DataFrame([card(d, (titles or {}).get(k), (sources or {}).get(k)) for k, d in datas.items()])
 
 
 def pick_examples(data: DomainData, n: int = 4) -> list:

@@ -565,17 +565,24 @@ def _unpaired_error(where: Path, what: str, names: list[str]) -> DataError:
 
 # ----------------------------------------------------------------------------- pair listings per dataset
 
-def pairs_isic(root: str | Path | None = None) -> list[Pair]:
-    """ISIC 2018 Task 1 pairs: ``ISIC2018_Task1-2_Training_Input/ISIC_*.jpg`` + ``..._segmentation.png``."""
-    folder = _folder("isic2018_task1", root)
-    gt = folder / "ISIC2018_Task1_Training_GroundTruth"
+ISIC_PARTS = {"training": "Training", "validation": "Validation", "test": "Test"}   # the challenge's own splits
+
+
+def pairs_isic(root: str | Path | None = None, part: str = "training") -> list[Pair]:
+    """ISIC 2018 Task 1 pairs of one official part (training, validation, test):
+    ``ISIC2018_Task1-2_<Part>_Input/ISIC_*.jpg`` + ``ISIC2018_Task1_<Part>_GroundTruth/<id>_segmentation.png``."""
+    if part not in ISIC_PARTS:
+        raise ConfigError(f"unknown ISIC 2018 part {part!r}; choose from {list(ISIC_PARTS)}")
+    name = ISIC_PARTS[part]
+    folder = _folder("isic2018_task1" if part == "training" else "isic2018_task1_eval", root)
+    gt = folder / f"ISIC2018_Task1_{name}_GroundTruth"
     pairs, missing = [], []
-    for img in _visible(folder.glob("ISIC2018_Task1-2_Training_Input/ISIC_*.jpg")):
+    for img in _visible(folder.glob(f"ISIC2018_Task1-2_{name}_Input/ISIC_*.jpg")):
         mask = gt / f"{img.stem}_segmentation.png"
         (pairs.append(Pair(img.stem, img, (mask,), "isic2018_task1")) if mask.is_file() else missing.append(img.name))
     if missing:
         raise DataError(gt, f"{len(missing)} ISIC image(s) have no <id>_segmentation.png mask, e.g. {missing[:3]}",
-                        "unzip ISIC2018_Task1_Training_GroundTruth.zip completely into the dataset folder")
+                        f"unzip ISIC2018_Task1_{name}_GroundTruth.zip completely into the dataset folder")
     return pairs
 
 
@@ -637,10 +644,11 @@ def pairs_msd_spleen(root: str | Path | None = None) -> list[tuple[str, Path, Pa
 # ----------------------------------------------------------------------------- public loaders
 
 def load_isic(root: str | Path | None = None, *, ids: Iterable[str] | None = None,
-              max_side: int | None = None) -> list[Case]:
-    """ISIC 2018 Task 1 training images with lesion masks (domain "isic")."""
-    folder = _folder("isic2018_task1", root)
-    return _load_pairs(pairs_isic(folder), "isic", "real", ids, max_side, folder, "isic2018_task1")
+              max_side: int | None = None, part: str = "training") -> list[Case]:
+    """ISIC 2018 Task 1 images with lesion masks (domain "isic") of one official part (default: training)."""
+    key = "isic2018_task1" if part == "training" else "isic2018_task1_eval"
+    folder = _folder(key, root)
+    return _load_pairs(pairs_isic(folder, part), "isic", "real", ids, max_side, folder, f"isic2018_task1 ({part})")
 
 
 def load_kvasir(root: str | Path | None = None, *, ids: Iterable[str] | None = None,
@@ -755,6 +763,22 @@ def load_folder(root: str | Path, domain: str, *, ids: Iterable[str] | None = No
     records = [_folder_record(p, domain, max_side, window) for p in chosen]
     _warn_empty(records, f"folder {root}")
     return records
+
+
+def load_spleen_silver(root: str | Path | None = None) -> list[Volume]:
+    """The abdominal CT folder with TotalSegmentator's spleen masks (manifest ``spleen_ct_silver``; silver-standard
+    labels, a model's output, not manual) as spleen Volumes (CT window L40/W400), each tagged with its scan group
+    (volumes cut from one scan share a group, so a split never puts them on both sides)."""
+    entry = manifest.get_entry("spleen_ct_silver")
+    folder = _folder("spleen_ct_silver", root)
+    vols = load_folder(folder, "spleen", window=(CT_LEVEL, CT_WIDTH))
+    for v in vols:
+        if not isinstance(v, Volume):
+            raise DataError(v.meta.get("image_path"), "expected a 3D CT volume in the spleen CT folder",
+                            "keep only NIfTI volumes with their masks in images/ and masks/")
+        v.source = "real"
+        v.meta.update(dataset="spleen_ct_silver", labels=entry.labels, group=entry.groups.get(v.volume_id, v.volume_id))
+    return vols
 
 
 LOADERS: dict[str, Callable[..., list]] = {

@@ -59,14 +59,21 @@ def _as_list(volumes: Sequence[Volume] | Mapping[str, Volume]) -> list[Volume]:
 
 
 def split_volumes(volumes: Sequence[Volume] | Mapping[str, Volume], n_test: int | float | None,
-                  seed: int) -> tuple[list[Volume], list[Volume]]:
-    """(train, test) lists of whole volumes: no volume contributes slices to both sides."""
+                  seed: int, groups: Mapping[str, str] | None = None) -> tuple[list[Volume], list[Volume]]:
+    """(train, test) lists of whole volumes: no volume contributes slices to both sides. With ``groups`` (volume id
+    -> scan or patient), ``n_test`` counts groups and the volumes of one group stay on one side."""
     vols = _as_list(volumes)
     ids = [v.volume_id for v in vols]
     if len(set(ids)) != len(ids):
         raise ConfigError("volume ids must be unique to split by volume")
-    tr, te = split_indices(len(vols), n_test, seed)
-    return [vols[i] for i in tr], [vols[i] for i in te]
+    if not groups:
+        tr, te = split_indices(len(vols), n_test, seed)
+        return [vols[i] for i in tr], [vols[i] for i in te]
+    keys = sorted({groups.get(i, i) for i in ids})
+    tr, te = split_indices(len(keys), n_test, seed)
+    test_groups = {keys[k] for k in te}
+    return ([v for v in vols if groups.get(v.volume_id, v.volume_id) not in test_groups],
+            [v for v in vols if groups.get(v.volume_id, v.volume_id) in test_groups])
 
 
 def _group_key(case: Case) -> str:

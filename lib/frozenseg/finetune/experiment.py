@@ -207,7 +207,7 @@ def budget_rows(study, domain: str, seed: int, n: int, params: dict, test, test_
         boxes = arm_boxes(study, domain, seed, n, arm, labelled)
         run = tune_arm(study.model, labelled, embs, boxes.train, params, seed)
         variants = [("tuned", n, run, len(labelled))]
-        if arm != "gt_box" or n == min(params["budgets"]):
+        if arm != "gt_box" or n == min(params["domain_budgets"]):
             variants.append(("frozen", 0 if arm == "gt_box" else n, None, boxes.labels_used))
         for decoder, n_lab, r, used in variants:
             meta = {"arm": arm, "decoder": decoder, "n_labels": n_lab, "labels_used": used,
@@ -224,12 +224,13 @@ def _method(decoder: str, arm: str, n: int) -> str:
 def domain_results(study, domain: str, seed: int, params: dict) -> pd.DataFrame:
     """Every budget of one domain and seed; spleen adds per-volume 3D rows (unit 'volume') over every slice of each
     test volume; its slice rows stay diagnostics."""
-    from ..data import test_subset
+    from ..data import budgets_for, test_subset
 
     data = study.data(domain)
     test = test_subset(data, params["n_test"])
     test_embs = study.embeddings(test, desc=f"{domain} test")
-    rows = [r for n in params["budgets"] for r in budget_rows(study, domain, seed, n, params, test, test_embs)]
+    params = {**params, "domain_budgets": budgets_for(data, params["budgets"])}
+    rows = [r for n in params["domain_budgets"] for r in budget_rows(study, domain, seed, n, params, test, test_embs)]
     tags = {"domain": domain, "seed": seed, "perturbation": "none", "level": 0.0}
     df = pd.DataFrame(rows).assign(**tags)
     if not data.volumes:

@@ -26,10 +26,11 @@ CONCEPT_MODELS = ("sam3",)
 
 
 def set_threads(n: int | None = None) -> int:
-    """Use all cores for torch (2 on the project's machines) and keep freed memory (``keep_freed_memory``)."""
+    """Torch threads: ``n``, else ``FROZENSEG_THREADS`` (a parallel runner's share), else every core (2 on the
+    project's machines); and keep freed memory (``keep_freed_memory``)."""
     import os
 
-    n = n or os.cpu_count() or 1
+    n = n or int(os.environ.get("FROZENSEG_THREADS") or 0) or os.cpu_count() or 1
     torch.set_num_threads(n)
     keep_freed_memory()
     return n

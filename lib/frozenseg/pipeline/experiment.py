@@ -56,9 +56,13 @@ def genome_key(route: Route, model, support, genome_cases, budget: int) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
 
-def budgets(profile) -> tuple[int, ...]:
-    """The label budgets N the pipeline runs at: the profile's (the trained networks' and the tuned decoder's)."""
-    return tuple(int(n) for n in (settings(profile).get("budgets") or profile.budgets))
+def budgets(profile, data=None) -> tuple[int, ...]:
+    """The label budgets N the pipeline runs at: the profile's (the trained networks' and the tuned decoder's); with
+    a domain's ``data``, those its train pool can hold."""
+    from ..data import budgets_for
+
+    ns = tuple(int(n) for n in (settings(profile).get("budgets") or profile.budgets))
+    return budgets_for(data, ns) if data is not None else ns
 
 
 def label_sets(train, n_labels: int, seed: int, s: dict) -> tuple[list, list]:
@@ -79,7 +83,7 @@ def fit_domain(study, domain: str, seed: int, route: Route | None = None, genome
     s = settings(study.profile)
     data = study.data(domain)
     route = route or get_route(domain)
-    n_labels = int(n_labels or max(budgets(study.profile)))
+    n_labels = int(n_labels or max(budgets(study.profile, data)))
     support, gcases = label_sets(data.train, n_labels, seed, s)
     support_embs = study.embeddings(support, desc=f"{domain} support")
     pipe = Pipeline(route, study.model).fit(support, support_embs)

@@ -6,6 +6,7 @@ import functools
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import yaml
 
 from ..errors import ConfigError
@@ -58,45 +59,116 @@ def with_localizer(route: Route, **params) -> Route:
     return replace(route, localizer=loc)
 
 
-def holdout_dice(route: Route, model, cases, embeddings, seed: int = 0, val_frac: float = 0.4) -> float:
-    """Mean Dice of a route fit on part of the labelled cases and run on the rest (labels only, never test)."""
-    n = len(cases)
+ROUTING = {"folds": 5, "genome_budget": 6, "finalists": 2}   # onboarding's defaults (profiles may set their own)
+
+
+def folds(n: int, k: int, seed: int) -> list[list[int]]:
+    """``k`` seeded, disjoint held-out folds covering every one of ``n`` labelled cases once (k-fold)."""
     if n < 3:
         raise ConfigError(f"routing needs at least 3 labelled cases, got {n}")
-    order = np.random.default_rng(seed).permutation(n)
-    n_val = max(1, int(round(val_frac * n)))
-    val, fit = order[:n_val], order[n_val:]
-    p = Pipeline(route, model).fit([cases[i] for i in fit], [embeddings[i] for i in fit])
-    return float(np.mean([dice(p.run(cases[i].image, embeddings[i]).final, cases[i].mask) for i in val]))
+    k = max(2, min(int(k), n))
+    order = np.random.default_rng([int(seed), 0xF01D]).permutation(n)
+    return [sorted(int(i) for i in order[j::k]) for j in range(k)]
 
 
-def choose_route(model, cases, embeddings, candidates=None, seed: int = 0) -> tuple[Route, dict[str, float]]:
-    """The candidate route with the best held-out Dice on the few labelled cases, and every candidate's score."""
+def fit_route(route: Route, model, cases, embeddings, genome_budget: int = 0, seed: int = 0) -> Pipeline:
+    """A route fitted as it is deployed: prior and localizer on the labelled cases, then (``genome_budget`` > 0 and
+    two or more labels) its genome on the same cases, leave one out, within at most ``genome_budget`` evaluations."""
+    from .genome import MAX_GENOME_LABELS, fit_genome
+
+    pipe = Pipeline(route, model).fit(cases, embeddings)
+    if genome_budget > 0 and route.genome and len(cases) >= 2:
+        k = min(len(cases), MAX_GENOME_LABELS)
+        fit_genome(pipe, cases[:k], embeddings[:k], budget=genome_budget, seed=seed, support=cases,
+                   support_embeddings=embeddings)
+    return pipe
+
+
+def cv_dice(route: Route, model, cases, embeddings, k: int = 5, genome_budget: int = 0, seed: int = 0) -> pd.DataFrame:
+    """Held-out Dice of every labelled case (k-fold: each case scored once by the route fitted, as deployed, on
+    the other folds); one row per case with its fold. Labels only, never test cases."""
+    rows = []
+    for f, held in enumerate(folds(len(cases), k, seed)):
+        rest = [i for i in range(len(cases)) if i not in held]
+        pipe = fit_route(route, model, [cases[i] for i in rest], [embeddings[i] for i in rest], genome_budget, seed)
+        rows += [{"fold": f, "case_id": cases[i].case_id,
+                  "dice": dice(pipe.run(cases[i].image, embeddings[i]).final, cases[i].mask)} for i in held]
+    return pd.DataFrame(rows)
+
+
+def route_scores(model, cases, embeddings, candidates=None, seed: int = 0, folds_k: int | None = None,
+                 genome_budget: int | None = None, finalists: int | None = None) -> pd.DataFrame:
+    """Every candidate route scored on the labels by k-fold cross-validation, in two stages: all candidates fitted
+    without their genome ('screen'), then the ``finalists`` best refitted with their genome on each fold, as they are
+    deployed ('final'). One row per route and stage: mean held-out Dice over the labelled cases, its sd across
+    folds, the per-fold means, and which route is chosen (the best finalist)."""
+    k = ROUTING["folds"] if folds_k is None else folds_k
+    budget = ROUTING["genome_budget"] if genome_budget is None else genome_budget
+    top = ROUTING["finalists"] if finalists is None else finalists
     routes = load_routes()
     names = list(candidates or routes)
-    scores = {n: holdout_dice(routes[n], model, cases, embeddings, seed) for n in names}
-    best = max(scores, key=scores.get)
-    return routes[best], scores
+    unknown = [n for n in names if n not in routes]
+    if unknown:
+        raise ConfigError(f"unknown candidate route(s) {unknown}; known: {sorted(routes)}")
+    rows = [_score_row(n, "screen", cv_dice(routes[n], model, cases, embeddings, k, 0, seed)) for n in names]
+    screen = sorted(rows, key=lambda r: -r["mean"])
+    if budget > 0:
+        for r in screen[:max(1, top)]:                # a route without a genome is deployed as it was screened
+            cv = cv_dice(routes[r["route"]], model, cases, embeddings, k, budget, seed) if routes[r["route"]].genome \
+                else None
+            rows.append(_score_row(r["route"], "final", cv) if cv is not None else {**r, "stage": "final"})
+    df = pd.DataFrame(rows)
+    final = df[df.stage == "final"] if (df.stage == "final").any() else df
+    best = final.loc[final["mean"].idxmax(), "route"]
+    return df.assign(chosen=(df.route == best) & (df.stage == final.stage.iloc[0]), genome_budget=budget, folds=k)
 
 
-def onboard(folder: str | Path, model, n_labels: int = 10, route: str = "auto", seed: int = 0, cache=None):
+def _score_row(route: str, stage: str, cv: pd.DataFrame) -> dict:
+    """Mean held-out Dice of one route and stage, with its spread across folds."""
+    per_fold = cv.groupby("fold").dice.mean()
+    return {"route": route, "stage": stage, "mean": float(cv.dice.mean()), "sd": float(per_fold.std(ddof=1)),
+            "fold_means": [round(float(v), 4) for v in per_fold], "cases": len(cv)}
+
+
+def choose_route(model, cases, embeddings, candidates=None, seed: int = 0, **kw) -> tuple[Route, pd.DataFrame]:
+    """The route with the best cross-validated Dice on the few labelled cases (``route_scores``), and every route's
+    scores with their spread, so a user sees how sure the choice is."""
+    scores = route_scores(model, cases, embeddings, candidates, seed, **kw)
+    return get_route(scores.loc[scores.chosen, "route"].iloc[0]), scores
+
+
+def onboard(folder: str | Path, model, n_labels: int = 10, route: str = "auto", seed: int = 0, cache=None,
+            **routing):
     """A fitted Pipeline for a new domain: ``folder`` holds images/ and masks/ (see frozenseg.data.load_folder);
-    ``n_labels`` of its masks are used, the route is chosen from them unless named. Returns (pipeline, scores)."""
+    ``n_labels`` of its masks are used. ``route="auto"`` chooses it by cross-validation on those labels
+    (``route_scores``: every label held out once, finalists fitted with their genome as deployed); the chosen or
+    named route is then fitted on all of them, genome included. Returns (pipeline, scores table; empty when
+    named)."""
     from ..cache import EmbeddingCache
-    from ..data import load_folder
+    from ..data import Volume, load_folder
     from ..data.splits import subsample_train
-
-    from ..data import Volume
 
     items = load_folder(folder, Path(folder).name)
     cases = [v.slice_case(z) for v in items if isinstance(v, Volume) for z in v.foreground_slices()]
-    cases += [c for c in items if not isinstance(c, Volume)]
+    cases += [c for c in items if not isinstance(c, Volume) and c.mask.any()]
     labelled = subsample_train(cases, min(n_labels, len(cases)), seed)
     embs = (cache or EmbeddingCache()).get_many(model, [c.image for c in labelled], desc="onboard encoding")
-    scores = {}
+    scores = pd.DataFrame()
     if route == "auto":
-        chosen, scores = choose_route(model, labelled, embs, seed=seed)
+        chosen, scores = choose_route(model, labelled, embs, seed=seed, **routing)
     else:
         chosen = get_route(route)
     chosen = Route(**{**chosen.__dict__, "domain": Path(folder).name})
-    return Pipeline(chosen, model).fit(labelled, embs), scores
+    budget = routing.get("genome_budget", ROUTING["genome_budget"])
+    return fit_route(chosen, model, labelled, embs, budget, seed), scores
+
+
+def scores_table(scores: pd.DataFrame) -> pd.DataFrame:
+    """The router's scores for display: route, stage, held-out Dice ± sd across folds, per-fold means, chosen."""
+    if scores.empty:
+        return scores
+    return pd.DataFrame({"route": scores.route, "stage": scores.stage.map({"screen": "all routes, no genome",
+                                                                          "final": "finalists, genome fitted"}),
+                         "held-out Dice": [f"{m:.3f} ± {s:.3f}" for m, s in zip(scores["mean"], scores["sd"])],
+                         "per fold": [", ".join(f"{v:.2f}" for v in f) for f in scores.fold_means],
+                         "chosen": ["✓" if c else "" for c in scores.chosen]})

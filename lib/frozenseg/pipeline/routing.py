@@ -14,17 +14,23 @@ from ..localizers import make_localizer
 from ..localizers.amg import zscore
 from ..localizers.features import dinov2_weights
 from ..metrics import dice
-from .core import Pipeline
 from .experiment import settings
-from .router import holdout_dice, load_routes
+from .router import load_routes
 
 FIXED = "agnostic"
 
 
 def router_settings(profile) -> dict:
-    """Sizes of notebook 09 from the profile's pipeline dict: test cases per domain and candidate routes."""
+    """Sizes of notebook 09 from the profile's pipeline dict: test units per domain (2D cases; spleen volumes, every
+    slice), candidate routes, labels the router sees, and its cross-validation (folds, genome budget, finalists)."""
+    from .router import ROUTING
+
     s = settings(profile)
-    return {"n_test": s.get("router_n_test", 12), "candidates": s.get("router_candidates") or list(load_routes())}
+    return {"n_test": s.get("router_n_test", 12), "n_volumes": s.get("router_n_volumes", 1),
+            "candidates": s.get("router_candidates") or list(load_routes()), "n_labels": s.get("router_n_labels", 10),
+            "folds": s.get("router_folds", ROUTING["folds"]),
+            "genome_budget": s.get("router_genome_budget", ROUTING["genome_budget"]),
+            "finalists": s.get("router_finalists", ROUTING["finalists"])}
 
 
 def _support(study, domain: str, seed: int):
@@ -33,39 +39,80 @@ def _support(study, domain: str, seed: int):
     return sup, study.embeddings(sup, desc=f"{domain} support")
 
 
-def _test(study, domain: str, n: int):
-    cases = [c for c in study.data(domain).test if c.mask.any()][:n]
+def _test(study, domain: str, n: int, n_volumes: int = 1):
+    """Test cases of the router: the first ``n`` 2D test cases, or every slice of the first ``n_volumes`` test
+    volumes (scored per volume, like every other method)."""
+    from ..data import test_subset
+
+    data = study.data(domain)
+    cases = test_subset(data, n_volumes if data.volumes else n)
     return cases, study.embeddings(cases, desc=f"{domain} test")
 
 
-def route_domain(study, domain: str, seed: int) -> pd.DataFrame:
-    """Per candidate route: held-out Dice on the few labels (what the router sees) and test Dice (what it gets).
+def _unit_rows(study, domain: str, cases, masks) -> list[dict]:
+    """Per-unit test rows of one route: a row per 2D case, or per volume over all of its slices."""
+    from ..metrics import assemble_volume, score_volume
 
-    Routes run without their genome here, so the comparison is between topologies only; the genome-fit
-    deployed pipelines are in notebooks 02-05."""
+    data = study.data(domain)
+    if not data.volumes:
+        return [{"unit": "case", "case_id": c.case_id, "dice": dice(m, c.mask)} for c, m in zip(cases, masks)]
+    rows = []
+    for vid in dict.fromkeys(c.volume_id for c in cases):
+        vol = data.volumes[vid]
+        pred = assemble_volume(vol.mask.shape, {c.slice_index: m for c, m in zip(cases, masks) if c.volume_id == vid})
+        rows.append({"unit": "volume", "case_id": vid, "volume_id": vid,
+                     **score_volume(pred, vol.mask, vol.spacing, with_hd95=False)})
+    return rows
+
+
+def route_domain(study, domain: str, seed: int) -> pd.DataFrame:
+    """Per candidate route: its cross-validated Dice on the N labels (what the router sees, with its spread across
+    folds; finalists refitted with their genome as deployed) and its test Dice when deployed from those labels
+    (what it gets). The router's choice is the best finalist."""
+    from .router import fit_route, route_scores
+
     rs = router_settings(study.profile)
     routes = load_routes()
-    sup, sup_e = _support(study, domain, seed)
-    cases, embs = _test(study, domain, rs["n_test"])
+    data = study.data(domain)
+    labelled = subsample_train(data.train, min(rs["n_labels"], len(data.train)), seed)
+    embs = study.embeddings(labelled, desc=f"{domain} labels")
+    scores = route_scores(study.model, labelled, embs, rs["candidates"], seed, rs["folds"], rs["genome_budget"],
+                          rs["finalists"])
+    cases, test_embs = _test(study, domain, rs["n_test"], rs["n_volumes"])
     rows = []
     for name in tqdm(rs["candidates"], desc=f"{domain} routes (seed {seed})", leave=False):
-        route = routes[name]
-        label_score = holdout_dice(route, study.model, sup, sup_e, seed=seed)
-        pipe = Pipeline(route, study.model).fit(sup, sup_e)
-        for c, e in zip(cases, embs):
-            tr = pipe.run(c.image, e)
-            rows.append({"domain": domain, "seed": seed, "route": name, "method": f"route:{name}", "unit": "case",
-                         "case_id": c.case_id,
-                         "label_dice": label_score, "dice": dice(tr.final, c.mask), "flag": tr.flag,
-                         "n_labels": len(sup)})
+        sc = scores[scores.route == name]
+        best_stage = sc[sc.stage == "final"] if (sc.stage == "final").any() else sc
+        row = best_stage.iloc[0]
+        pipe = fit_route(routes[name], study.model, labelled, embs,
+                         rs["genome_budget"] if row.stage == "final" else 0, seed)
+        masks = [pipe.run(c.image, e).final for c, e in zip(cases, test_embs)]
+        for r in _unit_rows(study, domain, cases, masks):
+            rows.append({"domain": domain, "seed": seed, "route": name, "method": f"route:{name}", "flag": "",
+                         "label_dice": row["mean"], "label_sd": row["sd"], "stage": row.stage,
+                         "genome": row.stage == "final" and bool(routes[name].genome),
+                         "chosen": bool(row.chosen), "n_labels": len(labelled), "labels_used": len(labelled), **r})
     df = pd.DataFrame(rows)
-    best = df.groupby("route").label_dice.first().idxmax()
-    return df.assign(chosen=df.route == best, own=df.route == domain, fixed=df.route == FIXED)
+    return df.assign(own=df.route == domain, fixed=df.route == FIXED)
+
+
+def route_scores_table(df: pd.DataFrame, titles: dict | None = None) -> pd.DataFrame:
+    """Per domain and route: the router's cross-validated Dice on the labels ± its sd across folds, whether the
+    genome was fitted, its test Dice, and the choice."""
+    out = []
+    for (dom, route), g in df.groupby(["domain", "route"], sort=False):
+        per_seed = g.groupby("seed").dice.mean()
+        out.append({"domain": (titles or {}).get(dom, dom), "route": route,
+                    "labels (CV)": f"{g.label_dice.mean():.3f} ± {g.label_sd.mean():.3f}",
+                    "genome": "yes" if g.genome.any() else "no", "test Dice": f"{per_seed.mean():.3f}",
+                    "chosen": "✓" if g.chosen.any() else ""})
+    return pd.DataFrame(out)
 
 
 def routing_table(df: pd.DataFrame) -> pd.DataFrame:
     """Per domain: the fixed pipeline, the routed one (chosen on labels), the domain's own route and the best
-    route on test (hindsight), each as test Dice averaged over seeds; 'regret' = best on test - routed."""
+    route on test (hindsight), each as test Dice averaged over seeds (spleen per volume); 'regret' = best on test -
+    routed."""
     out = []
     for domain, d in df.groupby("domain", sort=False):
         per = d.groupby(["seed", "route"]).dice.mean().unstack()
@@ -98,7 +145,9 @@ def rank_domain(study, domain: str, seed: int) -> pd.DataFrame:
     rs = router_settings(study.profile)
     spaces = feature_spaces()
     sup, sup_e = _support(study, domain, seed)
-    cases, embs = _test(study, domain, rs["n_test"])
+    cases, embs = _test(study, domain, rs["n_test"], rs["n_volumes"])
+    keep = [i for i, c in enumerate(cases) if c.mask.any()]     # ranking is scored per image that has a target
+    cases, embs = [cases[i] for i in keep][: rs["n_test"]], [embs[i] for i in keep][: rs["n_test"]]
     loc = make_localizer("amg", model=study.model, features=spaces).fit(sup, sup_e)
     rows = []
     for c, e in tqdm(list(zip(cases, embs)), desc=f"{domain} AMG ranking (seed {seed})", leave=False):

@@ -88,7 +88,7 @@ def run_budgets(study, domain: str, seed: int, notebook: str, route=None) -> tup
 
     train, s = study.data(domain).train, settings(study.profile)
     parts, seen, info = [], {}, None
-    for n in budgets(study.profile):
+    for n in budgets(study.profile, study.data(domain)):
         sup, gen = label_sets(train, n, seed, s)
         key = (tuple(c.case_id for c in sup), tuple(c.case_id for c in gen))
         if key in seen:
@@ -145,6 +145,36 @@ def run_section(study, domain: str, notebook: str, art, route=None) -> pd.DataFr
                         "deployed mask red (the gallery section shows the best and worst)."))
     plt.show()
     return df
+
+
+def alternative_routes(study, domain: str, routes, seed: int, n_worst: int = 4):
+    """(table, figure): each route fitted at the largest budget the same way (genome leave one out) and run on the
+    same test cases; the figure shows the worst cases of the last route (ground truth green, prediction red, its
+    box yellow)."""
+    from ..metrics import dice
+    from .experiment import fit_domain
+
+    cases = test_cases(study, domain)
+    embs = study.embeddings(cases, desc=f"{domain} test")
+    rows, last = [], []
+    for route in routes:
+        pipe, rec = fit_domain(study, domain, seed, route=route)
+        runs = [(c, pipe.run(c.image, e)) for c, e in zip(cases, embs)]
+        loc = [dice(tr.stages[0].mask, c.mask) for c, tr in runs]
+        dep = [dice(tr.final, c.mask) for c, tr in runs]
+        name = route.localizer["name"] + (f" ({route.localizer['backend']})" if route.localizer.get("backend") else "")
+        rows.append({"localizer": name, "N": rec["n_labels"], "labels used": rec["labels_used"],
+                     "localize Dice": f"{np.mean(loc):.3f}", "deployed Dice": f"{np.mean(dep):.3f}",
+                     "test cases below 0.5": f"{sum(d < 0.5 for d in dep)} / {len(dep)}"})
+        last = sorted(zip(dep, runs), key=lambda t: t[0])[:n_worst]
+    fig, axes = plt.subplots(1, max(len(last), 1), figsize=(2.6 * max(len(last), 1), 2.8), squeeze=False)
+    for ax, (d, (c, tr)) in zip(axes[0], last):
+        viz.overlay(ax, c.image, c.mask, tr.final, title=f"{c.case_id}\nDice {d:.2f}")
+        b = [tr.localization.get(k, np.nan) for k in ("box_x0", "box_y0", "box_x1", "box_y1")]
+        if np.all(np.isfinite(b)):
+            ax.add_patch(plt.Rectangle((b[0], b[1]), b[2] - b[0], b[3] - b[1], fill=False, ec="yellow", lw=1))
+    fig.tight_layout()
+    return pd.DataFrame(rows), fig
 
 
 def examples_figure(study, domain: str, df: pd.DataFrame, masks: dict, n: int = 4):

@@ -816,7 +816,7 @@ def fit_volume_pipeline(study, seed: int, params=None, gate=None, skills=SKILL_O
 
     data = study.data("spleen")
     s = settings(study.profile)
-    n_labels = min(int(n_labels or max(budgets(study.profile))), len(data.train))
+    n_labels = min(int(n_labels or max(budgets(study.profile, data))), len(data.train))
     labelled = subsample_train(data.train, n_labels, seed)
     support = subsample_train(data.train, min(s["n_support"], n_labels), seed)
     embs = study.embeddings(support, desc="spleen support")

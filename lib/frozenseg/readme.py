@@ -1,0 +1,195 @@
+"""README tables written from results files and bench/bench.json, never typed: ``python -m frozenseg.readme``
+(``make readme``) rewrites the text between ``<!-- BEGIN <name> -->`` and ``<!-- END <name> -->`` markers.
+
+- ``sample``: the sample profile's headline numbers per domain (real samples where present) beside the source
+  study's published figures, with what the sample sizes allow one to conclude.
+- ``speed``: the encoder benchmark (torch vs OpenVINO vs the machine's matmul speed) from bench.json.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from . import paths
+from .errors import DataError
+from .io import write_text_atomic
+
+PIPELINES = {"isic": "02_isic", "spleen": "03_spleen", "kvasir": "04_kvasir", "cxr": "05_cxr"}
+TITLES = {"isic": "ISIC (dermoscopy)", "spleen": "spleen (CT)", "kvasir": "Kvasir-SEG (endoscopy)",
+          "cxr": "chest X-ray"}
+
+
+def _load(notebook: str, profile: str) -> pd.DataFrame | None:
+    from .results import load_results
+
+    try:
+        return load_results(notebook, profile)
+    except DataError:
+        return None
+
+
+def _units(df: pd.DataFrame) -> pd.DataFrame:
+    """Scored units: spleen volumes, 2D cases; unflagged and finite."""
+    d = df[df.unit.isin(["case", "volume"]) & np.isfinite(df.dice)]
+    return d[d.flag.fillna("") == ""] if "flag" in d else d
+
+
+def _ci(values, n_boot: int = 2000, seed: int = 0) -> tuple[float, float, float]:
+    """(mean, 95% bootstrap interval over units) of per-unit Dice."""
+    v = np.asarray(values, float)
+    if not len(v):
+        return np.nan, np.nan, np.nan
+    rng = np.random.default_rng(seed)
+    boots = rng.choice(v, size=(n_boot, len(v)), replace=True).mean(1)
+    return float(v.mean()), float(np.percentile(boots, 2.5)), float(np.percentile(boots, 97.5))
+
+
+def _fmt(m, lo, hi) -> str:
+    return "–" if not np.isfinite(m) else f"{m:.3f} [{lo:.2f}, {hi:.2f}]"
+
+
+def sample_rows(profile: str = "sample") -> pd.DataFrame:
+    """Per domain: data source, test units, and per method its mean Dice with a 95% bootstrap interval over test
+    units (seed 0), from the profile's results files."""
+    import yaml
+
+    ref = yaml.safe_load((paths.REPORT_SRC / "source_study.yaml").read_text(encoding="utf-8"))
+    oracle, nn, dec = _load("01_frozen_oracle", profile), _load("06_trained_baselines", profile), \
+        _load("07_fewshot_decoder", profile)
+    rows = []
+    for dom, nb in PIPELINES.items():
+        pipe = _load(nb, profile)
+        if pipe is None:
+            continue
+        dep = _units(pipe[pipe.stage == "deployed"])
+        top = int(dep.n_labels.max())
+        at = dep[(dep.n_labels == top) & (dep.seed == dep.seed.min())]
+        row = {"domain": TITLES[dom], "data": _source(pipe, dom), "test units": len(at),
+               f"pipeline (N={top}, labels used {int(at.labels_used.max())})": _fmt(*_ci(at.dice))}
+        if oracle is not None:
+            o = _units(oracle[(oracle.domain == dom) & (oracle.method == "gt_box")])
+            row["GT-box oracle"] = _fmt(*_ci(o[o.seed == o.seed.min()].dice))
+        if nn is not None:
+            d = _units(nn[(nn.domain == dom) & (nn.status == "ok")])
+            if len(d):
+                n = int(d.n_labels.max())
+                best = d[d.n_labels == n].groupby("arch").dice.mean().idxmax()
+                b = d[(d.n_labels == n) & (d.arch == best) & (d.seed == d.seed.min())]
+                row[f"best trained network (N={n})"] = _fmt(*_ci(b.dice))
+        if dec is not None:
+            t = _units(dec[(dec.domain == dom) & (dec.decoder == "tuned") & (dec.arm == "localizer")])
+            if len(t):
+                n = int(t.n_labels.max())
+                row[f"tuned decoder + localizer (N={n})"] = _fmt(*_ci(t[(t.n_labels == n) & (t.seed == t.seed.min())].dice))
+        row["source study: pipeline / best NN N=100 / tuned decoder N=100 (GT box)"] = (
+            f"{ref['training_free_pipeline_dice'][dom]} / {ref['best_trained_nn_n100_dice'][dom]} / "
+            f"{ref['fewshot_decoder_n100_gt_box_dice'][dom]}")
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _source(df: pd.DataFrame, domain: str) -> str:
+    """'real sample' or 'phantom' (from the results' source column) of one domain."""
+    src = df[df.domain == domain].source.iloc[0] if "source" in df else "?"
+    return "real sample" if src == "real" else src
+
+
+def sample_section(profile: str = "sample") -> str:
+    """The README section of the sample profile: the table and what it allows one to conclude."""
+    t = sample_rows(profile)
+    if t.empty:
+        return (f"*No results of the `{profile}` profile yet: run "
+                f"`FROZENSEG_DATA=../shared/realdata make report PROFILE={profile}`, then `make readme`.*")
+    widths = []
+    for col in t.columns:
+        for v in t[col]:
+            m = re.match(r"[\d.]+ \[([\d.]+), ([\d.]+)\]", str(v))
+            if m:
+                widths.append(float(m.group(2)) - float(m.group(1)))
+    lines = ["| " + " | ".join(t.columns) + " |", "|" + "---|" * len(t.columns)]
+    lines += ["| " + " | ".join(str(v) for v in r) + " |" for r in t.itertuples(index=False)]
+    n_min, n_max = int(t["test units"].min()), int(t["test units"].max())
+    spread = f"{min(widths):.2f}-{max(widths):.2f}" if widths else "?"
+    return "\n".join(lines) + (
+        f"\n\nMean Dice with a 95% bootstrap interval over the test units of seed 0 (profile `{profile}`, written by "
+        "`make readme` from `results/sample/`). Real-sample rows are measured on samples, not the study's datasets: "
+        f"with {n_min}-{n_max} test units per domain the intervals are {spread} wide, so differences between methods "
+        "smaller than that are not resolved, and no row is a study result. What the sample allows: checking that "
+        "each method runs on real images in the official layouts and lands in the right range against its GT-box "
+        "oracle, and spotting large gaps to the source study's figures (shown for reference: they are the source "
+        "study's, on the full datasets). What it does not allow: ranking methods whose intervals overlap, the "
+        "study's N = 50/100 comparisons where the sample's train pool is smaller, or any claim about the phantom "
+        "domains beyond the code running. Spleen on the real sample is scored against silver-standard masks "
+        "(TotalSegmentator's output), so its Dice measures agreement with that model.")
+
+
+def speed_section(bench: Path | None = None) -> str:
+    """The README's encoder-speed table from bench/bench.json (part ``encode``)."""
+    path = Path(bench or paths.REPO / "bench" / "bench.json")
+    if not path.is_file():
+        return "*No `bench/bench.json` yet: run `make bench` (or `make bench BENCH=encode`), then `make readme`.*"
+    b = json.loads(path.read_text())
+    e = b.get("encode")
+    if not e:
+        return "*`bench/bench.json` has no `encode` part: run `make bench BENCH=encode`, then `make readme`.*"
+    rows = [("encoder, eager PyTorch (conv+BN folded, channels-last)", f"{e['encode_torch_s']:.3f} s per image"),
+            ("encoder, OpenVINO Runtime (f32 precision hint)", f"{e.get('encode_openvino_s', float('nan')):.3f} s per image"),
+            ("speed-up (torch / OpenVINO)", f"{e.get('encode_speedup', float('nan')):.2f} (target >= 1.3)"),
+            ("2048x2048 float32 matmul, same run", f"{e['matmul_gflops']:.0f} GFLOP/s"),
+            (f"default encoder ({e['default_engine']}) FLOP rate / matmul rate",
+             f"{e['encode_fraction_of_peak']:.2f} (target >= 0.75; {e['encoder_gflop']:.1f} GFLOP per image)")]
+    head = (f"Measured by `make bench` at commit {b.get('commit', '?')} on {b.get('cpus', '?')} CPU cores, "
+            f"{e['repeats']} interleaved repeats, median (written by `make readme` from `bench/bench.json`).")
+    rows += report_rows()
+    return "\n".join([head, "", "| what | measured |", "|---|---|"] + [f"| {a} | {v} |" for a, v in rows])
+
+
+def report_rows(profile: str = "cpu") -> list[tuple[str, str]]:
+    """The last cold `make report` of a profile (every notebook run, empty embedding cache), from the runner's
+    ``report/build/<profile>/run_times.json``: total and the notebooks over a minute."""
+    path = paths.build_dir(profile) / "run_times.json"
+    if not path.is_file():
+        return []
+    t = json.loads(path.read_text())
+    if not t.get("all_notebooks") or t.get("embedding_cache_entries_at_start", 1) != 0:
+        return []
+    slow = ", ".join(f"{k} {v / 60:.1f}" for k, v in t["notebooks"].items() if isinstance(v, (int, float)) and v >= 60)
+    return [(f"cold `make report PROFILE={profile}` (empty caches, {t['jobs']} notebook(s) at a time, commit "
+             f"{t['commit']})", f"{t['total_s'] / 60:.1f} min; notebooks over a minute (min): {slow}")]
+
+
+SECTIONS = {"sample": sample_section, "speed": speed_section}
+
+
+def update(readme: Path | None = None, names=tuple(SECTIONS)) -> list[str]:
+    """Rewrite the marked sections of the README in place (atomically); returns the names rewritten."""
+    path = Path(readme or paths.REPO / "README.md")
+    text, done = path.read_text(encoding="utf-8"), []
+    for name in names:
+        pat = re.compile(rf"(<!-- BEGIN {name} -->\n).*?(\n<!-- END {name} -->)", re.S)
+        if not pat.search(text):
+            raise DataError(path, f"no '<!-- BEGIN {name} -->' ... '<!-- END {name} -->' markers",
+                            "put the markers where the generated table belongs")
+        body = SECTIONS[name]()
+        text = pat.sub(lambda m: m.group(1) + body + m.group(2), text)
+        done.append(name)
+    write_text_atomic(path, text)
+    return done
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sections", nargs="+", default=list(SECTIONS), choices=list(SECTIONS))
+    a = ap.parse_args(argv)
+    print("rewrote README sections:", ", ".join(update(names=a.sections)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
