@@ -178,7 +178,11 @@ def _in_worker() -> bool:
 
 
 def usable_cores() -> int:
-    """CPU cores this process may run on (its affinity mask, else os.cpu_count())."""
+    """CPU cores this process may use: its share under a parallel runner (FROZENSEG_THREADS), else its affinity
+    mask, else os.cpu_count()."""
+    share = os.environ.get("FROZENSEG_THREADS", "")
+    if share.isdigit() and int(share) > 0:
+        return int(share)
     try:
         return len(os.sched_getaffinity(0)) or 1
     except AttributeError:   # not Linux

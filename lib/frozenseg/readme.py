@@ -172,12 +172,12 @@ def update(readme: Path | None = None, names=tuple(SECTIONS)) -> list[str]:
     path = Path(readme or paths.REPO / "README.md")
     text, done = path.read_text(encoding="utf-8"), []
     for name in names:
-        pat = re.compile(rf"(<!-- BEGIN {name} -->\n).*?(\n<!-- END {name} -->)", re.S)
+        pat = re.compile(rf"(<!-- BEGIN {name} -->\n)(?:.*?\n)?(<!-- END {name} -->)", re.S)
         if not pat.search(text):
             raise DataError(path, f"no '<!-- BEGIN {name} -->' ... '<!-- END {name} -->' markers",
                             "put the markers where the generated table belongs")
         body = SECTIONS[name]()
-        text = pat.sub(lambda m: m.group(1) + body + m.group(2), text)
+        text = pat.sub(lambda m: m.group(1) + body.rstrip("\n") + "\n" + m.group(2), text)
         done.append(name)
     write_text_atomic(path, text)
     return done

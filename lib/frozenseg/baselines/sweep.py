@@ -207,6 +207,7 @@ def run_one(study, key: RunKey, params: dict, root: Path | None = None, progress
     from ..models import default_device
     from ..repro import seed_everything
 
+    params = {**DEFAULTS, **params}     # keys a caller leaves out take the defaults
     folder = Path(root or runs_root(study.profile.name)) / key.domain / key.name
     sig = signature(study, key, params)
     done = finished_rows(folder, sig)
@@ -285,7 +286,7 @@ def run_sweep(study, params: dict | None = None, root: Path | None = None, noteb
     from ..data import budgets_for
     from ..distributed import run_units
 
-    params = params or baseline_params(study.profile)
+    params = {**DEFAULTS, **params} if params else baseline_params(study.profile)
     keys = []
     for d in study.domains:
         fits = budgets_for(study.data(d), params["budgets"])
