@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from .loaders import Pair
 
 log = logging.getLogger(__name__)
-_SOURCES = ("loaders.py", "decoded.py")   # the decode rules and this storage format
+_SOURCES = ("files.py", "loaders.py", "decoded.py")   # the decode rules and this storage format
 MAGIC = b"FSDEC1\0\0"
 HEADER = struct.Struct("<8sIIIIBBxxI")    # magic, rows, cols, orig rows, orig cols, orientation, fg, adler32
 
@@ -60,7 +60,7 @@ _VERSION = _source_version()   # at import, so it describes the code that runs e
 
 
 def code_version() -> str:
-    """Version of the decoding code in the cache key (changes whenever loaders.py or decoded.py does)."""
+    """Version of the decoding code in the cache key (changes whenever files.py, loaders.py or decoded.py does)."""
     return _VERSION
 
 

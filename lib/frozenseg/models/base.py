@@ -230,7 +230,7 @@ def check_image(image: np.ndarray) -> None:
     """Raise DataError unless ``image`` is a finite (H, W, 3) uint8 array."""
     if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3:
         raise DataError(None, f"expected an (H, W, 3) image, got {getattr(image, 'shape', type(image))}",
-                        "convert with frozenseg.data.loaders.to_rgb_uint8")
+                        "convert with frozenseg.data.files.to_rgb_uint8")
     if image.dtype != np.uint8:
         raise DataError(None, f"expected uint8 pixels, got {image.dtype}", "convert with to_rgb_uint8")
 
