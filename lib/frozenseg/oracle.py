@@ -86,8 +86,10 @@ def run_oracle(study, notebook: str = "01_frozen_oracle") -> pd.DataFrame:
 
 
 def scored_units(df: pd.DataFrame) -> pd.DataFrame:
-    """Rows that count in tables: 2D cases and whole volumes (spleen slices are diagnostics only)."""
-    return df[df.unit.isin(["case", "volume"]) & (df.flag.fillna("") == "")]
+    """Rows that count in tables: 2D cases and whole volumes (spleen slices are diagnostics only) with a finite Dice.
+    A flag (a localizer's fallback, no trajectory fit) is a diagnostic: the unit still counts with its prediction;
+    only a unit without one (a failed run, NaN Dice) is left out."""
+    return df[df.unit.isin(["case", "volume"]) & np.isfinite(df.dice.astype(float))]
 
 
 def summarize_oracle(df: pd.DataFrame, titles: dict[str, str] | None = None) -> pd.DataFrame:

@@ -35,9 +35,8 @@ def _load(notebook: str, profile: str) -> pd.DataFrame | None:
 
 
 def _units(df: pd.DataFrame) -> pd.DataFrame:
-    """Scored units: spleen volumes, 2D cases; unflagged and finite."""
-    d = df[df.unit.isin(["case", "volume"]) & np.isfinite(df.dice)]
-    return d[d.flag.fillna("") == ""] if "flag" in d else d
+    """Scored units: spleen volumes, 2D cases, with a finite Dice (flags are diagnostics and count)."""
+    return df[df.unit.isin(["case", "volume"]) & np.isfinite(df.dice)]
 
 
 def _ci(values, n_boot: int = 2000, seed: int = 0) -> tuple[float, float, float]:
@@ -67,31 +66,39 @@ def sample_rows(profile: str = "sample") -> pd.DataFrame:
         pipe = _load(nb, profile)
         if pipe is None:
             continue
-        dep = _units(pipe[pipe.stage == "deployed"])
-        top = int(dep.n_labels.max())
-        at = dep[(dep.n_labels == top) & (dep.seed == dep.seed.min())]
-        row = {"domain": TITLES[dom], "data": _source(pipe, dom), "test units": len(at),
-               f"pipeline (N={top}, labels used {int(at.labels_used.max())})": _fmt(*_ci(at.dice))}
+        dep = _first_seed(_units(pipe[(pipe.domain == dom) & (pipe.stage == "deployed")]))
+        if dep.empty:
+            continue
+        nets = _first_seed(_units(nn[(nn.domain == dom) & (nn.status == "ok")])) if nn is not None else dep.iloc[:0]
+        both = sorted(set(dep.n_labels) & set(nets.n_labels))
+        n = int(both[-1] if both else dep.n_labels.max())       # the largest budget both were run at
+        at = dep[dep.n_labels == n]
+        row = {"domain": TITLES[dom], "data": _source(pipe, dom), "test units": len(at), "N": n,
+               "pipeline (labels used)": f"{_fmt(*_ci(at.dice))} ({int(at.labels_used.max())})"}
+        b = nets[nets.n_labels == n]
+        if len(b):
+            best = b.groupby("arch").dice.mean().idxmax()
+            row["best trained network at N"] = f"{_fmt(*_ci(b[b.arch == best].dice))} ({best})"
+        else:
+            row["best trained network at N"] = "–"
+        t = (_first_seed(_units(dec[(dec.domain == dom) & (dec.decoder == "tuned") & (dec.arm == "localizer")]))
+             if dec is not None else dep.iloc[:0])
+        if len(t):
+            m = int(t.n_labels.max())
+            row["tuned decoder + localizer (N)"] = f"{_fmt(*_ci(t[t.n_labels == m].dice))} ({m})"
         if oracle is not None:
-            o = _units(oracle[(oracle.domain == dom) & (oracle.method == "gt_box")])
-            row["GT-box oracle"] = _fmt(*_ci(o[o.seed == o.seed.min()].dice))
-        if nn is not None:
-            d = _units(nn[(nn.domain == dom) & (nn.status == "ok")])
-            if len(d):
-                n = int(d.n_labels.max())
-                best = d[d.n_labels == n].groupby("arch").dice.mean().idxmax()
-                b = d[(d.n_labels == n) & (d.arch == best) & (d.seed == d.seed.min())]
-                row[f"best trained network (N={n})"] = _fmt(*_ci(b.dice))
-        if dec is not None:
-            t = _units(dec[(dec.domain == dom) & (dec.decoder == "tuned") & (dec.arm == "localizer")])
-            if len(t):
-                n = int(t.n_labels.max())
-                row[f"tuned decoder + localizer (N={n})"] = _fmt(*_ci(t[(t.n_labels == n) & (t.seed == t.seed.min())].dice))
+            row["GT-box oracle"] = _fmt(*_ci(_first_seed(_units(oracle[(oracle.domain == dom)
+                                                                        & (oracle.method == "gt_box")])).dice))
         row["source study: pipeline / best NN N=100 / tuned decoder N=100 (GT box)"] = (
             f"{ref['training_free_pipeline_dice'][dom]} / {ref['best_trained_nn_n100_dice'][dom]} / "
             f"{ref['fewshot_decoder_n100_gt_box_dice'][dom]}")
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def _first_seed(df: pd.DataFrame) -> pd.DataFrame:
+    """The rows of the lowest seed (the table is one seed's, with intervals over its test units)."""
+    return df[df.seed == df.seed.min()] if len(df) else df
 
 
 def _source(df: pd.DataFrame, domain: str) -> str:
@@ -118,7 +125,9 @@ def sample_section(profile: str = "sample") -> str:
     spread = f"{min(widths):.2f}-{max(widths):.2f}" if widths else "?"
     return "\n".join(lines) + (
         f"\n\nMean Dice with a 95% bootstrap interval over the test units of seed 0 (profile `{profile}`, written by "
-        "`make readme` from `results/sample/`). Real-sample rows are measured on samples, not the study's datasets: "
+        "`make readme` from `results/sample/`). N is the largest label budget at which both the pipeline and the "
+        "trained networks ran (a budget the sample's train pool cannot hold is left out); in brackets: the labels "
+        "the pipeline used at N, the best network, the tuned decoder's N. Real-sample rows are measured on samples, not the study's datasets: "
         f"with {n_min}-{n_max} test units per domain the intervals are {spread} wide, so differences between methods "
         "smaller than that are not resolved, and no row is a study result. What the sample allows: checking that "
         "each method runs on real images in the official layouts and lands in the right range against its GT-box "

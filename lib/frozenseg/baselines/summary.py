@@ -21,8 +21,9 @@ PENDING = "pending"
 
 
 def scored(df: pd.DataFrame) -> pd.DataFrame:
-    """Rows that count: finished (status ok) runs, 2D cases and whole volumes, unflagged, finite Dice."""
-    d = df[df.unit.isin(["case", "volume"]) & (df.flag.fillna("") == "") & np.isfinite(df.dice)]
+    """Rows that count: finished (status ok) runs, 2D cases and whole volumes, finite Dice (a flag is a diagnostic:
+    a pipeline unit whose localizer fell back still counts with its prediction)."""
+    d = df[df.unit.isin(["case", "volume"]) & np.isfinite(df.dice)]
     return d[d.status == STATUS_OK] if "status" in d else d
 
 
@@ -97,7 +98,7 @@ def decoder_per_seed(profile: str) -> pd.DataFrame:
         df = load_results(DECODER_NOTEBOOK, profile)
     except DataError:
         return pd.DataFrame(columns=cols)
-    d = unit_rows(df[(df.decoder == "tuned") & (df.flag.fillna("") == "")])
+    d = unit_rows(df[df.decoder == "tuned"])
     if "labels_used" not in d:
         d = d.assign(labels_used=d.n_labels)
     return d.groupby(["domain", "arm", "n_labels", "seed"], as_index=False).agg(

@@ -25,9 +25,9 @@ def _load(notebook: str, profile: str) -> pd.DataFrame | None:
 
 
 def _scored(df: pd.DataFrame) -> pd.DataFrame:
-    """Rows that are whole test units (2D cases, spleen volumes), unflagged, with a finite Dice."""
-    d = df[df.unit.isin(UNITS) & np.isfinite(df.dice)]
-    return d[d.flag.fillna("") == ""] if "flag" in d else d
+    """Rows that are whole test units (2D cases, spleen volumes) with a finite Dice; flags are diagnostics (a
+    collapsed concept or a localizer's fallback counts with its prediction)."""
+    return df[df.unit.isin(UNITS) & np.isfinite(df.dice)]
 
 
 def method_rows(profile: str, domains, concept: pd.DataFrame) -> pd.DataFrame:
