@@ -155,7 +155,7 @@ def speed_section(bench: Path | None = None) -> str:
              f"{e['encode_fraction_of_peak']:.2f} (target >= 0.75; {e['encoder_gflop']:.1f} GFLOP per image)")]
     head = (f"Measured by `make bench` at commit {b.get('commit', '?')} on {b.get('cpus', '?')} CPU cores, "
             f"{e['repeats']} interleaved repeats, median (written by `make readme` from `bench/bench.json`).")
-    rows += report_rows()
+    rows += report_rows("cpu") + report_rows("sample")
     return "\n".join([head, "", "| what | measured |", "|---|---|"] + [f"| {a} | {v} |" for a, v in rows])
 
 
