@@ -391,12 +391,10 @@ def test_flagged_units_count_and_only_units_without_a_prediction_are_left_out():
     """A flag is a diagnostic (a localizer's fallback, no trajectory fit on a real CT): the unit counts with its
     prediction in every table; a unit without one (a failed run, NaN Dice) does not. Dropping flagged units would
     drop exactly a method's hard cases."""
-    from frozenseg import readme
-    from frozenseg.concept import compare
     from frozenseg.oracle import scored_units
 
     df = pd.DataFrame({"domain": "spleen", "unit": ["volume", "volume", "volume", "slice"],
                        "flag": ["", "no_trajectory", "training_failed", ""], "dice": [0.9, 0.2, math.nan, 0.5],
                        "status": "ok"})
-    for keep in (summary.scored, scored_units, compare._scored, readme._units):
+    for keep in (summary.scored, scored_units):   # the README and concept comparison use scored_units
         assert sorted(keep(df).dice) == [0.2, 0.9], keep

@@ -53,6 +53,17 @@ SMALL_BASELINES = {"archs": ("unet_regnetx002", "segformer_b0"), "image_side": 1
                    "eval_every": 20, "patience": 5, "min_delta": 0.005, "monitor": "val_dice", "precision": "bf16",
                    "lr": 2e-3, "threads": 1, "keep_checkpoints": False, "nnunet": False}
 
+# The 2-core profiles' other sections (cpu and sample share them). Concept search: the loop ends at 10 labels, so
+# it meets the pipeline and the tuned decoder at N = 10.
+SMALL_CONCEPT = {"k": 4, "epochs": 8, "refit_epochs": 4, "rounds": 2, "per_round": 5, "starts": (5,), "pool": 12}
+SMALL_FEWSHOT = {"budgets": (10, 25), "epochs": 3, "patience": 2}
+SMALL_PIPELINE = {"n_support": 10, "n_genome": 12, "genome_budget": 10, "router_n_test": 6, "router_folds": 3,
+                  "router_genome_budget": 3, "router_finalists": 2,
+                  "router_candidates": ["isic", "isic_drawer", "kvasir", "cxr", "agnostic"],
+                  # spleen's genome: 8 evaluations on 1 train volume took 120 s cold; notebook 03 takes
+                  # genome_budget to fit it anyway
+                  "spleen_genome_budget": 0, "spleen_genome_volumes": 1}
+
 PROFILES: dict[str, Profile] = {
     "smoke": Profile(
         name="smoke", source="phantom", model="litemedsam", n_train=12, n_test=3,
@@ -72,16 +83,7 @@ PROFILES: dict[str, Profile] = {
         name="cpu", source="phantom", model="litemedsam", n_train=100, n_test=15,
         spleen_train_volumes=10, spleen_test_volumes=2, phantom_size=256, phantom_depth=32,
         jitter_levels=(0.0, 0.1, 0.3), loosen_levels=(1.0, 1.25, 2.0),
-        # the loop ends at 10 labels, so concept search meets the pipeline and the tuned decoder at N = 10
-        concept={"k": 4, "epochs": 8, "refit_epochs": 4, "rounds": 2, "per_round": 5, "starts": (5,), "pool": 12},
-        fewshot={"budgets": (10, 25), "epochs": 3, "patience": 2},
-        baselines=SMALL_BASELINES,
-        pipeline={"n_support": 10, "n_genome": 12, "genome_budget": 10, "router_n_test": 6, "router_folds": 3,
-                  "router_genome_budget": 3, "router_finalists": 2,
-                  "router_candidates": ["isic", "isic_drawer", "kvasir", "cxr", "agnostic"],
-                  # spleen's genome: 8 evaluations on 1 train volume took 120 s cold (2 min over the report's
-                  # 25-minute target); notebook 03 takes genome_budget to fit it anyway
-                  "spleen_genome_budget": 0, "spleen_genome_volumes": 1},
+        concept=SMALL_CONCEPT, fewshot=SMALL_FEWSHOT, baselines=SMALL_BASELINES, pipeline=SMALL_PIPELINE,
     ),
     # The real samples where they are present under FROZENSEG_DATA (../shared/realdata: Kvasir-SEG, ISIC, a silver CT
     # spleen folder), phantoms elsewhere, on 2 CPU cores; sizes chosen for a cold report in under 45 minutes.
@@ -89,13 +91,7 @@ PROFILES: dict[str, Profile] = {
         name="sample", source="auto", model="litemedsam", n_train=100, n_test=20,
         spleen_train_volumes=10, spleen_test_volumes=1, phantom_size=256, phantom_depth=32, real_max_side=512,
         jitter_levels=(0.0, 0.1, 0.3), loosen_levels=(1.0, 1.25, 2.0),
-        concept={"k": 4, "epochs": 8, "refit_epochs": 4, "rounds": 2, "per_round": 5, "starts": (5,), "pool": 12},
-        fewshot={"budgets": (10, 25), "epochs": 3, "patience": 2},
-        baselines=SMALL_BASELINES,
-        pipeline={"n_support": 10, "n_genome": 12, "genome_budget": 10, "router_n_test": 6, "router_folds": 3,
-                  "router_genome_budget": 3, "router_finalists": 2,
-                  "router_candidates": ["isic", "isic_drawer", "kvasir", "cxr", "agnostic"],
-                  "spleen_genome_budget": 0, "spleen_genome_volumes": 1},
+        concept=SMALL_CONCEPT, fewshot=SMALL_FEWSHOT, baselines=SMALL_BASELINES, pipeline=SMALL_PIPELINE,
         splits={"isic": "official", "kvasir": "random"},
     ),
     "full": Profile(

@@ -19,24 +19,11 @@ import pandas as pd
 from . import paths
 from .errors import DataError
 from .io import write_text_atomic
+from .oracle import scored_units
+from .results import PIPELINE_NOTEBOOKS, results_if_run
 
-PIPELINES = {"isic": "02_isic", "spleen": "03_spleen", "kvasir": "04_kvasir", "cxr": "05_cxr"}
 TITLES = {"isic": "ISIC (dermoscopy)", "spleen": "spleen (CT)", "kvasir": "Kvasir-SEG (endoscopy)",
           "cxr": "chest X-ray"}
-
-
-def _load(notebook: str, profile: str) -> pd.DataFrame | None:
-    from .results import load_results
-
-    try:
-        return load_results(notebook, profile)
-    except DataError:
-        return None
-
-
-def _units(df: pd.DataFrame) -> pd.DataFrame:
-    """Scored units: spleen volumes, 2D cases, with a finite Dice (flags are diagnostics and count)."""
-    return df[df.unit.isin(["case", "volume"]) & np.isfinite(df.dice)]
 
 
 def _ci(values, n_boot: int = 2000, seed: int = 0) -> tuple[float, float, float]:
@@ -59,17 +46,17 @@ def sample_rows(profile: str = "sample") -> pd.DataFrame:
     import yaml
 
     ref = yaml.safe_load((paths.REPORT_SRC / "source_study.yaml").read_text(encoding="utf-8"))
-    oracle, nn, dec = _load("01_frozen_oracle", profile), _load("06_trained_baselines", profile), \
-        _load("07_fewshot_decoder", profile)
+    oracle, nn, dec = (results_if_run(nb, profile)
+                       for nb in ("01_frozen_oracle", "06_trained_baselines", "07_fewshot_decoder"))
     rows = []
-    for dom, nb in PIPELINES.items():
-        pipe = _load(nb, profile)
+    for dom, nb in PIPELINE_NOTEBOOKS.items():
+        pipe = results_if_run(nb, profile)
         if pipe is None:
             continue
-        dep = _first_seed(_units(pipe[(pipe.domain == dom) & (pipe.stage == "deployed")]))
+        dep = _first_seed(scored_units(pipe[(pipe.domain == dom) & (pipe.stage == "deployed")]))
         if dep.empty:
             continue
-        nets = _first_seed(_units(nn[(nn.domain == dom) & (nn.status == "ok")])) if nn is not None else dep.iloc[:0]
+        nets = _first_seed(scored_units(nn[(nn.domain == dom) & (nn.status == "ok")])) if nn is not None else dep.iloc[:0]
         both = sorted(set(dep.n_labels) & set(nets.n_labels))
         n = int(both[-1] if both else dep.n_labels.max())       # the largest budget both were run at
         at = dep[dep.n_labels == n]
@@ -81,13 +68,13 @@ def sample_rows(profile: str = "sample") -> pd.DataFrame:
             row["best trained network at N"] = f"{_fmt(*_ci(b[b.arch == best].dice))} ({best})"
         else:
             row["best trained network at N"] = "–"
-        t = (_first_seed(_units(dec[(dec.domain == dom) & (dec.decoder == "tuned") & (dec.arm == "localizer")]))
+        t = (_first_seed(scored_units(dec[(dec.domain == dom) & (dec.decoder == "tuned") & (dec.arm == "localizer")]))
              if dec is not None else dep.iloc[:0])
         if len(t):
             m = int(t.n_labels.max())
             row["tuned decoder + localizer (N)"] = f"{_fmt(*_ci(t[t.n_labels == m].dice))} ({m})"
         if oracle is not None:
-            row["GT-box oracle"] = _fmt(*_ci(_first_seed(_units(oracle[(oracle.domain == dom)
+            row["GT-box oracle"] = _fmt(*_ci(_first_seed(scored_units(oracle[(oracle.domain == dom)
                                                                         & (oracle.method == "gt_box")])).dice))
         row["source study: pipeline / best NN N=100 / tuned decoder N=100 (GT box)"] = (
             f"{ref['training_free_pipeline_dice'][dom]} / {ref['best_trained_nn_n100_dice'][dom]} / "

@@ -11,6 +11,8 @@ from .errors import DataError
 from .io import atomic_path
 
 KEY_COLUMNS = ["notebook", "profile", "source", "model", "seed", "domain", "unit", "case_id", "method"]
+# The notebook of each domain's training-free pipeline (sections 02-05).
+PIPELINE_NOTEBOOKS = {"isic": "02_isic", "spleen": "03_spleen", "kvasir": "04_kvasir", "cxr": "05_cxr"}
 
 
 def results_path(notebook: str, profile: str) -> Path:
@@ -42,6 +44,14 @@ def load_results(notebook: str, profile: str) -> pd.DataFrame:
     if not path.is_file():
         raise DataError(path, "results file not found", f"run `make report PROFILE={profile}` (notebook {notebook})")
     return pd.read_parquet(path)
+
+
+def results_if_run(notebook: str, profile: str) -> pd.DataFrame | None:
+    """A notebook's results, or None when it has not run in this profile (a table shows it as pending)."""
+    try:
+        return load_results(notebook, profile)
+    except DataError:
+        return None
 
 
 def seed_summary(df: pd.DataFrame, by: list[str], metric: str = "dice") -> pd.DataFrame:

@@ -12,7 +12,6 @@ from ..errors import DataError
 from .nets import ARCHS
 from .train import STATUS_OK
 
-PIPELINE_NOTEBOOKS = {"isic": "02_isic", "spleen": "03_spleen", "kvasir": "04_kvasir", "cxr": "05_cxr"}
 DECODER_NOTEBOOK = "07_fewshot_decoder"
 PENDING = "pending"
 
@@ -68,7 +67,7 @@ def unit_rows(df: pd.DataFrame) -> pd.DataFrame:
 def pipeline_per_seed(profile: str, domains) -> tuple[pd.DataFrame, dict[str, str]]:
     """Deployed-stage Dice per domain x N x seed from notebooks 02-05 with the labels the pipeline used, and per
     domain where it came from (or 'pending')."""
-    from ..results import load_results
+    from ..results import PIPELINE_NOTEBOOKS, load_results
 
     parts, origin = [], {}
     for dom in domains:

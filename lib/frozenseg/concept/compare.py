@@ -5,52 +5,34 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ..errors import DataError
-from ..results import fmt_mean_sd
+from ..oracle import scored_units
+from ..results import PIPELINE_NOTEBOOKS, fmt_mean_sd, results_if_run
 
-PIPELINES = {"isic": "02_isic", "spleen": "03_spleen", "kvasir": "04_kvasir", "cxr": "05_cxr"}
-UNITS = ("case", "volume")
 ARMS = {"localizer": "tuned decoder + domain localizer", "gt_box": "tuned decoder, GT box (oracle)",
         "mean_box": "tuned decoder + mean train box"}
-
-
-def _load(notebook: str, profile: str) -> pd.DataFrame | None:
-    """A notebook's results, or None when it has not run in this profile."""
-    from ..results import load_results
-
-    try:
-        return load_results(notebook, profile)
-    except DataError:
-        return None
-
-
-def _scored(df: pd.DataFrame) -> pd.DataFrame:
-    """Rows that are whole test units (2D cases, spleen volumes) with a finite Dice; flags are diagnostics (a
-    collapsed concept or a localizer's fallback counts with its prediction)."""
-    return df[df.unit.isin(UNITS) & np.isfinite(df.dice)]
 
 
 def method_rows(profile: str, domains, concept: pd.DataFrame) -> pd.DataFrame:
     """Per-unit rows of every method: domain, seed, case_id, family, method, labels_used, dice."""
     parts = []
-    c = _scored(concept[concept.split == "test"])
+    c = scored_units(concept[concept.split == "test"])
     parts.append(c.assign(family="concept search",
                           method=[f"concept, {'HUE' if s == 'hue' else 'random'} selection, start {st}, round {r}"
                                   for s, st, r in zip(c.strategy, c.start, c["round"])],
                           labels_used=c.n_labelled))
-    oracle = _load("01_frozen_oracle", profile)
+    oracle = results_if_run("01_frozen_oracle", profile)
     if oracle is not None:
-        o = _scored(oracle[oracle.method == "gt_box"])
+        o = scored_units(oracle[oracle.method == "gt_box"])
         parts.append(o.assign(family="GT-box oracle", method="frozen decoder, GT box", labels_used=0))
     for dom in domains:
-        p = _load(PIPELINES.get(dom, ""), profile) if dom in PIPELINES else None
+        p = results_if_run(PIPELINE_NOTEBOOKS[dom], profile) if dom in PIPELINE_NOTEBOOKS else None
         if p is not None and "n_labels" in p:
-            p = _scored(p[(p.domain == dom) & (p.stage == "deployed")])
+            p = scored_units(p[(p.domain == dom) & (p.stage == "deployed")])
             parts.append(p.assign(family="training-free pipeline",
                                   method=[f"pipeline, N={n}" for n in p.n_labels]))
-    dec = _load("07_fewshot_decoder", profile)
+    dec = results_if_run("07_fewshot_decoder", profile)
     if dec is not None:
-        d = _scored(dec[dec.decoder == "tuned"])
+        d = scored_units(dec[dec.decoder == "tuned"])
         if "labels_used" not in d:
             d = d.assign(labels_used=d.n_labels)
         parts.append(d.assign(family="few-shot tuned decoder",

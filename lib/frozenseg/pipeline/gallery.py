@@ -8,10 +8,9 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from ..results import load_results, results_path
+from ..results import PIPELINE_NOTEBOOKS, load_results, results_path
 from .experiment import DEPLOYED, load_masks
 
-NOTEBOOKS = {"isic": "02_isic", "spleen": "03_spleen", "kvasir": "04_kvasir", "cxr": "05_cxr"}
 
 
 @dataclass
@@ -44,7 +43,7 @@ def _volume_panel(vol, pred: np.ndarray) -> tuple[Panel, np.ndarray, int]:
 def domain_panels(domain: str, profile: str, seed: int, data_of: Callable, n: int = 3,
                   title: str | None = None) -> tuple[dict, str | None]:
     """{row label: [(panel, prediction, caption)]} of one domain, or ({}, a note saying what to run)."""
-    nb, title = NOTEBOOKS[domain], title or domain
+    nb, title = PIPELINE_NOTEBOOKS[domain], title or domain
     run = f"run notebook {nb} (`make report PROFILE={profile}`)"
     if not results_path(nb, profile).is_file():
         return {}, f"{title}: no results of {nb} in profile {profile} yet; {run}."
@@ -88,7 +87,7 @@ def gallery(domains, profile: str, seed: int, data_of: Callable, n: int = 3,
     """Panels of every domain that has results, and a note for each domain that has none."""
     panels, notes = {}, []
     for dom in domains:
-        if dom not in NOTEBOOKS:
+        if dom not in PIPELINE_NOTEBOOKS:
             notes.append(f"{(titles or {}).get(dom, dom)}: not a study domain with a pipeline notebook; skipped.")
             continue
         items, note = domain_panels(dom, profile, seed, data_of, n, (titles or {}).get(dom, dom))
