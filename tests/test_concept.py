@@ -10,7 +10,7 @@ from frozenseg.concept import (EMPTY_U, FLAG_COLLAPSED, FLAG_SINGLE, LOWEST_U_SP
                                ground_truth_annotator, hue_from_logits, lowest_u_picks, predict, rank_correlation,
                                select)
 from frozenseg.errors import ConfigError, DataError
-from frozenseg.metrics import dice
+from frozenseg.evaluation.metrics import dice
 
 
 class FakeBackend:

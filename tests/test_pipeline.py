@@ -8,7 +8,7 @@ from PIL import Image
 from frozenseg.data.phantoms import make_phantom_case
 from frozenseg.errors import ConfigError, DataError
 from frozenseg.localizers.base import no_detection
-from frozenseg.metrics import dice
+from frozenseg.evaluation.metrics import dice
 from frozenseg.pipeline import LOCALIZE, Gate, Pipeline, fit_genome, get_route, load_routes, onboard
 from frozenseg.pipeline.experiment import gap_closed, load_masks, save_masks
 from frozenseg.pipeline.genome import MAX_GENOME_LABELS

@@ -9,7 +9,7 @@ import pandas as pd
 from .boxes import box_iou, jitter_box, loosen_box, mask_to_box
 from .config import DOMAINS
 from .data import test_subset
-from .metrics import assemble_volume, score, score_volume
+from .evaluation.metrics import assemble_volume, score, score_volume
 
 
 def box_variants(gt: np.ndarray, shape, jitter_levels, loosen_levels, rng) -> list[tuple[str, str, float, np.ndarray]]:

@@ -198,7 +198,7 @@ def read_prediction(path: Path) -> np.ndarray:
 
 def import_predictions(study, folder: Path, pred_dir: Path, seed: int, n: int) -> pd.DataFrame:
     """Score nnU-Net's predictions of the test split into results rows (arch 'nnunet', init 'from scratch')."""
-    from ..metrics import dice, iou, score_volume
+    from ..evaluation.metrics import dice, iou, score_volume
     from .sweep import test_units
 
     info = json.loads((folder / "cases.json").read_text(encoding="utf-8"))

@@ -138,7 +138,7 @@ def test_units(study, domain: str, n_test: int | None) -> tuple[list, list]:
 
 def score_rows(net, cases, volumes, side: int) -> list[dict]:
     """Per-case rows for 2D test cases and per-volume 3D rows for test volumes."""
-    from ..metrics import dice, iou, score_volume
+    from ..evaluation.metrics import dice, iou, score_volume
 
     rows = []
     for case, m in zip(cases, predict_masks(net, [c.image for c in cases], side)):
@@ -152,7 +152,7 @@ def score_rows(net, cases, volumes, side: int) -> list[dict]:
 
 def predict_volume(net, vol, side: int) -> np.ndarray:
     """(H, W, D) boolean prediction of every axial slice of a volume."""
-    from ..metrics import assemble_volume
+    from ..evaluation.metrics import assemble_volume
 
     depth = vol.image.shape[2]
     slices = [np.repeat(vol.image[:, :, z, None], 3, axis=2) for z in range(depth)]

@@ -11,7 +11,7 @@ import pandas as pd
 
 from .. import paths
 from ..errors import ConfigError
-from ..metrics import assemble_volume, dice, iou, score_volume
+from ..evaluation.metrics import assemble_volume, dice, iou, score_volume
 from ..data import test_subset
 from .core import SAM3_TEXT_SETTINGS, FitSettings, default_settings
 from .loop import LOWEST_U_SPLIT, LoopConfig, annotation_loop, ground_truth_annotator

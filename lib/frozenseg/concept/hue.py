@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from ..boxes import mask_to_box
-from ..metrics import iou
+from ..evaluation.metrics import iou
 
 EMPTY_U = 2.0
 P_LO, P_HI = 0.05, 0.95

@@ -19,7 +19,7 @@ import numpy as np
 
 from ..errors import ConfigError, DataError
 from ..io import write_json_atomic
-from ..metrics import dice, iou
+from ..evaluation.metrics import dice, iou
 from .core import Concept, FitSettings, fit_concept, predict_logits
 from .hue import hue_scores
 

@@ -153,7 +153,7 @@ def tune_arm(model, labelled, embeddings, boxes, params: dict, seed: int) -> Tun
 def _case_row(case, box, mask, pred_iou: float) -> dict:
     """Scores of one test prediction, with what volume scoring needs."""
     from ..boxes import box_iou
-    from ..metrics import dice, iou
+    from ..evaluation.metrics import dice, iou
 
     gt = mask_to_box(case.mask, case.case_id) if case.mask.any() else None
     return {"case_id": case.case_id, "volume_id": case.volume_id, "slice_index": case.slice_index,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..metrics import dice
+from ..evaluation.metrics import dice
 from .base import Localization, Localizer, component_box, no_detection, otsu
 from .features import make_feature_space
 

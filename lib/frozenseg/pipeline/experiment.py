@@ -16,7 +16,7 @@ from .. import paths
 from ..boxes import mask_to_box
 from ..data.splits import subsample_train
 from ..io import write_json_atomic
-from ..metrics import score
+from ..evaluation.metrics import score
 from .core import Pipeline, Route
 from .genome import MAX_GENOME_LABELS, fit_genome
 from .router import get_route

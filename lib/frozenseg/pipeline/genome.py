@@ -9,7 +9,7 @@ import numpy as np
 from scipy.optimize import minimize
 
 from ..errors import ConfigError
-from ..metrics import dice
+from ..evaluation.metrics import dice
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ import pandas as pd
 import yaml
 
 from ..errors import ConfigError
-from ..metrics import dice
+from ..evaluation.metrics import dice
 from .core import Pipeline, Route
 
 ROUTES_FILE = Path(__file__).with_name("routes.yaml")

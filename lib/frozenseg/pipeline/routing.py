@@ -13,7 +13,7 @@ from ..data.splits import subsample_train
 from ..localizers import make_localizer
 from ..localizers.amg import zscore
 from ..localizers.features import dinov2_weights
-from ..metrics import dice
+from ..evaluation.metrics import dice
 from .experiment import settings
 from .router import load_routes
 
@@ -51,7 +51,7 @@ def _test(study, domain: str, n: int, n_volumes: int = 1):
 
 def _unit_rows(study, domain: str, cases, masks) -> list[dict]:
     """Per-unit test rows of one route: a row per 2D case, or per volume over all of its slices."""
-    from ..metrics import assemble_volume, score_volume
+    from ..evaluation.metrics import assemble_volume, score_volume
 
     data = study.data(domain)
     if not data.volumes:

@@ -151,7 +151,7 @@ def alternative_routes(study, domain: str, routes, seed: int, n_worst: int = 4):
     """(table, figure): each route fitted at the largest budget the same way (genome leave one out) and run on the
     same test cases; the figure shows the worst cases of the last route (ground truth green, prediction red, its
     box yellow)."""
-    from ..metrics import dice
+    from ..evaluation.metrics import dice
     from .experiment import fit_domain
 
     cases = test_cases(study, domain)

@@ -20,7 +20,7 @@ from scipy import stats
 
 from ..boxes import clip_box, loosen_box
 from ..errors import ConfigError
-from ..metrics import dice
+from ..evaluation.metrics import dice
 
 SCALES = (0.7, 0.85, 1.15, 1.3)          # localizer box scaled about its centre
 SHIFT = 0.15                             # localizer box moved by this fraction of its side, in four directions

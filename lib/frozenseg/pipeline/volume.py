@@ -795,7 +795,7 @@ class VolumePipeline:
 
 def _vol_row(base: dict, stage: str, index: int, pred, vol, **extra) -> dict:
     """One results row: a whole-volume prediction scored in 3D (HD95 in mm)."""
-    from ..metrics import score_volume
+    from ..evaluation.metrics import score_volume
 
     return {**base, "stage": stage, "method": stage, "stage_index": index,
             **score_volume(pred, vol.mask, vol.spacing, with_hd95=True), **extra}
@@ -893,7 +893,7 @@ def fit_volume_genome(model, volumes, train_slices, support, support_embeddings,
     that saw it. ``labelled`` ({volume id: slice indices}) scores each volume on its labelled slices only (the
     budget's labels); None scores whole volumes in 3D. ``embed(cases)`` gives slice embeddings. Returns the genome
     record (params, start/fit Dice, history)."""
-    from ..metrics import dice
+    from ..evaluation.metrics import dice
     from .genome import powell_search
 
     spec = dict(spec or VOLUME_GENOME)
@@ -964,7 +964,7 @@ def run_spleen(study, seed: int, params=None, gate=None, volumes=None, naive: st
     each foreground slice (no labels).
     """
     from ..data.splits import subsample_train
-    from ..metrics import assemble_volume
+    from ..evaluation.metrics import assemble_volume
     from .core import Pipeline
     from .experiment import settings
     from .router import get_route
@@ -1076,7 +1076,7 @@ def volume_gap_table(df: pd.DataFrame) -> pd.DataFrame:
 
 def slice_dice_rows(volumes: dict, preds: dict) -> pd.DataFrame:
     """Per-slice Dice of the deployed prediction on every ground-truth foreground slice (for the gallery only)."""
-    from ..metrics import dice
+    from ..evaluation.metrics import dice
 
     rows = []
     for vid, pred in preds.items():

@@ -3,16 +3,20 @@
 HD95 follows MONAI's ``compute_hausdorff_distance`` definition exactly (edges = mask XOR its binary erosion;
 Euclidean distance from every edge pixel of one mask to the nearest edge pixel of the other, in mm when spacing
 is given; the larger of the two directed 95th percentiles). It is computed here with scipy (binary erosion and a
-KD-tree) because importing MONAI costs 12-20 s per notebook kernel; tests/test_metrics.py checks parity with
+KD-tree) because importing MONAI would slow every notebook kernel's start; tests/test_metrics.py checks parity with
 MONAI itself on random 2D and 3D masks with and without spacing.
-Conventions: both masks empty -> Dice = IoU = 1 and HD95 = 0; exactly one empty -> Dice = IoU = 0 and HD95 = NaN
-(undefined; tables report it as missing rather than inventing a distance).
+Conventions (the empty-mask rule, :data:`EMPTY_RULE`): both masks empty -> Dice = IoU = 1 and HD95 = 0; exactly one
+empty -> Dice = IoU = 0 and HD95 = NaN (no boundary to measure; summaries count such units instead of inventing a
+distance).
 """
 from __future__ import annotations
 
 import numpy as np
 
-from .errors import DataError
+from ..errors import DataError
+
+EMPTY_RULE = ("a unit without a target (a negative) scores Dice 1 when nothing is predicted and 0 when anything "
+              "is, so a false positive on it counts in full")
 
 
 def _pair(pred: np.ndarray, gt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
