@@ -329,14 +329,30 @@ if __name__ == "__main__":
     main()
 
 
-def source_study_note(key: str, titles: dict[str, str] | None = None) -> str:
-    """One line of the source study's published figures (``report/source_study.yaml``), labelled as such."""
+def source_study(key: str | None = None):
+    """The source study's published figures (``report/source_study.yaml``): the whole file, or one entry."""
     import yaml
 
     from .paths import REPORT_SRC
 
     ref = yaml.safe_load((REPORT_SRC / "source_study.yaml").read_text(encoding="utf-8"))
+    if key is None:
+        return ref
     if key not in ref:
         raise KeyError(f"{key!r} is not in report/source_study.yaml; known: {sorted(k for k in ref if k != 'source')}")
-    values = ", ".join(f"{(titles or {}).get(d, d)} {v}" for d, v in ref[key].items())
-    return f"Source study's figures ({key.replace('_', ' ')}; {ref['source']}): {values}."
+    return ref[key]
+
+
+def source_study_note(key: str, titles: dict[str, str] | None = None) -> str:
+    """One line of the source study's published figures (``report/source_study.yaml``), labelled as such."""
+    values = ", ".join(f"{(titles or {}).get(d, d)} {v}" for d, v in source_study(key).items())
+    return f"Source study's figures ({key.replace('_', ' ')}; {source_study('source')}): {values}."
+
+
+def source_chain_note(domain: str) -> str:
+    """The source study's skill-by-skill chain of one domain, labelled as the source's ('' when it has none)."""
+    chain = source_study("ablation_chain_dice").get(domain)
+    if not chain:
+        return ""
+    steps = " -> ".join(f"{d:.3f} ({s})" for s, d in zip(chain["stages"], chain["dice"]))
+    return f"The source study's chain for this domain ({source_study('source')}): {steps}."
