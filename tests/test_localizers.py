@@ -11,7 +11,7 @@ from frozenseg.data.phantoms import make_phantom_case
 from frozenseg.errors import ConfigError, DataError
 from frozenseg.localizers import LOCALIZERS, FeatureGrid, Localization, make_localizer
 from frozenseg.localizers import drawer as drawer_mod
-from frozenseg.localizers.drawer import MissingTraceError
+from frozenseg.localizers.drawer import LLMCallError, MissingTraceError
 from frozenseg.localizers.static_box import normalised_box
 from frozenseg.models.base import Embedding
 
@@ -208,21 +208,88 @@ def test_missing_trace_names_key(tmp_path):
     assert key in str(err.value) and "backend='llm'" in str(err.value)
 
 
-@pytest.mark.parametrize("behaviour,flag", [("malformed", "llm_malformed"), ("fail", "llm_error")])
-def test_bad_llm_reply_is_a_recorded_fallback(monkeypatch, llm_env, behaviour, flag):
+def failing_post(behaviour):
+    """A fake endpoint that raises (behaviour 'fail') or answers prose instead of a polygon ('malformed')."""
     def fake_post(url, body, key, timeout):
         if behaviour == "fail":
             raise OSError("connection refused")
         return reply("The lesion is roughly in the middle.")
+    return fake_post
+
+
+@pytest.mark.parametrize("behaviour,flag", [("malformed", "llm_malformed"), ("fail", "llm_error")])
+def test_bad_llm_reply_raises_by_default(monkeypatch, llm_env, behaviour, flag):
+    monkeypatch.setattr(drawer_mod, "http_post", failing_post(behaviour))
+    img = make_phantom_case("isic", 200, 128, 0).image
+    loc = make_localizer("drawer", backend="llm", trace_dir=str(llm_env))
+    with pytest.raises(LLMCallError) as err:
+        loc.locate(img)
+    msg = str(err.value)
+    for want in ("FROZENSEG_LLM_URL", "FROZENSEG_LLM_KEY", "FROZENSEG_LLM_MODEL", "fallback='heuristic'",
+                 "connection refused" if behaviour == "fail" else "no JSON"):
+        assert want in msg
+    assert "sk-test-secret" not in msg
+    trace = json.loads(next(llm_env.rglob("*.json")).read_text())
+    assert trace["status"] == ("error" if behaviour == "fail" else "ok"), "the failed answer is still recorded"
+    replay = make_localizer("drawer", backend="replay", trace_dir=str(llm_env))
+    with pytest.raises(LLMCallError, match="backend='llm'"):
+        replay.locate(img)
+
+
+def test_dead_endpoint_names_the_url_variable(monkeypatch, llm_env):
+    import socket
+
+    with socket.socket() as s:                       # a local port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("FROZENSEG_LLM_URL", f"http://127.0.0.1:{port}/v1")
+    loc = make_localizer("drawer", backend="llm", trace_dir=str(llm_env), timeout=5.0)
+    with pytest.raises(LLMCallError, match="FROZENSEG_LLM_URL") as err:
+        loc.locate(fixture_image())
+    assert f"127.0.0.1:{port}" in str(err.value) and "Error" in str(err.value)
+
+
+@pytest.mark.parametrize("behaviour,flag", [("malformed", "llm_malformed"), ("fail", "llm_error")])
+def test_opted_in_fallback_is_flagged_and_counted(monkeypatch, llm_env, behaviour, flag):
+    monkeypatch.setattr(drawer_mod, "http_post", failing_post(behaviour))
+    img = make_phantom_case("isic", 200, 128, 0).image
+    loc = make_localizer("drawer", backend="llm", trace_dir=str(llm_env), fallback="heuristic")
+    r = loc.locate(img)
+    assert r.flag == flag and r.box is not None and r.extra["fallback"] == "heuristic" and r.extra["error"]
+    assert (loc.calls, loc.fallbacks) == (1, 1) and loc.fallback_note() == "llm, 1 of 1 fell back"
+    assert r.record()["flag"] == flag and r.record()["fallback"] == "heuristic"
+    none = make_localizer("drawer", backend="llm", trace_dir=str(llm_env), fallback="no_box")
+    r = none.locate(img)
+    assert r.box is None and r.flag == flag and none.fallbacks == 1
+    with pytest.raises(ConfigError, match="no_box"):
+        make_localizer("drawer", backend="llm", trace_dir=str(llm_env), fallback="none")
+
+
+def test_fallback_share_above_the_maximum_raises(monkeypatch, llm_env):
+    imgs = [make_phantom_case("isic", i, 96, 0).image for i in range(drawer_mod.MIN_CALLS_FOR_SHARE * 2)]
+    bad = {id(imgs[0]), id(imgs[1])}                 # endpoint fails on two images, answers the others
+
+    def fake_post(url, body, key, timeout):
+        if current[0] in bad:
+            raise OSError("HTTP Error 503")
+        return reply('{"polygon": [[10, 12], [40, 12], [40, 30], [10, 30]]}')
 
     monkeypatch.setattr(drawer_mod, "http_post", fake_post)
-    img = make_phantom_case("isic", 200, 128, 0).image
-    r = make_localizer("drawer", backend="llm", trace_dir=str(llm_env)).locate(img)
-    assert r.flag == flag and r.box is not None and r.extra["fallback"] == "heuristic" and r.extra["error"]
-    trace = json.loads(next(llm_env.rglob("*.json")).read_text())
-    assert trace["status"] == ("error" if behaviour == "fail" else "ok")
-    none = make_localizer("drawer", backend="llm", trace_dir=str(llm_env), fallback="none").locate(img)
-    assert none.box is None and none.flag == flag
+    current = [None]
+    loc = make_localizer("drawer", backend="llm", trace_dir=str(llm_env), fallback="heuristic")
+    flags = []
+    with pytest.raises(LLMCallError, match="MAX_FALLBACK_SHARE") as err:
+        for img in imgs:
+            current[0] = id(img)
+            flags.append(loc.locate(img).flag)
+    assert flags == ["llm_error", "llm_error", "ok", "ok"], "raised at the minimum number of calls, not before"
+    assert (loc.fallbacks, loc.calls) == (2, drawer_mod.MIN_CALLS_FOR_SHARE)
+    assert 2 / drawer_mod.MIN_CALLS_FOR_SHARE > drawer_mod.MAX_FALLBACK_SHARE and "2 of 5" in str(err.value)
+    ok = make_localizer("drawer", backend="llm", trace_dir=str(llm_env), fallback="heuristic")
+    for img in imgs[2:]:                              # replies now stored: no fallback, no error
+        current[0] = id(img)
+        assert ok.locate(img).flag == "ok"
+    assert ok.fallback_note() == f"llm, 0 of {len(imgs) - 2} fell back"
 
 
 def test_llm_without_settings_says_what_to_set(monkeypatch, tmp_path):

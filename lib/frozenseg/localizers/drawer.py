@@ -5,6 +5,11 @@ LLM settings come from the environment: FROZENSEG_LLM_URL (an OpenAI-compatible 
 ``.../chat/completions`` URL), FROZENSEG_LLM_KEY (optional for local servers) and FROZENSEG_LLM_MODEL.
 A trace is keyed by sha256(image hash + prompt + model) and written atomically under
 ``cache_root()/traces``; the API key is never written.
+
+A failed or malformed LLM answer raises :class:`LLMCallError` by default, so a dead endpoint is never reported as
+the LLM drawer. ``fallback="heuristic"`` (or ``"no_box"``) opts in to a fallback instead: each one is flagged on its
+localization ('llm_error' / 'llm_malformed'), counted (:meth:`DrawerLocalizer.fallback_note`), and more than
+:data:`MAX_FALLBACK_SHARE` of the calls falling back (once :data:`MIN_CALLS_FOR_SHARE` calls were made) raises.
 """
 from __future__ import annotations
 
@@ -23,11 +28,14 @@ from scipy import ndimage
 
 from .. import paths
 from ..cache import image_hash
-from ..errors import ConfigError, DataError
+from ..errors import ConfigError, DataError, FrozenSegError
 from ..io import write_json_atomic
 from .base import Localization, Localizer, grow_box, no_detection, otsu
 
 BACKENDS = ("heuristic", "llm", "replay")
+FALLBACKS = (None, "heuristic", "no_box")   # None: a failed or malformed LLM answer raises LLMCallError
+MAX_FALLBACK_SHARE = 0.2    # with a fallback opted in: more than this share of the LLM calls falling back raises
+MIN_CALLS_FOR_SHARE = 5     # ... once at least this many calls were made
 ENV_URL, ENV_KEY, ENV_MODEL = "FROZENSEG_LLM_URL", "FROZENSEG_LLM_KEY", "FROZENSEG_LLM_MODEL"
 PROMPT = ("This is a {width}x{height} pixel {modality} image. Outline the {target} with one polygon. "
           'Answer with JSON only, e.g. {{"polygon": [[x1, y1], [x2, y2], [x3, y3]]}}, in pixel coordinates '
@@ -36,6 +44,11 @@ PROMPT = ("This is a {width}x{height} pixel {modality} image. Outline the {targe
 
 class MissingTraceError(DataError):
     """Replay mode found no recorded trace for an image/prompt/model."""
+
+
+class LLMCallError(FrozenSegError, RuntimeError):
+    """The LLM drawer got no usable polygon (endpoint error or malformed reply) and no fallback was opted in, or
+    too many of its calls fell back."""
 
 
 # ----------------------------------------------------------------------------- heuristic backend
@@ -208,16 +221,19 @@ class DrawerLocalizer(Localizer):
     defaults = {"backend": "heuristic", "margin": 0.02, "border": 0.08, "hair": 7, "sigma": 4.0, "polarity": "any",
                 "thr_scale": 1.0, "dilation": 0.0, "drop_border": True, "center_weight": 0.5, "min_area": 0.002,
                 "target": "main lesion or object", "modality": "medical", "prompt": None, "llm_model": None,
-                "trace_dir": None, "fallback": "heuristic", "refresh": False, "timeout": 120.0}
+                "trace_dir": None, "fallback": None, "refresh": False, "timeout": 120.0}
 
     def __init__(self, model=None, **params):
         super().__init__(model, **params)
         if self.params["backend"] not in BACKENDS:
             raise ConfigError(f"unknown drawer backend {self.params['backend']!r}; choose one of {list(BACKENDS)}")
-        if self.params["fallback"] not in ("heuristic", "none"):
-            raise ConfigError("drawer fallback must be 'heuristic' or 'none'")
+        if self.params["fallback"] not in FALLBACKS:
+            raise ConfigError(f"drawer fallback {self.params['fallback']!r} is not one of {list(FALLBACKS)} (None: a "
+                              "failed LLM call raises; 'heuristic': the heuristic drawer's box, flagged and counted; "
+                              "'no_box': no box, flagged and counted)")
         self.check_settings()
         self.fitted = True                      # GT-free: usable without fit
+        self.calls, self.fallbacks = 0, 0       # LLM answers used (llm/replay backends) and how many fell back
 
     def check_settings(self) -> None:
         """ConfigError naming each missing LLM setting (llm: FROZENSEG_LLM_URL and a model name; replay: a model name)."""
@@ -294,7 +310,7 @@ class DrawerLocalizer(Localizer):
         return trace
 
     def _call(self, image, prompt, model, key) -> dict:
-        """One request to the endpoint; failures are returned as an error trace, never raised."""
+        """One request to the endpoint; a failure is returned as an error trace (stored; raised or fallen back later)."""
         url = os.environ.get(ENV_URL)
         if not url:
             raise ConfigError(f"the drawer's llm backend needs {ENV_URL} (and {ENV_MODEL}, usually {ENV_KEY}); "
@@ -305,26 +321,64 @@ class DrawerLocalizer(Localizer):
             response = http_post(chat_url(url), chat_body(image, prompt, model), os.environ.get(ENV_KEY),
                                  float(self.params["timeout"]))
             trace.update(status="ok", response=response)
-        except Exception as exc:  # noqa: BLE001 - any failure becomes a recorded fallback
+        except Exception as exc:  # noqa: BLE001 - any failure is recorded, then raised or fallen back on
             trace.update(status="error", error=f"{type(exc).__name__}: {exc}")
         return trace
 
     def _from_trace(self, trace: dict, image) -> Localization:
-        """Polygon from a trace's reply, or a flagged fallback when the call failed or the reply is malformed."""
+        """Polygon from a trace's reply; a failed call or malformed reply raises, or falls back when opted in."""
         base = {"backend": self.params["backend"], "trace_key": trace.get("key", "")}
+        self.calls += 1
         if trace.get("status") != "ok":
-            return self._fallback(image, "llm_error", trace.get("error", "unknown error"), base)
+            return self._fallback(image, "llm_error", trace.get("error", "unknown error"), trace)
         try:
             poly = parse_polygon(reply_content(trace["response"]), image.shape[:2])
         except (ValueError, json.JSONDecodeError) as exc:
-            return self._fallback(image, "llm_malformed", str(exc), base)
+            return self._fallback(image, "llm_malformed", str(exc), trace)
+        self.check_share()
         return self._boxed(poly, image, float("nan"), "ok", base)
 
-    def _fallback(self, image, flag: str, error: str, base: dict) -> Localization:
-        """The recorded fallback: the heuristic drawer's box (or none), flagged with why."""
-        extra = {**base, "error": error, "fallback": self.params["fallback"]}
+    def _fallback(self, image, flag: str, error: str, trace: dict) -> Localization:
+        """The opted-in fallback, flagged with why and counted: the heuristic drawer's box (or none); without a
+        fallback, LLMCallError."""
+        if self.params["fallback"] is None:
+            raise LLMCallError(self.failure_message(flag, error, trace))
+        self.fallbacks += 1
+        self.check_share()
+        extra = {"backend": self.params["backend"], "trace_key": trace.get("key", ""), "error": error,
+                 "fallback": self.params["fallback"]}
         if self.params["fallback"] == "heuristic":
             h = self._heuristic(image)
             if h.box is not None:
                 return Localization(box=h.box, score=h.score, flag=flag, extra={**extra, "polygon": h.extra["polygon"]})
         return Localization(box=None, score=float("nan"), flag=flag, extra=extra)
+
+    def failure_message(self, flag: str, error: str, trace: dict) -> str:
+        """What went wrong with one LLM answer, the settings involved and the fix."""
+        what = "the endpoint failed" if flag == "llm_error" else "the reply held no usable polygon"
+        where = trace.get("endpoint") or os.environ.get(ENV_URL) or "(not set)"
+        path = trace_path(self.trace_root, trace.get("key", "")) if trace.get("key") else None
+        if self.params["backend"] == "replay":
+            fix = (f"the recorded trace {path} holds a failed call: record it again with backend='llm' and "
+                   f"{ENV_URL}/{ENV_KEY}/{ENV_MODEL} set")
+        else:
+            fix = (f"check {ENV_URL} (the endpoint, now {where}), {ENV_KEY} (its API key) and {ENV_MODEL} (a vision "
+                   f"model it serves, now {trace.get('model')!r}), or use backend='replay' with recorded traces")
+        return (f"the drawer's {self.params['backend']} backend got no polygon: {what} ({error}). Fix: {fix}; "
+                "or pass fallback='heuristic' to use the heuristic drawer's box for failed calls (each is flagged "
+                f"{flag!r} and counted)")
+
+    def fallback_note(self) -> str:
+        """How many LLM answers fell back, for a table: e.g. 'llm, 3 of 20 fell back' ('heuristic' for that backend)."""
+        if self.params["backend"] == "heuristic":
+            return "heuristic"
+        return f"{self.params['backend']}, {self.fallbacks} of {self.calls} fell back"
+
+    def check_share(self) -> None:
+        """LLMCallError once more than MAX_FALLBACK_SHARE of at least MIN_CALLS_FOR_SHARE calls fell back."""
+        if self.calls >= MIN_CALLS_FOR_SHARE and self.fallbacks > MAX_FALLBACK_SHARE * self.calls:
+            raise LLMCallError(
+                f"the drawer's {self.params['backend']} backend fell back on {self.fallbacks} of {self.calls} calls, "
+                f"more than the allowed share {MAX_FALLBACK_SHARE:.0%} (drawer.MAX_FALLBACK_SHARE); its results "
+                f"would mostly be the fallback's, not the LLM's. Fix: check {ENV_URL}, {ENV_KEY} and {ENV_MODEL} "
+                "(the flagged localizations' 'error' says what the endpoint answered), or use backend='heuristic'")
