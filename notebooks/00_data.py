@@ -31,6 +31,7 @@ folders = {}         # extra domains, e.g. {"mydomain": "/path/with/images_and_m
 from IPython.display import display
 
 import frozenseg.viz as viz
+from frozenseg import evaluation as ev
 from frozenseg.data.cards import cards_table, failure_modes, pick_examples
 from frozenseg.study import setup
 
@@ -47,9 +48,11 @@ datas = {d: study.data(d) for d in study.domains}
 cards = cards_table(datas, titles, {d: study.source_detail(d) for d in study.domains})
 art.table(cards, "cards", caption=(
     "Per domain: data source, train pool (the largest N budget), fixed test split and how it was made, image "
-    "size, foreground fraction. Spleen is loaded as volumes; its test cases are every slice of the test volumes "
-    "(spleen-free slices included) and it is scored per volume. Numbers on real samples describe the samples, "
-    "not the study's datasets; silver labels are a segmentation model's output."))
+    "size, foreground fraction, and the test negatives: test units without a target (images with an empty mask; "
+    f"for spleen, test volumes without spleen), kept and scored by one rule: {ev.EMPTY_RULE}. Spleen is loaded as "
+    "volumes; its test cases are every slice of the test volumes (spleen-free slices included) and it is scored "
+    "per volume. Numbers on real samples describe the samples, not the study's datasets; silver labels are a "
+    "segmentation model's output."))
 display(cards)
 
 # %% [markdown]

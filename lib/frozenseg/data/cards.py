@@ -4,12 +4,21 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from .. import evaluation as ev
 from .types import DomainData
 
 
+def test_negatives(data: DomainData) -> str:
+    """How many test units hold no target, e.g. '2 of 20 images' or '0 of 2 volumes' (scored by ev.EMPTY_RULE)."""
+    units = ev.test_units(data)
+    n = len({c.volume_id for c in units}) if data.volumes else len(units)
+    unit = "volume" if data.volumes else "image"
+    return f"{ev.negatives(units, data.volumes)} of {n} {unit}{'' if n == 1 else 's'}"
+
+
 def card(data: DomainData, title: str | None = None, source: str | None = None) -> dict:
-    """Counts, image sizes, foreground fraction, scoring unit and split of one domain (``source``: the study's
-    per-domain description, e.g. 'real sample (n = 51 images)')."""
+    """Counts, image sizes, foreground fraction, test negatives, scoring unit and split of one domain (``source``:
+    the study's per-domain description, e.g. 'real sample (n = 51 images)')."""
     cases = data.train + data.test
     shapes = sorted({c.image.shape[:2] for c in cases})
     fg = np.array([c.mask.mean() for c in cases]) if cases else np.array([np.nan])
@@ -22,6 +31,7 @@ def card(data: DomainData, title: str | None = None, source: str | None = None) 
         "image size (HxW)": size,
         "foreground %": f"{100 * np.nanmean(fg):.1f} (range {100 * np.nanmin(fg):.1f}–{100 * np.nanmax(fg):.1f})",
         "empty masks": int(sum(not c.mask.any() for c in cases)),
+        "test negatives": test_negatives(data),
         "split": data.meta.get("split", f"phantoms generated with data seed {data.meta.get('seed', 0)}"),
     }
 
