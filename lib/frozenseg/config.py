@@ -60,8 +60,8 @@ SMALL_FEWSHOT = {"budgets": (10, 25), "epochs": 3, "patience": 2}
 SMALL_PIPELINE = {"n_support": 10, "n_genome": 12, "genome_budget": 10, "router_n_test": 6, "router_folds": 3,
                   "router_genome_budget": 3, "router_finalists": 2,
                   "router_candidates": ["isic", "isic_drawer", "kvasir", "cxr", "agnostic"],
-                  # spleen's genome: 8 evaluations on 1 train volume took 120 s cold; notebook 03 takes
-                  # genome_budget to fit it anyway
+                  # spleen's genome is left out for time (notebook 03's share of a run is in the runner's
+                  # report/build/<profile>/run_times.json); notebook 03's genome_budget fits it anyway
                   "spleen_genome_budget": 0, "spleen_genome_volumes": 1}
 
 PROFILES: dict[str, Profile] = {
@@ -86,7 +86,8 @@ PROFILES: dict[str, Profile] = {
         concept=SMALL_CONCEPT, fewshot=SMALL_FEWSHOT, baselines=SMALL_BASELINES, pipeline=SMALL_PIPELINE,
     ),
     # The real samples where they are present under FROZENSEG_DATA (../shared/realdata: Kvasir-SEG, ISIC, a silver CT
-    # spleen folder), phantoms elsewhere, on 2 CPU cores; sizes chosen for a cold report in under 45 minutes.
+    # spleen folder), phantoms elsewhere, on 2 CPU cores; sizes chosen to keep a cold report short there (the runner
+    # writes each notebook's time to report/build/<profile>/run_times.json; `make bench` part ``report`` times one).
     "sample": Profile(
         name="sample", source="auto", model="litemedsam", n_train=100, n_test=20,
         spleen_train_volumes=10, spleen_test_volumes=1, phantom_size=256, phantom_depth=32, real_max_side=512,

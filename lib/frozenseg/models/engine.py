@@ -1,19 +1,20 @@
 """Inference engines for the frozen image encoder: OpenVINO Runtime on the CPU, eager PyTorch as the reference.
 
-The encoder is the costliest frozen part (LiteMedSAM's TinyViT: 74.9 GFLOP per 256x256 image). On this project's
-CPUs eager PyTorch reaches about half of the machine's float32 matmul speed; OpenVINO's CPU plugin about 0.8 of it
-(``make bench``, part ``encode``). The encoder is exported once per model (``openvino.convert_model`` traces the
-torch module) and the IR is cached on disk by the model's cache id (weights hash and preprocessing), the input
-shape and the OpenVINO version; each process compiles it in well under a second.
+The encoder is the costliest frozen part. ``make bench`` (part ``encode``) counts its GFLOP per image and times
+eager PyTorch and OpenVINO against the machine's float32 matmul speed, writing both to bench/bench.json (the
+README's speed table; ``ENCODE_TARGETS`` in bench/encode.py are the fractions they must reach). The encoder is
+exported once per model (``openvino.convert_model`` traces the torch module) and the IR is cached on disk by the
+model's cache id (weights hash and preprocessing), the input shape and the OpenVINO version; each process then only
+compiles the cached IR.
 
 Choice (``FROZENSEG_ENCODER``): ``auto`` (default) = OpenVINO when the model runs on the CPU and OpenVINO imports,
 else PyTorch; ``openvino`` insists (an error when it cannot run); ``torch`` = eager PyTorch. A failed export falls
 back to PyTorch with a warning that says why, and ``model.encoder_engine`` says which engine encoded.
 
-Precision: OpenVINO's CPU plugin runs bf16 by default where the CPU has it, which moves LiteMedSAM's embedding by
-about 0.03; the f32 precision hint is set explicitly, which keeps it within ``PARITY_TOL`` of PyTorch (3.5e-6
-measured). Because of that parity the embedding cache key does not depend on the engine: an embedding written by
-one engine is read by the other (tests/test_engine.py checks embeddings and decoded masks against PyTorch).
+Precision: OpenVINO's CPU plugin runs bf16 by default where the CPU has it, which moves LiteMedSAM's embedding far
+beyond ``PARITY_TOL``; the f32 precision hint is set explicitly, which keeps it within ``PARITY_TOL`` of PyTorch
+(tests/test_engine.py asserts that on embeddings and decoded masks). Because of that parity the embedding cache key
+does not depend on the engine: an embedding written by one engine is read by the other.
 """
 from __future__ import annotations
 
