@@ -310,7 +310,7 @@ class DrawerLocalizer(Localizer):
         return trace
 
     def _call(self, image, prompt, model, key) -> dict:
-        """One request to the endpoint; a failure is returned as an error trace (stored; raised or fallen back later)."""
+        """One request to the endpoint; a failure comes back as an error trace (stored, then raised or fallen back)."""
         url = os.environ.get(ENV_URL)
         if not url:
             raise ConfigError(f"the drawer's llm backend needs {ENV_URL} (and {ENV_MODEL}, usually {ENV_KEY}); "
