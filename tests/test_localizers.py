@@ -290,6 +290,8 @@ def test_fallback_share_above_the_maximum_raises(monkeypatch, llm_env):
         current[0] = id(img)
         assert ok.locate(img).flag == "ok"
     assert ok.fallback_note() == f"llm, 0 of {len(imgs) - 2} fell back"
+    ok.reset_counts()
+    assert ok.fallback_note() == "llm, 0 of 0 fell back"
 
 
 def test_llm_without_settings_says_what_to_set(monkeypatch, tmp_path):

@@ -233,7 +233,7 @@ class DrawerLocalizer(Localizer):
                               "'no_box': no box, flagged and counted)")
         self.check_settings()
         self.fitted = True                      # GT-free: usable without fit
-        self.calls, self.fallbacks = 0, 0       # LLM answers used (llm/replay backends) and how many fell back
+        self.reset_counts()                     # LLM answers used (llm/replay backends) and how many fell back
 
     def check_settings(self) -> None:
         """ConfigError naming each missing LLM setting (llm: FROZENSEG_LLM_URL and a model name; replay: a model name)."""
@@ -367,6 +367,10 @@ class DrawerLocalizer(Localizer):
         return (f"the drawer's {self.params['backend']} backend got no polygon: {what} ({error}). Fix: {fix}; "
                 "or pass fallback='heuristic' to use the heuristic drawer's box for failed calls (each is flagged "
                 f"{flag!r} and counted)")
+
+    def reset_counts(self) -> None:
+        """Start counting calls and fallbacks afresh (e.g. after a fit, before the test images)."""
+        self.calls, self.fallbacks = 0, 0
 
     def fallback_note(self) -> str:
         """How many LLM answers fell back, for a table: e.g. 'llm, 3 of 20 fell back' ('heuristic' for that backend)."""
