@@ -14,9 +14,9 @@ it runs is chosen by ``scheduler`` or ``FROZENSEG_SCHEDULER``, never by code:
 
 Unset, the default is ``local``, except that a sweep of fewer than two distinct units, or on a machine that holds
 one worker (one core, under ``2 * WORKER_MEMORY_GIB`` of memory, or a GPU), runs serially: a cluster would only
-add its start-up there. On a 2-core laptop two one-thread workers keep both cores busy: serially, an 8-run cpu-profile
-baseline sweep kept 0.8 of the 2 busy (its data preparation and scoring are single-threaded); a cluster costs about
-1 s to start and a torch import and a data load per worker.
+add its start-up there. On a 2-core laptop two one-thread workers keep both cores busy (serially, a sweep's data
+preparation and scoring leave one core idle); a cluster costs its start-up plus a torch import and a data load per
+worker.
 
 Workers rebuild the study from a :class:`StudySpec` once per process (:func:`worker_study`); no arrays are shipped.
 A unit must seed itself (a worker runs many units, in any order), so the same seeds give the same table whatever

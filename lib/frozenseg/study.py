@@ -130,7 +130,7 @@ def setup(profile: str = "cpu", seeds=(0,), domains=None, source: str | None = N
                   folders=folders)
     from .models import set_threads
 
-    set_threads()                # every core for torch, and freed memory kept (1.3x faster training steps)
+    set_threads()                # every core for torch, and freed memory kept (models.keep_freed_memory)
     seed_everything(seeds[0])
     if verbose:
         print(environment_line(prof.name, study.source_label(), study.model_key, seeds))

@@ -1,6 +1,6 @@
 """On-disk cache of generated phantom domains, keyed by the generator's source code and the profile's sizes.
 
-Generating a cpu-profile domain takes seconds (a CT volume ~0.7 s); every notebook needs the same data,
+Every notebook needs the same generated data,
 so it is generated once and read back (pickle of our own records, written atomically; a file that does
 not load is regenerated). Changing the generator's code changes the key, so stale phantoms are never read.
 """

@@ -62,8 +62,7 @@ def channels_last_upscaling(mask_decoder: torch.nn.Module) -> torch.nn.Module:
     """Run the SAM decoder's output upscaling (2x2 stride-2 transposed convs + LayerNorm2d) in channels-last.
 
     The decoder hands this block a (B, C, H, W) view of its (B, HW, C) tokens, which is already channels-last in
-    memory; with channels-last weights PyTorch's CPU kernels take the fast path (~2x faster upscaling, ~20% of a
-    decoder call). Weights, state-dict keys and outputs are unchanged (to float rounding).
+    memory; with channels-last weights PyTorch's CPU kernels take the fast path (``make bench`` times the decoder). Weights, state-dict keys and outputs are unchanged (to float rounding).
     """
     up = getattr(mask_decoder, "output_upscaling", None)
     if not isinstance(up, torch.nn.Sequential):

@@ -4,7 +4,7 @@ The concept P (k, C) replaces the text encoder's output: ``text_embeds = BaseMod
 (Sam3Model reads ``text_embeds.pooler_output``). The concept's mask is SAM3's semantic-segmentation head; the HUE
 box re-prompt uses SAM3's geometry prompt with a neutral (zero) text token and keeps the best-scoring query's mask.
 Real weights come from the manifest key ``sam3`` (``load_sam3``); tests use a tiny random ``Sam3Config``.
-Vision features (42 s per image on a 2-core CPU at 1008 px) are cached on disk beside the other embeddings,
+Vision features (the slowest encoder here, at 1008 px) are cached on disk beside the other embeddings,
 ``<cache>/embeddings/<cache_id>/<hh>/<image hash>.npz``, keyed by weights id + preprocessing + image content;
 a concept fit with no settings uses ``concept.core.SAM3_TEXT_SETTINGS`` (the source's lr 5e-4 -> 5e-6).
 """
