@@ -1092,7 +1092,7 @@ def volume_genome_table(pipelines: dict) -> pd.DataFrame:
         g = vp.genome
         if g:
             rows.append({"seed": seed, "train volumes": ", ".join(g["volumes"]), "labelled slices": g["n_labels"],
-                         "evaluations": g["evals"], "3D Dice at the defaults": round(g["start_dice"], 3),
+                         "organ-free slices": g.get("n_background", 0), "evaluations": g["evals"], "3D Dice at the defaults": round(g["start_dice"], 3),
                          "3D Dice at the genome": round(g["fit_dice"], 3), "fit seconds": g.get("seconds"),
                          "read from cache": g["cached"]})
     return pd.DataFrame(rows)
