@@ -19,7 +19,8 @@
 # slices outside it emptied; slices that disagree re-decoded from a sibling-mask seed), a **selective
 # multi-prototype** re-decode where the gate stays low, a SAM re-prompt **boundary polish**, and a **pyramid**
 # keep-best (crop, zoom and re-decode the tiny tip slices at higher resolution). Every number is a 3D Dice of a
-# whole volume. The source study's chain on real CT was 0.786 -> 0.840 -> 0.868 -> 0.875 -> 0.903 -> 0.920.
+# whole volume, scored by the evaluation core (`frozenseg.evaluation`); the source study's own chain on real CT is
+# printed below, labelled as the source's.
 
 # %% tags=["parameters"]
 profile = "cpu"      # smoke | cpu | full
@@ -36,10 +37,12 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from IPython.display import display
 
+from frozenseg import evaluation as ev
 from frozenseg.pipeline.experiment import at_largest_budget, budgets, save_masks
 from frozenseg.pipeline.section import budget_table, chain_figure
-from frozenseg.pipeline.volume import (gallery_figure, run_spleen, volume_ablation_table, volume_gap_table,
-                                       volume_genome_table)
+from frozenseg.pipeline.volume import (GENOME_OBJECTIVE, gallery_figure, run_spleen, volume_ablation_table,
+                                       volume_gap_table, volume_genome_table)
+from frozenseg.report import source_chain_note
 from frozenseg.results import save_results
 from frozenseg.study import setup
 
@@ -50,13 +53,16 @@ art = study.artifacts("03_spleen")
 ACTIVE = DOMAIN in study.domains
 if not ACTIVE:
     print(art.note(f"{DOMAIN} is not among this run's domains ({study.domains}); nothing to show."))
+elif source_chain_note(DOMAIN):
+    print(art.note(source_chain_note(DOMAIN), name="reference", reference=True))
 
 # %% [markdown]
 # ## Run: every test volume, every seed, every label budget N
 #
 # At each N the volume prior, the prototypes and (when fitted) the genome come from the same seeded draw of N
 # labelled spleen slices the trained networks of section 4 train on; N counts labelled slices, the unit the
-# networks see. Every test volume is scored over all of its slices.
+# networks see. Every test volume is scored over all of its slices; a test volume without spleen (a negative)
+# counts by the evaluation core's empty-mask rule.
 
 # %%
 if ACTIVE:
@@ -71,10 +77,12 @@ if ACTIVE:
     save_results(results, "03_spleen", study.profile.name)
     first = infos[study.seeds[0]]
     n_vol = results.volume_id.nunique()
+    n_neg = ev.negatives(study.data(DOMAIN).test, study.data(DOMAIN).volumes)
     display(art.table(budget_table(results), "spleen_budgets", caption=(
-        f"3D Dice over all slices of the {n_vol} test volumes at each label budget N (mean ± sd across seeds), with "
-        "how many labelled train slices each method used (the naive localizer the supports only, the GT-box oracle "
-        "none).")))
+        f"3D Dice over all slices of the {n_vol} test volumes ({n_neg} without spleen; {ev.EMPTY_RULE}) at each "
+        f"label budget N ({ev.ACROSS_SEEDS}), with how many labelled train slices each method used (the naive "
+        "localizer the supports only, the GT-box oracle none; the pipeline's count includes the organ-free slices "
+        "its genome scored, as the networks' includes their background slices).")))
     dep = at_largest_budget(results)
     dep = dep[dep.stage == "deployed"]
     timing = pd.DataFrame([{
@@ -97,23 +105,21 @@ if ACTIVE:
     display(art.table(vp.describe(), "spleen_route", caption=(
         f"Route of {study.title(DOMAIN)} at N={vp.n_labels}: the 3D volume prior learned from the N labelled train "
         f"slices, the skills in order (each kept only if the soft-tissue gate improves) and every parameter of seed "
-        f"{study.seeds[0]}. Parameters marked 'genome' were fit by bounded Powell on the labelled slices of the "
-        "train volumes those labels fall in, each volume segmented by a pipeline whose prior and prototypes came "
-        "from the other volumes' labels (leave one out); the rest are fixed defaults. Test volumes are never "
-        "used.")))
+        f"{study.seeds[0]}. Parameters marked 'genome' were fit by bounded Powell on train volumes the labels fall "
+        "in, each segmented by a pipeline whose prior and prototypes came from the other volumes' labels (leave "
+        f"one out); the objective: {GENOME_OBJECTIVE}. The rest are fixed defaults. Test volumes are never used.")))
     genome = volume_genome_table({sd: inf["pipeline"] for sd, inf in infos.items()})
     if len(genome):
         display(art.table(genome, "spleen_genome", caption=(
-            "The genome fit per seed at the largest N: mean Dice on the labelled slices of its train volumes "
-            "(leave-one-out prior) at the default "
-            "parameters and at the values found, within the budget of Powell evaluations; fit seconds are those "
-            "of the run that fitted it (the fit is cached on disk).")))
+            "The genome fit per seed at the largest N: its objective (the "
+            f"{GENOME_OBJECTIVE}; leave-one-out prior) at the default parameters and at the values found, within "
+            "the budget of Powell evaluations; fit seconds are those of the run that fitted it (the fit is cached "
+            "on disk).")))
     else:
-        print(art.note(f"No genome was fit in this run (a budget of {vp.genome_budget} Powell evaluations, "
-                       f"labels in {vp.label_volumes} train volume(s); a fit needs a budget "
-                       "above 0 and labelled slices in two or more train volumes): every parameter above is a fixed "
-                       "default. The cpu profile leaves it out to keep the cold report under 25 minutes; pass "
-                       "genome_budget to this notebook to fit it."))
+        print(art.note(f"No genome was fit in this run (the {study.profile.name} profile's budget: "
+                       f"{vp.genome_budget} Powell evaluations; labels in {vp.label_volumes} train volume(s); a fit "
+                       "needs a budget above 0 and labelled slices in two or more train volumes): every parameter "
+                       "above is a fixed default. Pass genome_budget to this notebook to fit it."))
 
 # %% [markdown]
 # ## Skill-by-skill ablation (volume Dice) and the oracle gap closed
@@ -121,14 +127,16 @@ if ACTIVE:
 # %%
 if ACTIVE:
     display(art.table(volume_ablation_table(results), "spleen_ablation", caption=(
-        f"Skill-by-skill ablation on {n_vol} test volumes: 3D Dice after each stage (mean ± sd across seeds of "
-        "the mean over volumes), median HD95 in mm, and on how many processed slices each skill fired and was "
-        "accepted by the GT-free keep-best gate (the within-volume prior's count includes the slices it "
-        "emptied outside the fitted extent).")))
+        f"Skill-by-skill ablation on {n_vol} test volumes: 3D Dice after each stage ({ev.ACROSS_SEEDS}), HD95's "
+        "median over volumes and seeds (a volume where exactly one of prediction and ground truth is empty has no "
+        "boundary to measure: counted, never given a distance), and on how many processed slices each skill fired and was accepted by the "
+        "GT-free keep-best gate (the within-volume prior's count includes the slices it emptied outside the "
+        "fitted extent).")))
     display(art.table(volume_gap_table(results), "spleen_gap", caption=(
         "naive = the domain-agnostic route (frozen SAM-feature prototype localizer, box decoded once) on the "
         "same slices the pipeline processes; oracle = the ground-truth box of every foreground slice through "
-        "the frozen decoder; gap closed = (deployed - naive) / (oracle - naive). All per 3D volume.")))
+        "the frozen decoder; gap closed = (deployed - naive) / (oracle - naive) per seed. All per 3D volume, "
+        f"{ev.ACROSS_SEEDS}.")))
 
 # %%
 if ACTIVE:

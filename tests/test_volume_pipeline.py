@@ -142,11 +142,16 @@ def test_volume_genome_fits_on_train_volumes_leaving_each_out_and_is_cached(tiny
 
     torch.set_num_threads(1)
     train, test = tiny
+    from frozenseg.baselines import sweep
+
+    # enough organ-free slices that the genome's volume gets some of the networks' draw (round(10 x 0.6) of 9)
+    monkeypatch.setitem(sweep.DEFAULTS, "bg_ratio", 0.6)
     study = setup(profile="smoke", seeds=[0], domains=["spleen"], verbose=False)
     study.__dict__["model"] = litemedsam
     study._data["spleen"] = DomainData(domain="spleen", source="phantom", train=[c for v in train for c in slices(v)],
                                        test=slices(test), volumes={test.volume_id: test},
-                                       train_volumes={v.volume_id: v for v in train})
+                                       train_volumes={v.volume_id: v for v in train},
+                                       meta={"train_volumes": [v.volume_id for v in train]})
     fits = []
     real_fit = V.VolumePipeline.fit
 
@@ -169,6 +174,14 @@ def test_volume_genome_fits_on_train_volumes_leaving_each_out_and_is_cached(tiny
     assert held not in fits[1][0] and held not in fits[1][1] and len(fits[1][0]) == len(train) - 1
     table = vp.describe().set_index("what")
     assert table.loc["box_margin", "fit"].startswith("genome [0, 0.3]") and table.loc["min_gain", "fit"] == "fixed"
+    # the genome scored the organ-free slices the networks train on (the same seeded draw), counted as labels used
+    bg_ratio = sweep.baseline_params(study.profile)["bg_ratio"]
+    cases, n_bg = sweep.labelled_cases(study, "spleen", vp.n_labels, 0, bg_ratio)
+    net_bg = {c.case_id for c in cases if not c.mask.any()}
+    assert n_bg == len(net_bg) == 6
+    assert vp.background and set(vp.background) == {c for c in net_bg if c.startswith(held + "_")}
+    assert set(vp.labels) == {c.case_id for c in cases if c.mask.any()} | set(vp.background)
+    assert rec["n_background"] == len(vp.background) and "organ-free" in rec["objective"]
     again = V.fit_volume_pipeline(study, 0, params={"range_margin": 0})
     assert again.genome["cached"] and again.genome["params"] == rec["params"]
 
@@ -180,3 +193,92 @@ def test_volume_genome_bad_input(tiny):
         fit_volume_genome(None, train[:1], [], [], [], None, spec={"no_such": (0, 1)})
     with pytest.raises(DataError, match="two or more"):
         fit_volume_genome(None, train[:1], slices(train[0]), [], [], None)
+
+
+class _Planted:
+    """A trace whose deployed volume is a given prediction."""
+
+    def __init__(self, pred):
+        self.pred = pred
+
+    def volume(self, shape, stage=None):
+        return self.pred
+
+
+def test_genome_objective_penalises_false_positives_on_organ_free_slices(tiny, monkeypatch):
+    """A planted pipeline is perfect on the organ and puts a blob that grows with box_margin on every organ-free
+    slice: the labelled-slices-only objective cannot see it; with the networks' organ-free slices the fit shrinks
+    the margin."""
+    from frozenseg import evaluation
+    from frozenseg.pipeline import volume as V
+
+    train, _ = tiny
+    a, b = train[0], train[1]
+    organ = a.foreground_slices()
+    free = [z for z in range(DEPTH) if z not in organ]
+
+    def run(self, image, embed, embed_crop=None, slices=None, frame_cache=None):
+        pred = a.mask.copy()
+        side = int(round(60 * self.params["box_margin"]))
+        pred[5:5 + side, 5:5 + side, free] = True
+        return _Planted(pred)
+
+    calls = []
+    real = evaluation.score_volume
+    monkeypatch.setattr(evaluation, "score_volume", lambda *x, **k: calls.append(1) or real(*x, **k))
+    monkeypatch.setattr(V.VolumePipeline, "run", run)
+    kw = dict(spec={"box_margin": (0.0, 0.3)}, skills=("within_volume_prior",), budget=12,
+              labelled={a.volume_id: organ[:3]})
+    args = (None, [a], slices(a) + slices(b), [], [], lambda cases: [None] * len(cases))
+    old = V.fit_volume_genome(*args, **kw)
+    assert old["start_dice"] == old["fit_dice"] == 1.0 and old["n_background"] == 0          # blind to it
+    new = V.fit_volume_genome(*args, background={a.volume_id: free[:2]}, **kw)
+    assert new["start_dice"] < new["fit_dice"] and new["params"]["box_margin"] < V.DEFAULT_PARAMS["box_margin"]
+    assert new["n_background"] == 2 and calls                     # scored through the evaluation core
+    with pytest.raises(DataError, match="organ"):
+        V.fit_volume_genome(*args, background={a.volume_id: organ[:1]}, **kw)
+
+
+def test_negative_test_volume_scores_by_the_empty_rule(tiny_run):
+    df, info, test = tiny_run
+    neg, pos = df[df.volume_id == "blind"].set_index("stage"), df[df.volume_id == test.volume_id].set_index("stage")
+    assert neg.negative.all() and not pos.negative.any() and (df.hd95_unit == "mm").all()
+    assert neg.loc["oracle", "dice"] == 1.0 and neg.loc["oracle", "hd95"] == 0.0       # no box, nothing predicted
+    predicted = bool(info["volumes"]["blind"].any())
+    assert neg.loc["deployed", "dice"] == (0.0 if predicted else 1.0)
+    assert np.isnan(neg.loc["deployed", "hd95"]) == predicted
+
+
+def _planted_rows():
+    """Two seeds x two volumes of localize / deployed / naive / oracle rows at one budget."""
+    import pandas as pd
+
+    dice = {("localize", 0): (0.4, 0.6), ("localize", 1): (0.6, 0.8), ("deployed", 0): (0.4, 0.6),
+            ("deployed", 1): (0.5, 0.7), ("naive", 0): (0.1, 0.3), ("naive", 1): (0.1, 0.3),
+            ("oracle", 0): (0.7, 0.9), ("oracle", 1): (0.7, 0.9)}
+    index = {"localize": 0, "deployed": 5, "naive": -1, "oracle": -2}
+    rows = []
+    for (stage, seed), ds in dice.items():
+        for v, d in zip(("v0", "v1"), ds):
+            rows.append({"domain": "spleen", "n_labels": 10, "unit": "volume", "case_id": v, "volume_id": v,
+                         "seed": seed, "stage": stage, "stage_index": index[stage], "dice": d,
+                         "hd95": float("nan") if (v, seed) == ("v0", 0) else 2.0 + seed, "hd95_unit": "mm",
+                         "fired_slices": 0, "accepted_slices": 0, "n_slices": 4})
+    return pd.DataFrame(rows)
+
+
+def test_volume_tables_use_the_evaluation_core(monkeypatch):
+    """Across seeds: sd with n - 1 of the per-seed means; HD95's median says how many volumes had no boundary."""
+    from frozenseg import evaluation
+    from frozenseg.pipeline.volume import volume_ablation_table, volume_gap_table
+
+    calls = []
+    real = evaluation.seed_cell
+    monkeypatch.setattr(evaluation, "seed_cell", lambda *a, **k: calls.append(1) or real(*a, **k))
+    ab = volume_ablation_table(_planted_rows()).set_index("stage")
+    assert ab.loc["localize", "volume Dice"] == "0.600 ± 0.141"          # per-seed means 0.5, 0.7 (ddof 0: 0.100)
+    assert ab.loc["deployed", "HD95"] == "median 3.0 mm (1 of 4 without a boundary)"
+    gap = volume_gap_table(_planted_rows()).iloc[0]
+    assert gap["deployed"] == "0.550 ± 0.071" and gap["oracle"] == "0.800 ± 0.000"
+    assert gap["gap closed"] == "0.583 ± 0.118"                           # per seed 0.5, 0.667 (ddof 0: 0.083)
+    assert calls

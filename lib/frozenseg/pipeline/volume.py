@@ -20,7 +20,8 @@ Stages (each recorded, so the ablation is read off one run):
   (cached) and re-decoded at the higher resolution, pasted back, kept only if the gate improves.
 
 The genome (``VOLUME_GENOME``: box margin and the skills' fire thresholds) is fit by bounded Powell on labelled
-train volumes, each segmented by a pipeline refit without it (``fit_volume_genome``), and cached on disk.
+train volumes, each segmented by a pipeline refit without it and scored in 3D on its labelled slices and the
+trained networks' organ-free slices of it (``fit_volume_genome``, ``GENOME_OBJECTIVE``), and cached on disk.
 
 Every proposal is kept only when the soft-tissue gate (Gate cues + a tissue-intensity cue from the support
 grey level + the trajectory cue) scores it higher than the current mask. The one decision not made by the gate
@@ -38,6 +39,7 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage
 
+from .. import evaluation as ev
 from .. import paths
 from ..boxes import clip_box, mask_to_box
 from ..errors import ConfigError, DataError
@@ -704,6 +706,7 @@ class VolumePipeline:
         self.genome: dict = {}           # the genome record whose values are in params (fit_volume_pipeline)
         self.genome_budget = 0           # the Powell budget fit_volume_pipeline was given
         self.labels: list[str] = []      # ids of the labelled slices it was fit on (fit_volume_pipeline)
+        self.background: list[str] = []  # of those, the organ-free slices the genome scored
         self.n_labels = 0                # the label budget N they were drawn at
         self.label_volumes = 0           # how many train volumes those slices come from
 
@@ -724,8 +727,9 @@ class VolumePipeline:
         p = self.prior
         rows = [{"what": "localizer", "value": "volume-prior box (normalised (x, y, z) extent of the labelled slices "
                  f"of {p.n_volumes} train volumes)", "fit": "train volumes"},
-                {"what": "labels used", "value": f"{len(self.labels)} labelled slices (the N={self.n_labels} draw the "
-                 "trained networks train on)", "fit": ""},
+                {"what": "labels used", "value": f"{len(self.labels)} labelled slices: the N={self.n_labels} draw the "
+                 f"trained networks train on, and {len(self.background)} of their organ-free slices (genome)",
+                 "fit": ""},
                 {"what": "prior z-range (normalised)", "value": f"{p.z_range[0]:.3f} - {p.z_range[1]:.3f}",
                  "fit": "train volumes"},
                 {"what": "organ length (normalised)", "value": f"{p.length[0]:.3f} - {p.length[1]:.3f}",
@@ -794,11 +798,10 @@ class VolumePipeline:
 
 
 def _vol_row(base: dict, stage: str, index: int, pred, vol, **extra) -> dict:
-    """One results row: a whole-volume prediction scored in 3D (HD95 in mm)."""
-    from ..evaluation.metrics import score_volume
-
+    """One results row: a whole-volume prediction scored in 3D by the evaluation core (HD95 in mm; a volume
+    without organ scores by ``ev.EMPTY_RULE``)."""
     return {**base, "stage": stage, "method": stage, "stage_index": index,
-            **score_volume(pred, vol.mask, vol.spacing, with_hd95=True), **extra}
+            **ev.score_volume(pred, vol, with_hd95=True), **extra}
 
 
 def fit_volume_pipeline(study, seed: int, params=None, gate=None, skills=SKILL_ORDER, genome: bool = True,
@@ -807,10 +810,13 @@ def fit_volume_pipeline(study, seed: int, params=None, gate=None, skills=SKILL_O
     """A fitted spleen volume pipeline at label budget N (default the largest): the volume prior from the N labelled
     slices of the same seeded draw the trained networks train on, prototypes from the first of them (the seed's
     support), and (``budget`` Powell evaluations > 0, default the profile's ``spleen_genome_budget``; labelled
-    slices in two or more train volumes) the genome fit on those volumes' labelled slices, each volume segmented
-    by a pipeline whose prior comes from the other volumes' labels; read from the on-disk cache when the same fit
-    was made before (``use_cache=False`` refits). ``params`` are the fixed values and the genome's starting
-    point. ``vp.labels`` holds the ids of every labelled slice used."""
+    slices in two or more train volumes) the genome fit on those volumes (objective: :data:`GENOME_OBJECTIVE`),
+    each volume segmented by a pipeline whose prior comes from the other volumes' labels; read from the on-disk
+    cache when the same fit was made before (``use_cache=False`` refits). ``params`` are the fixed values and the
+    genome's starting point. ``vp.labels`` holds the ids of every labelled slice used: the N organ slices and the
+    organ-free slices the genome scored (``vp.background``), counted like the networks' background slices."""
+    from ..baselines.sweep import baseline_params
+    from ..data.background import background_count, background_draw
     from ..data.splits import subsample_train
     from .experiment import budgets, settings
 
@@ -832,7 +838,13 @@ def fit_volume_pipeline(study, seed: int, params=None, gate=None, skills=SKILL_O
     if not genome or budget <= 0 or len(known) < 2:
         return vp
     vols = genome_volumes(known, seed, n_max=int(s["spleen_genome_volumes"]), labelled=by_vol)
-    key = _volume_genome_key(study.model, data, vols, support, budget, vp, labelled)
+    # the networks' organ-free slices (baselines.sweep: the same draw over the same labelled volumes)
+    draw = background_draw(known.values(), background_count(n_labels, baseline_params(study.profile)["bg_ratio"]),
+                           seed)
+    bg = {v.volume_id: [z for vid, z in draw if vid == v.volume_id] for v in vols}
+    vp.background = sorted(known[vid].slice_case(z).case_id for vid in bg for z in bg[vid])
+    vp.labels = sorted(vp.labels + vp.background)
+    key = _volume_genome_key(study.model, data, vols, support, budget, vp, labelled, bg)
     path = paths.cache_root() / "genomes" / f"spleen-{key}.json"
     if use_cache and path.is_file():
         rec = {**json.loads(path.read_text()), "cached": True}
@@ -842,7 +854,7 @@ def fit_volume_pipeline(study, seed: int, params=None, gate=None, skills=SKILL_O
                                 lambda cases: study.embeddings(cases, desc="spleen genome slices"),
                                 embed_crop=lambda img: study.cache.get(study.model, img), budget=budget,
                                 params=vp.params, gate=vp.gate.weights, skills=skills,
-                                labelled={v.volume_id: by_vol[v.volume_id] for v in vols})
+                                labelled={v.volume_id: by_vol[v.volume_id] for v in vols}, background=bg)
         rec = {**rec, "seed": seed, "seconds": round(time.perf_counter() - t0, 1)}
         write_json_atomic(path, rec)
         rec["cached"] = False
@@ -863,6 +875,10 @@ VOLUME_GENOME = {
     "pyr.tip_frac": (0.05, 0.4),
 }
 VOLUME_GENOME_CODE = ("volume.py", "frame.py", "gates.py", "genome.py", "prior.py")
+GENOME_OBJECTIVE = ("mean over the genome's train volumes of the 3D Dice over each volume's labelled organ slices "
+                    "and its organ-free slices of the trained networks' background draw (a false positive there "
+                    "lowers it); the other slices around the organ are not scored, since whether they hold organ "
+                    "is a label outside both draws")
 
 
 def genome_volumes(train_volumes: dict, seed: int, n_max: int | None = None, max_labels: int | None = None,
@@ -884,16 +900,34 @@ def genome_volumes(train_volumes: dict, seed: int, n_max: int | None = None, max
     return out
 
 
+def objective_slices(vol, labelled: dict | None, background: dict | None) -> list[int] | None:
+    """The slices of ``vol`` a genome evaluation scores: its labelled slices plus its background slices (None:
+    every slice, when no labels are given)."""
+    if labelled is None:
+        return None
+    return sorted(set(labelled.get(vol.volume_id, [])) | set((background or {}).get(vol.volume_id, [])))
+
+
+def _scored_part(vol, zs):
+    """The volume cut to slices ``zs`` (the whole volume for None), for the evaluation core's 3D score."""
+    from ..data.types import Volume
+
+    if zs is None:
+        return vol
+    return Volume(volume_id=vol.volume_id, domain=vol.domain, image=vol.image[:, :, zs], mask=vol.mask[:, :, zs],
+                  spacing=vol.spacing, source=vol.source)
+
+
 def fit_volume_genome(model, volumes, train_slices, support, support_embeddings, embed, embed_crop=None,
                       budget: int = 30, spec: dict | None = None, params: dict | None = None, gate: dict | None = None,
-                      skills=SKILL_ORDER, labelled: dict | None = None) -> dict:
+                      skills=SKILL_ORDER, labelled: dict | None = None, background: dict | None = None) -> dict:
     """Fit the volume pipeline's genome on labelled train ``volumes`` by bounded Powell (at most ``budget``
     evaluations of the mean Dice). Each volume is segmented by a pipeline refit without it (prior and prototypes
     from the other volumes' labelled slices ``train_slices``: leave one out), so no volume is scored by a prior
-    that saw it. ``labelled`` ({volume id: slice indices}) scores each volume on its labelled slices only (the
-    budget's labels); None scores whole volumes in 3D. ``embed(cases)`` gives slice embeddings. Returns the genome
-    record (params, start/fit Dice, history)."""
-    from ..evaluation.metrics import dice
+    that saw it. With ``labelled`` ({volume id: slice indices}) each volume is scored in 3D on its labelled slices
+    plus its organ-free ``background`` slices ({volume id: slice indices}; :data:`GENOME_OBJECTIVE`); None scores
+    whole volumes. ``embed(cases)`` gives slice embeddings. Returns the genome record (params, start/fit Dice,
+    history, labels and background slices scored)."""
     from .genome import powell_search
 
     spec = dict(spec or VOLUME_GENOME)
@@ -908,6 +942,10 @@ def fit_volume_genome(model, volumes, train_slices, support, support_embeddings,
         raise ConfigError(f"volume genome bounds must be [low, high] with low < high: {spec}")
     if not volumes:
         raise DataError(None, "volume genome: no train volume to fit on", "pass at least one labelled train volume")
+    for vid, zs in (background or {}).items():
+        vol = next((v for v in volumes if v.volume_id == vid), None)
+        if vol is not None and any(vol.mask[:, :, z].any() for z in zs):
+            raise DataError(vid, "volume genome: a background slice holds organ", "pass organ-free slices only")
     runs = []
     for vol in volumes:
         rest = [c for c in train_slices if c.volume_id != vol.volume_id]
@@ -921,30 +959,36 @@ def fit_volume_genome(model, volumes, train_slices, support, support_embeddings,
         vp = VolumePipeline(model, base, gate, skills).fit(rest, [c for c, _ in pairs], [e for _, e in pairs])
         zs = vp.prior.slice_range(vol.image.shape[2], int(vp.params["range_margin"]))
         slice_embs = dict(zip(zs, embed([vol.slice_case(z) for z in zs])))
-        runs.append((vol, vp, slice_embs, {}))
+        scored = objective_slices(vol, labelled, background)
+        runs.append((vol, vp, slice_embs, {}, scored, _scored_part(vol, scored)))
 
     def objective(x: np.ndarray) -> float:
         vals = dict(zip(names, map(float, lo + np.clip(x, 0, 1) * (hi - lo))))
         d = []
-        for vol, vp, slice_embs, frames in runs:
+        for vol, vp, slice_embs, frames, zs, part in runs:
             vp.params.update(vals)
             tr = vp.run(vol.image, slice_embs.__getitem__, embed_crop=embed_crop, frame_cache=frames)
-            pred, zs = tr.volume(vol.mask.shape), (labelled or {}).get(vol.volume_id)
-            d.append(dice(pred[:, :, zs], vol.mask[:, :, zs]) if zs else dice(pred, vol.mask))
+            pred = tr.volume(vol.mask.shape)
+            d.append(ev.score_volume(pred if zs is None else pred[:, :, zs], part, with_hd95=False)["dice"])
         return 1.0 - float(np.mean(d))
 
     x0 = np.clip((np.array([base[k] for k in names], float) - lo) / (hi - lo), 0, 1)
     rec = powell_search(objective, names, lo, hi, x0, budget)
     n = sum(len(labelled[v.volume_id]) if labelled else len(v.foreground_slices()) for v in volumes)
-    return {**rec, "volumes": [v.volume_id for v in volumes], "n_labels": int(n),
+    n_bg = sum(len((background or {}).get(v.volume_id, [])) for v in volumes) if labelled else 0
+    return {**rec, "volumes": [v.volume_id for v in volumes], "n_labels": int(n), "n_background": int(n_bg),
+            "objective": GENOME_OBJECTIVE if labelled else "3D Dice of whole volumes",
             "bounds": {k: list(spec[k]) for k in names}, "budget": int(budget)}
 
 
-def _volume_genome_key(model, data, volumes, support, budget: int, vp: VolumePipeline, labelled) -> str:
-    """Cache key of a volume genome fit: model, labelled slices, genome volumes, support, budget, settings, code."""
+def _volume_genome_key(model, data, volumes, support, budget: int, vp: VolumePipeline, labelled,
+                       background: dict) -> str:
+    """Cache key of a volume genome fit: model, labelled and background slices, genome volumes, support, budget,
+    objective, settings, code."""
     from .experiment import code_hash
 
     blob = json.dumps({"model": model.cache_id, "labels": sorted(c.case_id for c in labelled),
+                       "background": background, "objective": GENOME_OBJECTIVE,
                        "genome": [v.volume_id for v in volumes], "support": [c.case_id for c in support],
                        "budget": budget, "params": vp.params, "gate": vp.gate.weights, "skills": vp.skill_names,
                        "spec": VOLUME_GENOME, "code": code_hash(VOLUME_GENOME_CODE)}, sort_keys=True, default=str)
@@ -964,7 +1008,6 @@ def run_spleen(study, seed: int, params=None, gate=None, volumes=None, naive: st
     each foreground slice (no labels).
     """
     from ..data.splits import subsample_train
-    from ..evaluation.metrics import assemble_volume
     from .core import Pipeline
     from .experiment import settings
     from .router import get_route
@@ -1000,16 +1043,14 @@ def run_spleen(study, seed: int, params=None, gate=None, volumes=None, naive: st
                              cpu_seconds_per_slice=cpu / max(len(zs), 1)))
         nv = {z: naive_pipe.run(cases[z].image, embs[z]).stages[0].mask for z in zs}
         rows.append(_vol_row({**base, "localizer": naive_pipe.route.localizer["name"], "labels_used": len(support)},
-                             "naive", -1,
-                             assemble_volume(vol.mask.shape, nv), vol, flag=""))
+                             "naive", -1, ev.assemble_volume(vol.mask.shape, nv), vol, flag=""))
         om = {}
         for z in vol.foreground_slices():
             c = cases.get(z) or vol.slice_case(z)
             e = embs.get(z) or study.embeddings([c])[0]
             om[z] = study.masks.decode_boxes(study.model, c.image, e, mask_to_box(c.mask)[None])[0][0]
         rows.append(_vol_row({**base, "localizer": "gt_box", "labels_used": 0}, "oracle", -2,
-                             assemble_volume(vol.mask.shape, om), vol,
-                             flag=""))
+                             ev.assemble_volume(vol.mask.shape, om), vol, flag=""))
         preds[vid] = final
         traces[vid] = tr
     from .experiment import with_budget
@@ -1023,25 +1064,21 @@ def run_spleen(study, seed: int, params=None, gate=None, volumes=None, naive: st
 
 
 def volume_ablation_table(df: pd.DataFrame) -> pd.DataFrame:
-    """Volume Dice after each stage (mean ± sd over seeds of the per-seed mean over volumes), median HD95 and how
-    many processed slices each skill fired on and was kept on (summed over volumes, averaged over seeds), at the
-    largest label budget."""
-    from ..results import fmt_mean_sd
+    """Volume Dice after each stage (``ev.ACROSS_SEEDS``), HD95's median (``ev.hd95_summary``) and how many
+    processed slices each skill fired on and was kept on (summed over volumes, averaged over seeds), at the largest
+    label budget."""
     from .experiment import at_largest_budget
 
-    d = at_largest_budget(df)
+    d = ev.scored_units(at_largest_budget(df))
     d = d[d.stage_index >= 0]
     order = d.groupby("stage").stage_index.min().sort_values().index
     out = []
     for stage in order:
         g = d[d.stage == stage]
-        per_seed = g.groupby("seed").dice.mean()
         sums = g.groupby("seed")[["fired_slices", "accepted_slices"]].sum().mean()
         n = g.groupby("seed").n_slices.sum().mean()
         skill = stage not in (LOCALIZE, "deployed")
-        out.append({"stage": stage,
-                    "volume Dice": fmt_mean_sd(per_seed.mean(), per_seed.std(ddof=0) if len(per_seed) > 1 else np.nan),
-                    "median HD95 (mm)": f"{g.hd95.median():.1f}",
+        out.append({"stage": stage, "volume Dice": ev.seed_cell(g), "HD95": ev.hd95_summary(g.hd95, ev.hd95_unit(g)),
                     "fired (slices)": f"{sums.fired_slices:.0f} / {n:.0f}" if skill else "–",
                     "accepted (slices)": f"{sums.accepted_slices:.0f}" if skill else "–"})
     return pd.DataFrame(out)
@@ -1055,36 +1092,38 @@ def volume_genome_table(pipelines: dict) -> pd.DataFrame:
         g = vp.genome
         if g:
             rows.append({"seed": seed, "train volumes": ", ".join(g["volumes"]), "labelled slices": g["n_labels"],
-                         "evaluations": g["evals"], "3D Dice at the defaults": round(g["start_dice"], 3),
+                         "organ-free slices": g.get("n_background", 0), "evaluations": g["evals"], "3D Dice at the defaults": round(g["start_dice"], 3),
                          "3D Dice at the genome": round(g["fit_dice"], 3), "fit seconds": g.get("seconds"),
                          "read from cache": g["cached"]})
     return pd.DataFrame(rows)
 
 
 def volume_gap_table(df: pd.DataFrame) -> pd.DataFrame:
-    """Naive, deployed and oracle volume Dice and the gap closed = (deployed - naive) / (oracle - naive), at the
-    largest label budget."""
-    from ..results import fmt_mean_sd
+    """Naive, deployed and oracle volume Dice and the gap closed = (deployed - naive) / (oracle - naive) per seed,
+    each ``ev.ACROSS_SEEDS``, at the largest label budget."""
     from .experiment import at_largest_budget
 
-    m = at_largest_budget(df)
-    m = m[m.stage.isin(["naive", "deployed", "oracle"])].groupby(["seed", "stage"]).dice.mean().unstack()
-    m["gap closed"] = (m["deployed"] - m["naive"]) / (m["oracle"] - m["naive"])
-    return pd.DataFrame([{c: fmt_mean_sd(m[c].mean(), m[c].std(ddof=0) if len(m) > 1 else np.nan)
-                          for c in ("naive", "deployed", "oracle", "gap closed")}])
+    d = ev.scored_units(at_largest_budget(df))
+    stages = ("naive", "deployed", "oracle")
+    row = {st: ev.seed_cell(d[d.stage == st]) for st in stages}
+    m = d[d.stage.isin(stages)].groupby(["seed", "stage"]).dice.mean().unstack().reindex(columns=list(stages))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        gap = ((m["deployed"] - m["naive"]) / (m["oracle"] - m["naive"])).to_numpy(float)
+    mean, sd, _ = ev.mean_sd(gap)
+    row["gap closed"] = ev.fmt_mean_sd(mean, sd)
+    return pd.DataFrame([row])
 
 
 def slice_dice_rows(volumes: dict, preds: dict) -> pd.DataFrame:
-    """Per-slice Dice of the deployed prediction on every ground-truth foreground slice (for the gallery only)."""
-    from ..evaluation.metrics import dice
-
+    """Per-slice Dice of the deployed prediction on every ground-truth foreground slice (a gallery diagnostic,
+    never a reported score)."""
     rows = []
     for vid, pred in preds.items():
         vol = volumes[vid]
         for z in vol.foreground_slices():
-            rows.append({"volume_id": vid, "slice_index": z, "dice": dice(pred[:, :, z], vol.mask[:, :, z]),
+            rows.append({"volume_id": vid, "slice_index": z, "dice": ev.dice(pred[:, :, z], vol.mask[:, :, z]),
                          "area": int(vol.mask[:, :, z].sum())})
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=["volume_id", "slice_index", "dice", "area"])
 
 
 def gallery_figure(volumes: dict, preds: dict, n: int = 3):
