@@ -524,6 +524,7 @@ def test_negative_test_images_stay_test_units_of_a_run(tmp_path):
     df, _ = sweep.run_one(study, sweep.RunKey("toy", "unet_r34", 3, 0), {**TINY, "archs": ("unet_r34",)}, tmp_path)
     assert "toy_neg" in set(df.case_id) and df.set_index("case_id").negative["toy_neg"]
     assert not df[df.case_id != "toy_neg"].negative.any()
+    assert "toy 4 images (1 without a target)" in sweep.units_note(study, None)
 
 
 # ----------------------------------------------------------------------------- issue 20: one evaluation core

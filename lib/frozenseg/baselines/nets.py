@@ -1,5 +1,6 @@
-"""The trained networks: U-Net (ResNet-34 encoder) and SegFormer (MiT-B2), built offline from scratch or from
-ImageNet encoder weights found on disk (declared in data_manifest.yaml, never downloaded at run time)."""
+"""The trained networks: the study's U-Net (ResNet-34 encoder) and SegFormer (MiT-B2), and a smaller pair for the
+2-core profiles (:data:`ARCHS`), built offline from scratch or from ImageNet encoder weights found on disk (declared
+in data_manifest.yaml, never downloaded at run time)."""
 from __future__ import annotations
 
 import copy

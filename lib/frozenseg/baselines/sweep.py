@@ -157,7 +157,7 @@ def units_note(study, n_test: int | None, titles: dict[str, str] | None = None) 
         cases, volumes = test_units(study, d, n_test)
         units = cases or volumes
         neg = sum(not u.mask.any() for u in units)
-        kind = "volumes" if volumes else "images"
+        kind = ("volume" if volumes else "image") + ("" if len(units) == 1 else "s")
         parts.append(f"{(titles or {}).get(d, d)} {len(units)} {kind} ({neg} without a target)")
     return f"Test units per domain: {'; '.join(parts)}. {ev.EMPTY_RULE[0].upper()}{ev.EMPTY_RULE[1:]}."
 
