@@ -14,18 +14,21 @@
 # How many labels does a trained network need to match the frozen, training-free pipeline? Two networks are
 # trained on the same seeded, nested N-label train splits the other notebooks use (N = the profile's budgets),
 # and scored on the same fixed test units: a **U-Net** and a **SegFormer** from segmentation-models-pytorch (the
-# study's ResNet-34 U-Net and MiT-B2 SegFormer in the full profile; on a 2-core CPU a ResNet-18 U-Net with a
-# narrow decoder and a MiT-B0 SegFormer, which reach their validation plateau in the time the machine has).
+# study's pair in the full profile; on a 2-core CPU a smaller pair that reaches its validation plateau in the
+# time the machine has: the code cell below prints which networks this profile trains, at what size and how).
 # ImageNet encoder weights are used only when they are on disk (`smp_*_imagenet` in `data_manifest.yaml`);
 # offline the networks train **from scratch**, and every table says which. Training: AdamW on soft Dice + BCE,
 # light augmentation (scale, shift, brightness/contrast; flips only where the anatomy has no side, i.e.
-# dermoscopy and endoscopy), a validation split carved from the N labels (never the test split) that keeps the
-# weights with the lowest validation loss and stops the run once that loss has stopped improving: the
-# validation curve of every run is shown below. CT spleen trains on the N labelled spleen slices plus
-# background slices of the same train volumes (counted in 'labels used'), and every method is scored per 3D
-# volume over every slice of each test volume. The pipeline runs at the same budgets from the same label draw
-# (notebooks 02-05), so each cell compares methods that saw the same labels; the labels each method actually
-# used stand beside its score. A run whose loss turns NaN is stopped and listed as failed, never averaged in.
+# dermoscopy and endoscopy), and a validation split carved from the N labels (never the test split) on which
+# the profile's monitored score (`monitor`: validation loss or validation Dice, printed below) decides which
+# weights a run keeps and when it stops: the validation curve of every run is shown below. CT spleen trains on
+# the N labelled spleen slices plus background slices of the same train volumes (counted in 'labels used'),
+# and every method is scored per 3D volume over every slice of each test volume; 2D predictions are scored at
+# each image file's own size, and test images without a target count. The pipeline runs at the same budgets
+# from the same label draw (notebooks 02-05), so each cell compares methods that saw the same labels; the
+# labels each method actually used stand beside its score. "The best trained network" of a cell is the one
+# with the highest validation Dice, never the highest test Dice. A run whose loss turns NaN is stopped and listed
+# as failed, never averaged in.
 # Every finished run is saved (curve, rows, and checkpoint where the profile keeps them), so a killed sweep
 # resumes where it stopped; the sweep runs on Dask (a local cluster of worker processes by default,
 # `FROZENSEG_SCHEDULER` for a real cluster). nnU-Net runs in the full profile when it is installed.
@@ -44,11 +47,12 @@ import time
 
 from IPython.display import display
 
+from frozenseg import evaluation as ev
 from frozenseg.baselines import arch_label, baseline_params, failed_runs, run_sweep, size_caption
 from frozenseg.baselines.nnunet import nnunet_available
-from frozenseg.baselines.summary import (bold_leads, curve_plot, decoder_per_seed, headline, mark_leads, match_table,
-                                         nn_curves, panels, pipeline_per_seed, runs_table)
-from frozenseg.baselines.sweep import training_curves
+from frozenseg.baselines.summary import (CHOSEN_ON, bold_leads, curve_plot, decoder_per_seed, headline, mark_leads,
+                                         match_table, nn_curves, panels, pipeline_per_seed, runs_table)
+from frozenseg.baselines.sweep import monitor_note, monitored, training_curves, units_note
 from frozenseg.report import source_study_note
 from frozenseg.results import save_results
 from frozenseg.study import setup
@@ -61,7 +65,7 @@ art.model = f"trained: {', '.join(arch_label(a) for a in params['archs'])}; pipe
 titles = {d: study.title(d) for d in study.domains}
 print("baseline settings:", params)
 size_note = size_caption(params)
-print(size_note)
+print(art.note(f"Trained networks in this profile: {size_note}.", name="networks"))
 
 # %% [markdown]
 # ## Run the sweep (finished runs are read back, not retrained)
@@ -77,12 +81,15 @@ results.groupby(["domain", "arch", "init", "unit"]).size().rename("rows").to_fra
 # ## Dice vs N per domain and network
 
 # %%
+print(art.note(units_note(study, params["n_test"], titles), name="test_units"))
 curves = nn_curves(results)
 table = curves.assign(domain=curves.domain.map(titles), arch=curves.arch.map(arch_label))
 art.table(table.round(3), "dice_vs_n", caption=(
-    f"Test Dice of each trained network at each N: mean and sd across seeds of the per-seed mean over test cases "
-    f"(spleen per 3D volume). 'init' says from scratch or pretrained. {size_note}; the full profile trains the "
-    "study's settings. Failed runs are excluded and listed below."))
+    f"Test Dice of each trained network at each N ('mean', 'sd': {ev.ACROSS_SEEDS}; 'units': test units per seed; "
+    "spleen per 3D volume; 2D predictions scored at each image file's own size), and 'val_dice', the validation "
+    "Dice at the weights each run kept (mean over seeds), on which the best network is chosen. 'init' says from "
+    f"scratch or pretrained. {size_note}; the full profile trains the study's settings. Failed runs are excluded "
+    "and listed below."))
 display(table.round(3))
 failed = failed_runs(results)
 art.table(failed, "failed_runs", caption="Runs stopped because the loss became NaN or infinite (not averaged in).")
@@ -91,30 +98,32 @@ print(f"{len(failed)} failed run(s)")
 # %% [markdown]
 # ## Headline: best trained network vs the training-free pipeline vs the tuned decoder, at each N
 #
-# One row per domain and budget N. The pipeline column is the deployed stage of notebooks 02–05 at that N (read
-# from their results files; 'pending' where a domain's notebook has not run), the tuned-decoder columns come
-# from notebook 07 at the same N ('–' where 07 does not tune at that N). Beside every score: how many of the N
-# labelled train images that method used. A row where the pipeline leads the best network is bold here and
-# marked ★ in the report.
+# One row per domain and budget N. The best trained network is the arch with the highest validation Dice at that
+# N (on the split carved from its N labels), and its test Dice is shown. The pipeline column is the deployed
+# stage of notebooks 02–05 at that N (read from their results files; 'pending' where a domain's notebook has not
+# run), the tuned-decoder columns come from notebook 07 at the same N ('–' where 07 does not tune at that N).
+# Beside every score: how many of the N labelled train images that method used. A row where the pipeline leads
+# the best network is bold here and marked ★ in the report.
 
 # %%
 pipeline, origin = pipeline_per_seed(study.profile.name, study.domains)
 decoder = decoder_per_seed(study.profile.name)
 head, leads = headline(results, pipeline, origin, decoder, titles)
 art.table(mark_leads(head, leads), "headline", caption=(
-    "Per domain and label budget N: the best trained network (mean ± sd across seeds; arch and init in brackets), "
+    f"Per domain and label budget N: the best trained network ({CHOSEN_ON}; arch and init in brackets), "
     "the training-free pipeline's deployed Dice, and the few-shot tuned decoder prompted by the domain's GT-free "
     "localizer and by the GT box, each with the labels it used (the pipeline's route uses its supports and genome "
     "cases, a subset of the same N-label draw; spleen's networks also see background slices of the labelled "
     "volumes). Same test units for every method (spleen: every slice of each test volume, scored per volume). "
-    "★: the pipeline beats the best network at that N. 'pending': that notebook has not produced results in this "
-    f"profile; no number is filled in. {size_note}."))
+    f"Every score: {ev.ACROSS_SEEDS}. ★: the pipeline beats the best network at that N. 'pending': that notebook "
+    f"has not produced results in this profile; no number is filled in. {size_note}."))
 display(bold_leads(head, leads))
 match = match_table(results, pipeline, origin, titles)
 art.table(match, "match_n", caption=(
-    "Where the pipeline leads, and the N at which the best network's curve meets the pipeline's own curve "
-    "(per seed, linear in log N between budgets on the difference of the two; mean ± sd across seeds; '≤ N' when "
-    f"the network is level from the smallest budget, '> N' when it never gets there). {size_note}."))
+    "Where the pipeline leads the best network (chosen per N on validation Dice), and the N at which the best "
+    "network's curve meets the pipeline's own curve (per seed, with the network chosen on that seed's validation "
+    f"Dice, linear in log N between budgets on the difference of the two; {ev.ACROSS_SEEDS}; '≤ N' when the network "
+    f"is level from the smallest budget, '> N' when it never gets there). {size_note}."))
 display(match)
 print(art.note(source_study_note("best_trained_nn_n100_dice", titles), name="reference", reference=True))
 print(art.note(source_study_note("training_free_pipeline_dice", titles), name="reference_pipeline", reference=True))
@@ -125,27 +134,30 @@ print(art.note(source_study_note("training_free_pipeline_dice", titles), name="r
 # %%
 fig = panels(results, pipeline, titles)
 art.figure(fig, "data_efficiency", caption=(
-    "Test Dice vs labelled images N (log scale) per trained network (band: ± sd across seeds) and the training-free "
-    "pipeline's own curve at the same budgets (black dashed; the number at each point is how many labels it used), "
-    f"shaded red where the pipeline leads the best network. {size_note}."))
+    "Test Dice vs labelled images N (log scale) per trained network (line and band: " + ev.ACROSS_SEEDS + ") and "
+    "the training-free pipeline's own curve at the same budgets (black dashed; the number at each point is how many "
+    "labels it used), shaded red where the pipeline leads the best network (the arch with the highest validation "
+    f"Dice at that N). {size_note}."))
 
 # %% [markdown]
 # ## Training curves and runs
 #
 # Validation Dice at each evaluation of every run, per domain and network, one line per N: training stops once
-# the validation loss has stopped improving (the plateau), and the dot marks the weights that were kept.
+# the monitored validation score has stopped improving (the plateau), and the dot marks the step whose weights
+# the run kept.
 
 # %%
 tc = training_curves(study)
 if len(tc):
     tc = tc[tc.domain.isin(study.domains) & tc.seed.isin(study.seeds) & tc.arch.isin(params["archs"])]
-    art.figure(curve_plot(tc, titles), "training_curves", caption=(
+    art.figure(curve_plot(tc, results, titles), "training_curves", caption=(
         "Validation Dice (on the split carved from the N labels) vs step for every run; dot: the step whose weights "
-        f"were kept (lowest validation loss). {size_note}."))
+        f"the run kept ('best_step', {monitor_note(params)}). {size_note}."))
 runs = runs_table(results, titles)
 art.table(runs, "runs", caption=(
-    "Every training run: labels used, steps run, the step kept, and what ended it: 'plateau' = early stopping "
-    "after the validation loss stopped improving, 'step budget' = the profile's step cap."))
+    "Every training run: labels used, steps run, the step kept ('best_step') and its validation Dice ('val_dice'), "
+    f"and what ended it: 'plateau' = early stopping after the {monitored(params)} stopped improving, "
+    "'step budget' = the profile's step cap."))
 display(runs)
 print(f"{(runs.stop == 'plateau').sum()} of {len(runs)} run(s) stopped at their validation plateau")
 

@@ -20,18 +20,20 @@
 # NaN or infinite is stopped and recorded as failed; it is listed, never averaged in.
 #
 # Three arms, each tuned on the boxes it is prompted with at test time:
-# - **GT box (oracle)**: every image is prompted with its own ground-truth box (an organ-free CT slice has none
-#   and is predicted empty).
-# - **Domain localizer (GT-free, deployable)**: the box of the domain's own route localizer from notebooks 02–05,
-#   fitted on the same N labels (ISIC's drawer, Kvasir's dense correspondence, CXR's static box, spleen's
-#   volume-prior box; genome included). The labelled images are boxed by a localizer fitted without them
-#   (leave one out), so the decoder is tuned on the boxes it would really get.
+# - **GT box (oracle)**: every image is prompted with its own ground-truth box (an image without a target, a
+#   2D negative or an organ-free CT slice, has none and is predicted empty).
+# - **Domain localizer (GT-free, deployable)**: the box of the localizer of the route the pipeline fits for the
+#   domain (notebooks 02–05), fitted on the same N labels, genome included; spleen's is the volume-prior box of
+#   each slice. Which localizer each domain got is printed below the table, read from the rows. The labelled
+#   images are boxed by a localizer fitted without them (leave one out), so the decoder is tuned on the boxes it
+#   would really get.
 # - **Mean train box (GT-free)**: the static few-shot box, the mean of the N train GT boxes in normalised image
 #   coordinates, the same box for every test image: the simplest GT-free box there is.
 #
 # The frozen decoder prompted with the same boxes is the baseline. Every arm predicts the same test units: the
-# fixed test split, and for spleen every slice of each test volume, scored per 3D volume (a box on an
-# organ-free slice is a false positive that counts). 'labels used' says how many labelled images each row saw.
+# fixed test split (images without a target included, scored at each image file's own size), and for spleen
+# every slice of each test volume, scored per 3D volume (a box on an organ-free slice is a false positive that
+# counts). 'labels used' says how many labelled images each row saw.
 
 # %% tags=["parameters"]
 profile = "cpu"      # smoke | cpu | full
@@ -45,7 +47,9 @@ folders = {}         # extra domains, e.g. {"mydomain": "/path/with/images_and_m
 # %%
 from IPython.display import display
 
-from frozenseg.finetune import fewshot_curves, fewshot_params, fewshot_plot, run_fewshot, runs_table, summarize_fewshot
+from frozenseg import evaluation as ev
+from frozenseg.finetune import (fewshot_curves, fewshot_params, fewshot_plot, localizer_note, run_fewshot, runs_table,
+                                summarize_fewshot)
 from frozenseg.report import source_study_note
 from frozenseg.results import save_results
 from frozenseg.study import setup
@@ -72,10 +76,12 @@ results.groupby(["domain", "unit"]).size().rename("rows").to_frame()
 table = summarize_fewshot(results, titles)
 art.table(table, "fewshot_dice", caption=(
     "Test Dice of the frozen and the few-shot tuned mask decoder, prompted with the GT box (oracle), the domain's "
-    "own GT-free localizer (fitted on the same N labels) or the mean train box (GT-free). Mean ± sd across seeds of "
-    "the per-seed mean over test cases; spleen per 3D volume over every slice. The frozen GT-box decoder uses no "
-    "labels, so its value repeats across N. Failed runs are counted, never averaged in."))
+    "own GT-free localizer (fitted on the same N labels) or the mean train box (GT-free). "
+    f"{ev.ACROSS_SEEDS[0].upper()}{ev.ACROSS_SEEDS[1:]}, over test units; spleen per 3D volume over every slice. "
+    f"{ev.EMPTY_RULE[0].upper()}{ev.EMPTY_RULE[1:]} (the GT-box arm predicts nothing there). The frozen GT-box "
+    "decoder uses no labels, so its value repeats across N. Failed runs are counted, never averaged in."))
 display(table)
+print(art.note(localizer_note(results, titles), name="localizers"))
 print(art.note(source_study_note("fewshot_decoder_n100_gt_box_dice", titles), name="reference", reference=True))
 
 # %% [markdown]
@@ -85,7 +91,7 @@ print(art.note(source_study_note("fewshot_decoder_n100_gt_box_dice", titles), na
 fig = fewshot_plot(fewshot_curves(results), titles)
 art.figure(fig, "dice_vs_n", caption=(
     "Test Dice vs labelled images N: tuned decoder solid, frozen decoder dashed; GT-box arm blue, domain localizer "
-    "orange, mean train box green. Error bars: sd across seeds (visible with several seeds)."))
+    f"orange, mean train box green. Points and error bars: {ev.ACROSS_SEEDS}."))
 
 # %% [markdown]
 # ## The tuning runs

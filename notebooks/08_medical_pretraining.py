@@ -33,6 +33,7 @@ folders = {}         # extra domains, e.g. {"mydomain": "/path/with/images_and_m
 # %%
 from IPython.display import display
 
+from frozenseg import evaluation as ev
 from frozenseg.baselines.pretraining import (absent_note, model_status, pretraining_plot, pretraining_table,
                                              run_pretraining)
 from frozenseg.finetune import fewshot_params
@@ -74,7 +75,8 @@ results.groupby(["model", "domain", "unit"]).size().rename("rows").to_frame()
 table = pretraining_table(results, status, titles)
 art.table(table, "frozen_vs_tuned", caption=(
     "Test Dice with GT-box prompts of each present model's frozen and few-shot tuned mask decoder (largest N of "
-    "the profile), mean ± sd across seeds; spleen per 3D volume. Models whose weights are absent have no column. "
+    f"the profile), {ev.ACROSS_SEEDS}; spleen per 3D volume, 2D images at their files' own size, images without a "
+    "target included. Models whose weights are absent have no column. "
     f"Tuning settings: {params['epochs']} epochs at most, early stopping on a split of the N labels."))
 display(table)
 print(art.note(source_study_note("fewshot_decoder_n100_gt_box_dice", titles), name="reference", reference=True))
@@ -82,8 +84,8 @@ print(art.note(source_study_note("fewshot_decoder_n100_gt_box_dice", titles), na
 # %%
 fig = pretraining_plot(results, status, titles)
 art.figure(fig, "frozen_vs_tuned", caption=(
-    "Frozen (light) and tuned (dark) decoder Dice per present model and domain, GT-box prompts; error bars: sd "
-    "across seeds."))
+    "Frozen (light) and tuned (dark) decoder Dice per present model and domain, GT-box prompts (largest N); bars "
+    f"and error bars: {ev.ACROSS_SEEDS}."))
 
 # %%
 art.save()

@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 import torch
 
+from frozenseg import evaluation as ev
 from frozenseg.baselines import nets, summary, sweep, train
 from frozenseg.baselines import nnunet as nnu
 from frozenseg.config import PROFILES, get_profile
@@ -219,6 +220,7 @@ def test_nnunet_adapter_writes_the_raw_layout_and_reads_predictions_back(tmp_pat
         nnu.write_label(pred, c.case_id, c.mask, (1.0, 1.0))
     rows = nnu.import_predictions(study, rgb, pred, seed=0, n=3)
     assert (rows.dice == 1.0).all() and (rows.arch == "nnunet").all() and len(rows) == 3
+    assert rows.val_dice.isna().all() and "negative" in rows, "no fold validation given: it cannot be chosen"
     cmds = nnu.commands(rgb, trainer="nnUNetTrainer_1epoch")
     assert cmds[0][:3] == ["nnUNetv2_plan_and_preprocess", "-d", "900"] and "--npz" in cmds[1]
     assert cmds[2][0] == "nnUNetv2_predict" and str(rgb / "imagesTs") in cmds[2]
@@ -249,8 +251,8 @@ def test_dataset_ids_are_unique_per_domain_budget_and_seed():
 
 
 def _synthetic(pipeline_dice: float = 0.85):
-    """Two archs x N x two seeds on one domain, the pipeline at every N (a flat curve at ``pipeline_dice`` using at
-    most 12 labels) and a tuned decoder at N = 25."""
+    """Two archs x N x two seeds on one domain (SegFormer better on validation and test), the pipeline at every N (a
+    flat curve at ``pipeline_dice`` using at most 12 labels) and a tuned decoder at N = 25."""
     rows = []
     for arch, base in (("unet_r34", 0.70), ("segformer_b2", 0.75)):
         for n, lift in ((10, 0.0), (25, 0.05), (50, 0.10), (100, 0.15)):
@@ -258,7 +260,7 @@ def _synthetic(pipeline_dice: float = 0.85):
                 for case in range(3):
                     rows.append({"domain": "isic", "arch": arch, "init": "from scratch", "n_labels": n, "seed": seed,
                                  "unit": "case", "flag": "", "status": "ok", "case_id": f"c{case}",
-                                 "dice": base + lift + jit, "labels_used": n})
+                                 "dice": base + lift + jit, "val_dice": base + lift, "labels_used": n})
     nn = pd.DataFrame(rows)
     pipe = pd.DataFrame([{"domain": "isic", "n_labels": n, "seed": s, "dice": pipeline_dice + d,
                           "labels_used": min(n, 12)} for n in (10, 25, 50, 100) for s, d in ((0, -0.01), (1, 0.01))])
@@ -391,10 +393,188 @@ def test_flagged_units_count_and_only_units_without_a_prediction_are_left_out():
     """A flag is a diagnostic (a localizer's fallback, no trajectory fit on a real CT): the unit counts with its
     prediction in every table; a unit without one (a failed run, NaN Dice) does not. Dropping flagged units would
     drop exactly a method's hard cases."""
-    from frozenseg.oracle import scored_units
-
-    df = pd.DataFrame({"domain": "spleen", "unit": ["volume", "volume", "volume", "slice"],
+    df = pd.DataFrame({"domain": "spleen", "arch": "unet_r34", "init": "from scratch", "n_labels": 5, "seed": 0,
+                       "unit": ["volume", "volume", "volume", "slice"],
                        "flag": ["", "no_trajectory", "training_failed", ""], "dice": [0.9, 0.2, math.nan, 0.5],
                        "status": "ok"})
-    for keep in (summary.scored, scored_units):   # the README and concept comparison use scored_units
-        assert sorted(keep(df).dice) == [0.2, 0.9], keep
+    assert sorted(ev.scored_units(df).dice) == [0.2, 0.9]
+    assert summary.nn_curves(df)["mean"].iloc[0] == pytest.approx(0.55)
+    assert not hasattr(summary, "scored") and not hasattr(summary, "unit_rows") and not hasattr(summary, "mean_sd")
+
+
+# ----------------------------------------------------------------------------- issue 20: no choice on test scores
+
+
+def _planted(n_budgets=(10, 25)):
+    """U-Net wins on TEST Dice but loses on validation Dice (a test-only winner), except in seed 1 at N = 25 where
+    its validation Dice is the higher one; the pipeline sits between the two archs' test scores."""
+    rows = []
+    for arch, test, val in (("unet_r34", 0.90, 0.60), ("segformer_b2", 0.80, 0.70)):
+        for n in n_budgets:
+            for seed in (0, 1):
+                v = 0.75 if (arch, seed, n) == ("unet_r34", 1, 25) else val
+                for case in range(3):
+                    rows.append({"domain": "isic", "arch": arch, "init": "from scratch", "n_labels": n, "seed": seed,
+                                 "unit": "case", "flag": "", "status": "ok", "case_id": f"c{case}", "dice": test,
+                                 "val_dice": v, "labels_used": n})
+    pipe = pd.DataFrame([{"domain": "isic", "n_labels": n, "seed": s, "dice": 0.85, "labels_used": n}
+                         for n in n_budgets for s in (0, 1)])
+    return pd.DataFrame(rows), pipe
+
+
+def test_best_network_is_chosen_on_validation_dice_never_on_test_dice():
+    nn, pipe = _planted()
+    curves = summary.nn_curves(nn)
+    assert "val_dice" in curves and curves.set_index(["arch", "n_labels"]).val_dice[("unet_r34", 25)] == \
+        pytest.approx((0.60 + 0.75) / 2)
+    best = summary.best_nn(curves)
+    assert best.arch.tolist() == ["segformer_b2", "segformer_b2"], "the test-only winner must not be chosen"
+    assert best["mean"].tolist() == pytest.approx([0.80, 0.80]), "the chosen arch's TEST Dice is reported"
+    env = summary.envelope_per_seed(nn).set_index(["seed", "n_labels"])
+    assert env.arch.to_dict() == {(0, 10): "segformer_b2", (0, 25): "segformer_b2", (1, 10): "segformer_b2",
+                                  (1, 25): "unet_r34"}, "per seed, the arch with that seed's higher validation Dice"
+    assert env.dice[(0, 10)] == pytest.approx(0.80) and env.dice[(1, 25)] == pytest.approx(0.90)
+
+
+def test_headline_and_match_table_lead_against_the_validation_choice():
+    nn, pipe = _planted()
+    table, leads = summary.headline(nn, pipe, {"isic": "02_isic"}, pipe.iloc[:0].assign(arm=[]))
+    assert table["best NN"].tolist() == ["0.800 ± 0.000 (SegFormer (MiT-B2), from scratch)"] * 2
+    assert table["pipeline − best NN"].tolist() == ["+0.050", "+0.050"]
+    assert leads["best NN"].all(), "the pipeline leads the network chosen on validation, not the test-only winner"
+    match = summary.match_table(nn, pipe, {"isic": "02_isic"})
+    assert match["pipeline leads the best NN at N"].iloc[0] == "10, 25"
+    fig = summary.panels(nn, pipe)
+    assert any(c.get_label() == "pipeline leads" and len(c.get_paths()) and len(c.get_paths()[0].vertices)
+               for c in fig.axes[0].collections), "shaded where the pipeline leads the validation-chosen arch"
+
+
+def test_a_cell_without_validation_dice_cannot_be_chosen_and_says_so():
+    nn, pipe = _planted((10,))
+    nn = nn.assign(arch="nnunet", val_dice=np.nan).drop_duplicates(["seed", "case_id"])
+    table, leads = summary.headline(nn, pipe, {"isic": "02_isic"}, pipe.iloc[:0].assign(arm=[]))
+    assert table["best NN"].iloc[0] == summary.NO_VAL and not leads.to_numpy().any()
+    assert summary.envelope_per_seed(nn).empty
+
+
+def test_runs_carry_the_validation_dice_at_the_weights_they_kept(tmp_path):
+    study, params = ToyStudy(["toy"], [0]), {**TINY, "archs": ("unet_r34",), "budgets": (4,), "steps": 3,
+                                             "patience": 5, "monitor": "val_loss"}
+    df, _ = sweep.run_one(study, sweep.RunKey("toy", "unet_r34", 4, 0), params, tmp_path)
+    folder = tmp_path / "toy" / "unet_r34_n004_s0"
+    curve, run = pd.read_csv(folder / "curve.csv"), json.loads((folder / "run.json").read_text())
+    kept = curve[curve.step == run["best_step"]].val_dice.iloc[0]
+    assert df.val_dice.nunique() == 1 and df.val_dice.iloc[0] == pytest.approx(kept)
+    assert run["val_dice"] == pytest.approx(kept)
+    assert "val_dice" in summary.runs_table(df)
+
+
+def test_nnunet_validation_dice_is_read_from_its_fold_summary(tmp_path):
+    folder = tmp_path / "raw" / "Dataset900_frozenseg_toy_n3_s0"
+    assert math.isnan(nnu.fold_val_dice(tmp_path, folder))
+    out = tmp_path / "results" / folder.name / "nnUNetTrainer__nnUNetPlans__2d" / "fold_0" / "validation"
+    out.mkdir(parents=True)
+    (out / "summary.json").write_text(json.dumps({"foreground_mean": {"Dice": 0.71}}))
+    assert nnu.fold_val_dice(tmp_path, folder) == pytest.approx(0.71)
+
+
+def test_training_curve_dot_sits_at_the_kept_step_not_the_loss_minimum():
+    curves = pd.DataFrame({"step": [1, 2, 3], "val_loss": [0.2, 0.5, 0.6], "val_dice": [0.3, 0.5, 0.8],
+                           "domain": "isic", "arch": "unet_r34", "n_labels": 10, "seed": 0})
+    runs = pd.DataFrame({"domain": ["isic"], "arch": ["unet_r34"], "n_labels": [10], "seed": [0], "best_step": [3]})
+    fig = summary.curve_plot(curves, runs)
+    dots = [line for line in fig.axes[0].lines if line.get_marker() == "o"]
+    assert len(dots) == 1 and list(dots[0].get_xdata()) == [3] and list(dots[0].get_ydata()) == [0.8]
+
+
+# ----------------------------------------------------------------------------- issue 20: native size, negatives
+
+
+def test_test_predictions_are_scored_at_native_size_and_negatives_count(tmp_path, monkeypatch):
+    from PIL import Image
+
+    from frozenseg.data import load_folder
+
+    monkeypatch.setenv("FROZENSEG_CACHE", str(tmp_path / "cache"))
+    root = tmp_path / "f"
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir(parents=True)
+    truth = np.zeros((1000, 800), np.uint8)
+    truth[200:700, 150:600] = 255
+    truth[100:900:7, 50:750] = 255                 # thin stripes the 512 px copy loses
+    for name, m in (("big", truth), ("empty", np.zeros_like(truth))):
+        Image.fromarray(np.full((1000, 800, 3), 128, np.uint8)).save(root / "images" / f"{name}.png")
+        Image.fromarray(m).save(root / "masks" / f"{name}.png")
+    big, empty = load_folder(root, "mine", max_side=512)
+    assert big.mask.shape == (512, 410)
+    # the network predicts at the loaded size: here exactly the shrunk ground truth, and nothing on the negative
+    monkeypatch.setattr(sweep, "predict_masks", lambda net, images, side: [big.mask, np.zeros_like(empty.mask)])
+    rows = sweep.score_rows(None, [big, empty], [], 32)
+    assert rows[0]["dice"] == pytest.approx(ev.dice(ev.upsample(big.mask, (1000, 800)), truth > 0))
+    assert rows[0]["dice"] < 0.99, "scored against the 1000 px mask, not the 512 px copy"
+    assert rows[1]["negative"] and rows[1]["dice"] == 1.0 and not rows[0]["negative"]
+
+
+def test_negative_test_images_stay_test_units_of_a_run(tmp_path):
+    study = ToyStudy(["toy"], [0])
+    data = study.data("toy")
+    neg = Case(case_id="toy_neg", domain="toy", image=data.test[0].image, mask=np.zeros((40, 40), bool),
+               source="folder")
+    data.test.append(neg)
+    df, _ = sweep.run_one(study, sweep.RunKey("toy", "unet_r34", 3, 0), {**TINY, "archs": ("unet_r34",)}, tmp_path)
+    assert "toy_neg" in set(df.case_id) and df.set_index("case_id").negative["toy_neg"]
+    assert not df[df.case_id != "toy_neg"].negative.any()
+    assert "toy 4 images (1 without a target)" in sweep.units_note(study, None)
+
+
+# ----------------------------------------------------------------------------- issue 20: one evaluation core
+
+
+def test_notebooks_06_and_08_summaries_go_through_the_evaluation_core(monkeypatch):
+    from frozenseg.baselines import pretraining
+
+    calls = []
+    for name in ("scored_units", "seed_summary", "select_best"):
+        real = getattr(ev, name)
+        monkeypatch.setattr(ev, name, lambda *a, _r=real, _n=name, **k: calls.append(_n) or _r(*a, **k))
+    nn, pipe = _planted()
+    summary.headline(nn, pipe, {"isic": "02_isic"}, pipe.iloc[:0].assign(arm=[]))
+    assert {"scored_units", "seed_summary", "select_best"} <= set(calls)
+    calls.clear()
+    df = pd.DataFrame([{"domain": "isic", "model": "litemedsam", "decoder": dec, "n_labels": n, "seed": s,
+                        "unit": "case", "flag": "", "status": "ok", "case_id": "c0", "dice": d}
+                       for s in (0, 1) for dec, n, d in (("frozen", 0, 0.8), ("tuned", 2, 0.9))])
+    pretraining.pretraining_table(df, pretraining.model_status())
+    assert {"scored_units", "seed_summary"} <= set(calls)
+
+
+# ----------------------------------------------------------------------------- issue 20: every sentence backed
+
+
+def _markdown(name: str) -> str:
+    import jupytext
+
+    from frozenseg import paths
+
+    nb = jupytext.read(paths.NOTEBOOKS / f"{name}.py")
+    return "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
+
+
+def test_notebook_prose_states_nothing_the_code_contradicts():
+    md06, md07 = _markdown("06_trained_baselines"), _markdown("07_fewshot_decoder")
+    assert "ResNet-18" not in md06, "the cpu profile trains RegNetX-200MF: the networks are printed from params"
+    assert "lowest validation loss" not in md06, "the cpu profile monitors validation Dice: say what params say"
+    assert "ISIC's drawer" not in md07, "the localizer arm fits the route's localizer: printed from the rows"
+    cpu = sweep.baseline_params(get_profile("cpu"))
+    assert "RegNetX-200MF" in sweep.size_caption(cpu) and "highest validation Dice" in sweep.size_caption(cpu)
+    assert "lowest validation loss" in sweep.monitor_note(sweep.baseline_params(get_profile("full")))
+
+
+def test_no_typed_timings_in_the_networks_code():
+    import re
+
+    from frozenseg import paths
+
+    for name in ("nets.py", "train.py"):
+        text = (paths.REPO / "lib" / "frozenseg" / "baselines" / name).read_text(encoding="utf-8")
+        assert not re.findall(r"\d+(?:\.\d+)?\s*(?:s\b|x faster)", text), name

@@ -166,3 +166,104 @@ def test_bad_inputs_are_refused(litemedsam, toy):
         tune_decoder(litemedsam, embs[:2], [c.mask for c in cases], [mask_to_box(c.mask) for c in cases])
     with pytest.raises(ConfigError):
         validation_split(4, 1.0, 0)
+
+
+# ----------------------------------------------------------------------------- issue 20
+
+
+def test_gt_box_arm_predicts_empty_on_a_negative_test_image_and_scores_it(litemedsam, toy):
+    """A 2D negative stays a test unit: the GT-box arm has no box there, predicts an empty mask (frozen and tuned)
+    and the empty-mask rule scores it; no crash, the row says it is a negative."""
+    from frozenseg.cache import EmbeddingCache
+    from frozenseg.finetune import arm_boxes
+
+    cases, _ = toy
+    neg = Case(case_id="neg", domain="toy", image=cases[0].image, mask=np.zeros(cases[0].mask.shape, bool))
+    emb = EmbeddingCache().get_many(litemedsam, [neg.image], progress=False)
+    boxes = arm_boxes(None, "toy", 0, 4, "gt_box", cases)
+    run = _tune(litemedsam, toy, epochs=1)
+    for r in (None, run):
+        row = predict_rows(litemedsam, [neg, cases[1]], [emb[0], toy[1][1]], boxes.test, r)
+        assert row[0]["dice"] == 1.0 and row[0]["negative"] and not row[0]["_mask"].any()
+        assert not row[1]["negative"] and "hd95_unit" in row[1]
+
+
+def test_frozen_rows_count_and_summaries_go_through_the_evaluation_core(monkeypatch):
+    """Frozen-decoder rows are finished rows (status ok), so ev.scored_units counts them; the tables call ev."""
+    import pandas as pd
+
+    from frozenseg import evaluation as ev
+
+    calls = []
+    for name in ("scored_units", "seed_summary"):
+        real = getattr(ev, name)
+        monkeypatch.setattr(ev, name, lambda *a, _r=real, _n=name, **k: calls.append(_n) or _r(*a, **k))
+    info = finetune.run_info(None)
+    assert info["status"] == "ok"
+    rows = [{"domain": "isic", "seed": s, "unit": "case", "case_id": f"c{c}", "arm": "gt_box", "decoder": dec,
+             "n_labels": n, "dice": d + 0.01 * s, "flag": "", **(info if dec == "frozen" else {"status": "ok"})}
+            for s in (0, 1) for c in range(2) for dec, n, d in (("frozen", 0, 0.7), ("tuned", 2, 0.8))]
+    df = pd.DataFrame(rows)
+    curves = finetune.fewshot_curves(df)
+    assert set(curves.decoder) == {"frozen", "tuned"} and {"scored_units", "seed_summary"} <= set(calls)
+    assert curves[curves.decoder == "frozen"].sd.iloc[0] == pytest.approx(np.std([0.7, 0.71], ddof=1))
+    table = finetune.summarize_fewshot(df)
+    assert table["N=2 frozen"].iloc[0].startswith("0.705 ±")
+
+
+def test_volume_scores_are_3d_through_the_evaluation_core():
+    import pandas as pd
+
+    from frozenseg.data.types import Volume
+
+    mask = np.zeros((8, 8, 4), bool)
+    mask[2:6, 2:6, 1:3] = True
+    vol = Volume(volume_id="v0", domain="spleen", image=np.zeros((8, 8, 4), np.uint8), mask=mask,
+                 spacing=(1.0, 1.0, 2.0))
+    slices = pd.DataFrame([{"case_id": f"v0_z{z}", "volume_id": "v0", "slice_index": z, "method": "tuned_gt_box_n2",
+                            "arm": "gt_box", "decoder": "tuned", "n_labels": 2, "status": "ok", "flag": "",
+                            "box_iou": 1.0, "pred_iou": 0.9, "dice": 1.0, "_mask": mask[:, :, z]} for z in range(4)]
+                          + [{"case_id": f"v0_z{z}", "volume_id": "v0", "slice_index": z, "method": "tuned_gt_box_n3",
+                              "arm": "gt_box", "decoder": "tuned", "n_labels": 3, "status": "failed",
+                              "flag": "tuning_failed", "dice": np.nan, "_mask": None} for z in range(4)])
+    out = finetune.volume_scores(slices, {"v0": vol}).set_index("method")
+    ok, bad = out.loc["tuned_gt_box_n2"], out.loc["tuned_gt_box_n3"]
+    assert ok.dice == 1.0 and ok.slices_scored == 4 and ok.unit == "volume" and not ok.negative
+    assert np.isnan(bad.dice) and bad.flag == "tuning_failed" and not bad.negative
+
+
+def test_the_test_split_comes_from_the_evaluation_core(monkeypatch):
+    from frozenseg import evaluation as ev
+
+    class Stop(Exception):
+        pass
+
+    seen = []
+
+    def spy(data, n_test=None):
+        seen.append((data, n_test))
+        raise Stop
+
+    monkeypatch.setattr(ev, "test_units", spy)
+
+    class Stub:
+        def data(self, domain):
+            return "the-data"
+
+    with pytest.raises(Stop):
+        finetune.domain_results(Stub(), "isic", 0, {"n_test": 7, "budgets": (1,)})
+    assert seen == [("the-data", 7)]
+
+
+def test_localizer_note_names_what_the_arm_fitted():
+    import pandas as pd
+
+    from frozenseg.finetune.experiment import route_localizer
+    from frozenseg.pipeline.router import get_route
+
+    name = route_localizer(get_route("kvasir"))
+    assert name.startswith(get_route("kvasir").localizer["name"]) and name.endswith("of route kvasir")
+    df = pd.DataFrame({"domain": ["kvasir", "kvasir", "spleen"], "arm": ["localizer", "gt_box", "localizer"],
+                       "localizer": [name, "ground-truth box", "volume-prior box per slice"]})
+    note = finetune.localizer_note(df, {"kvasir": "Kvasir"})
+    assert f"Kvasir: {name}" in note and "spleen: volume-prior box per slice" in note and "ground-truth" not in note

@@ -1,5 +1,6 @@
-"""The trained networks: U-Net (ResNet-34 encoder) and SegFormer (MiT-B2), built offline from scratch or from
-ImageNet encoder weights found on disk (declared in data_manifest.yaml, never downloaded at run time)."""
+"""The trained networks: the study's U-Net (ResNet-34 encoder) and SegFormer (MiT-B2), and a smaller pair for the
+2-core profiles (:data:`ARCHS`), built offline from scratch or from ImageNet encoder weights found on disk (declared
+in data_manifest.yaml, never downloaded at run time)."""
 from __future__ import annotations
 
 import copy
@@ -23,8 +24,8 @@ ARCHS: dict[str, tuple[str, str, str, str]] = {
 }
 STUDY_ARCHS = ("unet_r34", "segformer_b2")
 SMALL_ARCHS = ("unet_regnetx002", "segformer_b0")
-# smp's defaults: U-Net decoder (256, 128, 64, 32, 16), SegFormer head 256 channels. The small pair trains a step
-# (batch 8, 128 px, bf16) in about 0.11 s on 2 cores, against 0.8 s for the study's pair in fp32.
+# smp's defaults: U-Net decoder (256, 128, 64, 32, 16), SegFormer head 256 channels. The small pair's narrower
+# decoders make a step much cheaper on the CPU; notebook 06's runs table gives each run's seconds.
 ARCH_KWARGS = {"unet_regnetx002": {"decoder_channels": (64, 32, 16, 8, 8)},
                "segformer_b0": {"decoder_segmentation_channels": 64}}
 

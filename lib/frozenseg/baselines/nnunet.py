@@ -196,9 +196,24 @@ def read_prediction(path: Path) -> np.ndarray:
     return np.asarray(nib.load(str(path)).dataobj)
 
 
-def import_predictions(study, folder: Path, pred_dir: Path, seed: int, n: int) -> pd.DataFrame:
-    """Score nnU-Net's predictions of the test split into results rows (arch 'nnunet', init 'from scratch')."""
-    from ..evaluation.metrics import dice, iou, score_volume
+def fold_val_dice(root: Path, folder: Path, configuration: str = "2d", fold: str = "0",
+                  trainer: str = "nnUNetTrainer") -> float:
+    """nnU-Net's own validation Dice of the fold it trained (``validation/summary.json``, foreground mean, on its
+    split of the N labels), NaN when its output has none (then this run cannot be chosen as the best network)."""
+    path = (nnunet_dirs(root)["nnUNet_results"] / folder.name / f"{trainer}__nnUNetPlans__{configuration}"
+            / f"fold_{fold}" / "validation" / "summary.json")
+    try:
+        return float(json.loads(path.read_text(encoding="utf-8"))["foreground_mean"]["Dice"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return float("nan")
+
+
+def import_predictions(study, folder: Path, pred_dir: Path, seed: int, n: int,
+                       val_dice: float = float("nan")) -> pd.DataFrame:
+    """Score nnU-Net's predictions of the test split into results rows (arch 'nnunet', init 'from scratch'): 2D cases
+    at the file's native size (``ev.score_case``), volumes in 3D (``ev.score_volume``); ``val_dice`` is its own fold
+    validation Dice (:func:`fold_val_dice`)."""
+    from .. import evaluation as ev
     from .sweep import test_units
 
     info = json.loads((folder / "cases.json").read_text(encoding="utf-8"))
@@ -207,16 +222,17 @@ def import_predictions(study, folder: Path, pred_dir: Path, seed: int, n: int) -
     rows = []
     for c in cases:
         m = read_prediction(Path(pred_dir) / f"{c.case_id}.nii.gz").reshape(c.mask.shape) == 1
-        rows.append({"case_id": c.case_id, "volume_id": None, "unit": "case", "dice": dice(m, c.mask),
-                     "iou": iou(m, c.mask), "flag": ""})
+        rows.append({"case_id": c.case_id, "volume_id": None, "unit": "case", "flag": "",
+                     **ev.score_case(m, c, with_hd95=False)})
     for v in volumes:
         m = read_prediction(Path(pred_dir) / f"{v.volume_id}.nii.gz") == 1
         rows.append({"case_id": v.volume_id, "volume_id": v.volume_id, "unit": "volume", "flag": "",
-                     **score_volume(m, v.mask, v.spacing, with_hd95=False)})
+                     **ev.score_volume(m, v, with_hd95=False)})
     return pd.DataFrame(rows).assign(domain=domain, seed=seed, method=f"nnunet_n{n}", arch="nnunet", n_labels=n,
                                      labels_used=n, stop="nnU-Net's own schedule",
                                      init="from scratch", status="ok", steps_run=np.nan, best_step=np.nan,
-                                     train_s=np.nan, n_fit=n, n_val=np.nan, n_bg=0, image_side=np.nan, message="")
+                                     val_dice=float(val_dice), train_s=np.nan, n_fit=n, n_val=np.nan, n_bg=0,
+                                     image_side=np.nan, message="")
 
 
 def nnunet_sweep(study, params: dict, root: Path | None = None) -> list[pd.DataFrame]:
@@ -246,7 +262,8 @@ def _one_nnunet(study, dom: str, n: int, seed: int, budgets, base: Path, kw: dic
     if done.is_file():
         return pd.read_parquet(done)
     folder = write_dataset(study, dom, n, seed, budgets, nnunet_dirs(base)["nnUNet_raw"])
-    rows = import_predictions(study, folder, run_commands(folder, base, **kw), seed, n)
+    pred = run_commands(folder, base, **kw)
+    rows = import_predictions(study, folder, pred, seed, n, fold_val_dice(base, folder, **kw))
     with atomic_path(done) as tmp:
         rows.to_parquet(tmp, index=False)
     return rows

@@ -7,6 +7,7 @@ import dataclasses
 import numpy as np
 import pandas as pd
 
+from .. import evaluation as ev
 from ..config import DOMAINS
 from ..errors import DataError, MissingDatasetError
 
@@ -49,11 +50,11 @@ def reusable_07(study, params: dict, key: str) -> pd.DataFrame | None:
 
 def gt_box_rows(study, domain: str, seed: int, params: dict) -> pd.DataFrame:
     """Frozen (once) and tuned GT-box rows of one domain and seed at every budget (notebook 07's arm, alone)."""
-    from ..data import budgets_for, test_subset
+    from ..data import budgets_for
     from ..finetune import _method, gt_box_provider, labelled_set, predict_rows, run_info, tune_arm, volume_scores
 
     data = study.data(domain)
-    test = test_subset(data, params["n_test"])
+    test = ev.test_units(data, params["n_test"])
     test_embs = study.embeddings(test, desc=f"{domain} test")
     box_of, rows = gt_box_provider([]), []
     for i, n in enumerate(budgets_for(data, params["budgets"])):
@@ -94,11 +95,8 @@ def run_pretraining(study, params: dict, status: pd.DataFrame, notebook: str = N
 
 
 def pretraining_table(df: pd.DataFrame, status: pd.DataFrame, titles: dict[str, str] | None = None) -> pd.DataFrame:
-    """Per domain: frozen and tuned Dice (mean ± sd over seeds) of each present model; absent ones get no column."""
-    from ..oracle import scored_units
-    from ..results import fmt_mean_sd, seed_summary
-
-    s = seed_summary(scored_units(df), ["domain", "model", "decoder", "n_labels"])
+    """Per domain: frozen and tuned Dice (ev.ACROSS_SEEDS) of each present model; absent ones get no column."""
+    s = ev.seed_summary(ev.scored_units(df), ["domain", "model", "decoder", "n_labels"])
     labels = dict(zip(status.model, status.label))
     rows = []
     for dom in sorted(dict.fromkeys(s.domain), key=lambda d: DOMAINS.index(d) if d in DOMAINS else len(DOMAINS)):
@@ -108,7 +106,7 @@ def pretraining_table(df: pd.DataFrame, status: pd.DataFrame, titles: dict[str, 
             fr, tu = g[g.decoder == "frozen"], g[g.decoder == "tuned"]
             n = int(tu.n_labels.max()) if len(tu) else 0
             t = tu[tu.n_labels == n]
-            cell = lambda x: fmt_mean_sd(x["mean"].iloc[0], x["sd"].iloc[0]) if len(x) else "–"  # noqa: E731
+            cell = lambda x: ev.fmt_mean_sd(x["mean"].iloc[0], x["sd"].iloc[0]) if len(x) else "–"  # noqa: E731
             row[f"{labels.get(key, key)}: frozen"] = cell(fr)
             row[f"{labels.get(key, key)}: tuned N={n}"] = cell(t)
         rows.append(row)
@@ -130,10 +128,7 @@ def pretraining_plot(df: pd.DataFrame, status: pd.DataFrame, titles: dict[str, s
     """Grouped bars per domain: frozen vs tuned (largest N) Dice of each present model, sd across seeds."""
     import matplotlib.pyplot as plt
 
-    from ..oracle import scored_units
-    from ..results import seed_summary
-
-    s = seed_summary(scored_units(df), ["domain", "model", "decoder", "n_labels"])
+    s = ev.seed_summary(ev.scored_units(df), ["domain", "model", "decoder", "n_labels"])
     s = s[(s.decoder == "frozen") | (s.n_labels == s[s.decoder == "tuned"].n_labels.max())]
     doms, models = list(dict.fromkeys(s.domain)), list(dict.fromkeys(s.model))
     labels = dict(zip(status.model, status.label))

@@ -1,5 +1,10 @@
-"""The headline of section 4: best trained network per (domain, N) vs the training-free pipeline vs the tuned
-decoder, the N a network needs to match the pipeline, and the data-efficiency panels."""
+"""The headline of section 4: the trained network chosen per (domain, N) by validation Dice vs the training-free
+pipeline vs the tuned decoder, the N a network needs to match the pipeline, and the data-efficiency panels.
+
+"The best trained network" of a cell is the arch with the highest validation Dice (``val_dice``: each run's Dice on
+the split carved from its N labels, at the weights it kept), mean over seeds per cell and per seed for the per-seed
+curves; its TEST Dice is what the tables report. A test score never chooses (``evaluation.select_best``).
+"""
 from __future__ import annotations
 
 import math
@@ -7,34 +12,37 @@ import math
 import numpy as np
 import pandas as pd
 
+from .. import evaluation as ev
 from ..config import DOMAINS
 from ..errors import DataError
 from .nets import ARCHS
-from .train import STATUS_OK
 
 DECODER_NOTEBOOK = "07_fewshot_decoder"
 PENDING = "pending"
+NO_VAL = "no validation Dice: cannot choose"
+CHOSEN_ON = ("the arch with the highest validation Dice (on the split carved from the N labels, at each run's kept "
+             "weights; mean over seeds) is chosen per domain and N, and its test Dice is shown; a run without a "
+             "validation Dice (nnU-Net without its fold validation) cannot be chosen")
+RUN_KEYS = ["domain", "arch", "init", "n_labels"]
 
 
-# ---------------------------------------------------------------- per-seed scores
-
-
-def scored(df: pd.DataFrame) -> pd.DataFrame:
-    """Rows that count: finished (status ok) runs, 2D cases and whole volumes, finite Dice (a flag is a diagnostic:
-    a pipeline unit whose localizer fell back still counts with its prediction)."""
-    d = df[df.unit.isin(["case", "volume"]) & np.isfinite(df.dice)]
-    return d[d.status == STATUS_OK] if "status" in d else d
+# ---------------------------------------------------------------- per-seed scores and the choice of network
 
 
 def nn_per_seed(df: pd.DataFrame) -> pd.DataFrame:
-    """Mean test Dice per domain x arch x init x N x seed (finished runs only)."""
-    return scored(df).groupby(["domain", "arch", "init", "n_labels", "seed"], as_index=False).dice.mean()
+    """Mean test Dice over the test units, and the run's validation Dice, per domain x arch x init x N x seed
+    (finished runs only)."""
+    d = ev.scored_units(df)
+    d = d.assign(val_dice=pd.to_numeric(d.val_dice, errors="coerce")) if "val_dice" in d else d.assign(val_dice=np.nan)
+    return d.groupby(RUN_KEYS + ["seed"], as_index=False).agg(dice=("dice", "mean"), val_dice=("val_dice", "max"))
 
 
 def nn_curves(df: pd.DataFrame) -> pd.DataFrame:
-    """Mean, sd and seed count of Dice per domain x arch x init x N."""
-    g = nn_per_seed(df).groupby(["domain", "arch", "init", "n_labels"]).dice
-    out = g.agg(mean="mean", seeds="size").join(g.std(ddof=1).rename("sd")).reset_index()
+    """Per domain x arch x init x N: test Dice's mean and sd across seeds (``ev.seed_summary``), seeds, units per
+    seed, and the validation Dice (mean over seeds) the best network is chosen on."""
+    out = ev.seed_summary(ev.scored_units(df), RUN_KEYS)
+    val = nn_per_seed(df).groupby(RUN_KEYS, as_index=False).val_dice.mean()
+    out = out.merge(val, on=RUN_KEYS, how="left")
     rank = {d: DOMAINS.index(d) if d in DOMAINS else len(DOMAINS) + i     # the study's domain order
             for i, d in enumerate(dict.fromkeys(df.domain))}
     return out.sort_values(["domain", "arch", "n_labels"], key=lambda c: c.map(rank) if c.name == "domain" else c,
@@ -42,26 +50,19 @@ def nn_curves(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def best_nn(curves: pd.DataFrame) -> pd.DataFrame:
-    """The arch with the highest mean Dice per (domain, N), with its sd, seeds and init."""
-    idx = curves.groupby(["domain", "n_labels"])["mean"].idxmax()
-    return curves.loc[idx].reset_index(drop=True)
+    """Per (domain, N): the arch with the highest validation Dice (mean over seeds), with its test mean, sd, seeds
+    and init; a cell where no arch has a validation Dice has no row."""
+    return ev.select_best(curves, ["domain", "n_labels"], on="val_dice")
 
 
 def envelope_per_seed(df: pd.DataFrame) -> pd.DataFrame:
-    """Per domain x seed x N: the best arch's Dice in that seed (the 'best trained NN' curve of one seed)."""
-    return nn_per_seed(df).groupby(["domain", "seed", "n_labels"], as_index=False).dice.max()
+    """Per domain x seed x N: the test Dice of the arch with the highest validation Dice in that seed (one seed's
+    'best trained NN' curve), and which arch it was."""
+    chosen = ev.select_best(nn_per_seed(df), ["domain", "seed", "n_labels"], on="val_dice")
+    return chosen[["domain", "seed", "n_labels", "dice", "arch"]]
 
 
 # ---------------------------------------------------------------- the other columns, read from results files
-
-
-def unit_rows(df: pd.DataFrame) -> pd.DataFrame:
-    """Scored units of another notebook's rows: volumes where a domain has them, else cases; finite Dice."""
-    d = df[np.isfinite(df.dice)] if "dice" in df else df.iloc[:0]
-    if "unit" not in d:
-        return d
-    vol = d.groupby("domain").unit.transform(lambda u: (u == "volume").any())
-    return d[(vol & (d.unit == "volume")) | (~vol & d.unit.isin(["case"]))]
 
 
 def pipeline_per_seed(profile: str, domains) -> tuple[pd.DataFrame, dict[str, str]]:
@@ -76,7 +77,8 @@ def pipeline_per_seed(profile: str, domains) -> tuple[pd.DataFrame, dict[str, st
             df = load_results(nb, profile) if nb else None
         except DataError:
             df = None
-        rows = None if df is None or "stage" not in df else unit_rows(df[(df.domain == dom) & (df.stage == "deployed")])
+        rows = (None if df is None or "stage" not in df
+                else ev.scored_units(df[(df.domain == dom) & (df.stage == "deployed")]))
         if rows is None or rows.empty or "n_labels" not in rows:
             origin[dom] = PENDING
             continue
@@ -97,19 +99,11 @@ def decoder_per_seed(profile: str) -> pd.DataFrame:
         df = load_results(DECODER_NOTEBOOK, profile)
     except DataError:
         return pd.DataFrame(columns=cols)
-    d = unit_rows(df[df.decoder == "tuned"])
+    d = ev.scored_units(df[df.decoder == "tuned"])
     if "labels_used" not in d:
         d = d.assign(labels_used=d.n_labels)
     return d.groupby(["domain", "arm", "n_labels", "seed"], as_index=False).agg(
         dice=("dice", "mean"), labels_used=("labels_used", "max"))
-
-
-def mean_sd(values) -> tuple[float, float, int]:
-    """(mean, sd with ddof 1 or NaN, count) of finite values."""
-    v = np.asarray([x for x in values if np.isfinite(x)], dtype=float)
-    if not len(v):
-        return math.nan, math.nan, 0
-    return float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else math.nan, len(v)
 
 
 # ---------------------------------------------------------------- the N a network needs
@@ -161,7 +155,7 @@ def fmt_match(values, ns) -> str:
     above, below = sum(x == math.inf for x in v), sum(x == -math.inf for x in v)
     if not finite:
         return f"> {hi}" if above == len(v) else f"≤ {lo}" if below == len(v) else f"≤ {lo} or > {hi}"
-    m, s, k = mean_sd(finite)
+    m, s, k = ev.mean_sd(finite)
     core = f"{m:.0f}" if k == 1 else f"{m:.0f} ± {s:.0f}"
     if k == len(v):
         return core
@@ -173,11 +167,9 @@ def fmt_match(values, ns) -> str:
 
 
 def _cell(values) -> str:
-    """'mean ± sd' of per-seed values, or 'pending' when there are none."""
-    from ..results import fmt_mean_sd
-
-    m, s, _ = mean_sd(values)
-    return fmt_mean_sd(m, s) if np.isfinite(m) else PENDING
+    """'mean ± sd' (ev.ACROSS_SEEDS) of per-seed values, or 'pending' when there are none."""
+    m, s, _ = ev.mean_sd(values)
+    return ev.fmt_mean_sd(m, s) if np.isfinite(m) else PENDING
 
 
 def headline(df: pd.DataFrame, pipeline: pd.DataFrame, origin: dict[str, str], decoder: pd.DataFrame,
@@ -187,33 +179,35 @@ def headline(df: pd.DataFrame, pipeline: pd.DataFrame, origin: dict[str, str], d
     units (spleen: every slice of each test volume, per volume)."""
     curves = nn_curves(df)
     best = best_nn(curves)
-    labels = scored(df).groupby(["domain", "arch", "n_labels"]).labels_used.max() if "labels_used" in df else None
+    used = ev.scored_units(df)
+    labels = used.groupby(["domain", "arch", "n_labels"]).labels_used.max() if "labels_used" in used else None
     rows, leads = [], []
     for dom in dict.fromkeys(curves.domain):
         for n in sorted(curves[curves.domain == dom].n_labels.unique()):
-            b = best[(best.domain == dom) & (best.n_labels == n)].iloc[0]
+            at = best[(best.domain == dom) & (best.n_labels == n)]
+            b = at.iloc[0] if len(at) else None
+            bm = float(b["mean"]) if b is not None else math.nan
             p = pipeline[(pipeline.domain == dom) & (pipeline.n_labels == n)]
-            pm, _, _ = mean_sd(p.dice)
+            pm, _, _ = ev.mean_sd(p.dice)
+            both = bool(np.isfinite(pm) and np.isfinite(bm))
             row = {"domain": (titles or {}).get(dom, dom), "N": int(n),
-                   "best NN": f"{_fmt(b)} ({short(b.arch)}, {b.init})",
-                   "NN labels used": int(labels.get((dom, b.arch, n), n)) if labels is not None else int(n),
+                   "best NN": f"{_fmt(b)} ({short(b.arch)}, {b.init})" if b is not None else NO_VAL,
+                   "NN labels used": (int(labels.get((dom, b.arch, n), n)) if labels is not None and b is not None
+                                      else int(n)),
                    "training-free pipeline": _cell(p.dice),
                    "pipeline labels used": int(p.labels_used.max()) if len(p) else PENDING,
-                   "pipeline − best NN": f"{pm - float(b['mean']):+.3f}" if np.isfinite(pm) else PENDING}
+                   "pipeline − best NN": (f"{pm - bm:+.3f}" if both else PENDING if not np.isfinite(pm) else "–")}
             row.update(decoder_cells(decoder, dom, n))
             row["pipeline results"] = origin.get(dom, PENDING)
             rows.append(row)
-            leads.append({"best NN": bool(np.isfinite(pm) and pm > b["mean"]),
-                          "training-free pipeline": bool(np.isfinite(pm) and pm > b["mean"])})
+            leads.append({"best NN": both and pm > bm, "training-free pipeline": both and pm > bm})
     table = pd.DataFrame(rows)
     return table, pd.DataFrame(leads).reindex(columns=table.columns, fill_value=False)
 
 
 def _fmt(b) -> str:
-    """'mean ± sd' of a best-NN row."""
-    from ..results import fmt_mean_sd
-
-    return fmt_mean_sd(b["mean"], b["sd"])
+    """'mean ± sd' of a best-NN row's test Dice."""
+    return ev.fmt_mean_sd(b["mean"], b["sd"])
 
 
 def match_table(df: pd.DataFrame, pipeline: pd.DataFrame, origin: dict[str, str],
@@ -226,8 +220,8 @@ def match_table(df: pd.DataFrame, pipeline: pd.DataFrame, origin: dict[str, str]
     rows = []
     for dom in dict.fromkeys(curves.domain):
         p = pipeline[pipeline.domain == dom].groupby("n_labels").dice.mean()
-        e = curves[curves.domain == dom].groupby("n_labels")["mean"].max()
-        lead = [int(n) for n in ns if n in p.index and p[n] > e[n]]
+        e = best_nn(curves[curves.domain == dom]).set_index("n_labels")["mean"]
+        lead = [int(n) for n in ns if n in p.index and n in e.index and p[n] > e[n]]
         rows.append({"domain": (titles or {}).get(dom, dom),
                      "pipeline leads the best NN at N": ", ".join(map(str, lead)) if len(p) else PENDING,
                      "N for best NN to match pipeline": (fmt_match(matches[matches.domain == dom].match_n, ns)
@@ -256,10 +250,10 @@ def decoder_cells(decoder: pd.DataFrame, dom: str, n: int) -> dict[str, str]:
 
 
 def runs_table(df: pd.DataFrame, titles: dict[str, str] | None = None) -> pd.DataFrame:
-    """One row per training run: labels used, steps run, the step whose weights were kept, what ended the run
-    (the validation plateau or the step budget) and seconds."""
+    """One row per training run: labels used, steps run, the step whose weights were kept and its validation Dice,
+    what ended the run (the validation plateau or the step budget) and seconds."""
     cols = ["domain", "arch", "n_labels", "seed", "labels_used", "init", "status", "stop", "steps_run", "best_step",
-            "train_s"]
+            "val_dice", "train_s"]
     runs = df[[c for c in cols if c in df]].drop_duplicates(["domain", "arch", "n_labels", "seed"])
     return runs.assign(domain=runs.domain.map(lambda d: (titles or {}).get(d, d)),
                        arch=runs.arch.map(short)).reset_index(drop=True)
@@ -308,7 +302,7 @@ def _panel(ax, c: pd.DataFrame, p: pd.DataFrame) -> None:
         sd = g["sd"].fillna(0).to_numpy()
         ax.plot(g.n_labels, g["mean"], marker="o", ms=3, color=f"C{i}", label=f"{short(arch)} ({g.init.iloc[0]})")
         ax.fill_between(g.n_labels, g["mean"] - sd, g["mean"] + sd, color=f"C{i}", alpha=0.2, lw=0)
-    env = c.groupby("n_labels")["mean"].max().reindex(ns)
+    env = best_nn(c).set_index("n_labels")["mean"].reindex(ns)
     ax.set_xscale("log")
     ax.set_xticks(ns, [str(n) for n in ns])
     ax.minorticks_off()
@@ -317,7 +311,8 @@ def _panel(ax, c: pd.DataFrame, p: pd.DataFrame) -> None:
     if p.empty:
         ax.text(0.03, 0.04, "pipeline: pending", transform=ax.transAxes, ha="left", fontsize=8, color="0.4")
         return
-    pc = p.groupby("n_labels").agg(mean=("dice", "mean"), sd=("dice", "std"), used=("labels_used", "max"))
+    pc = p.groupby("n_labels").agg(mean=("dice", "mean"), sd=("dice", lambda v: ev.mean_sd(v)[1]),
+                                   used=("labels_used", "max"))
     pc = pc.reindex([n for n in ns if n in pc.index])
     ax.plot(pc.index, pc["mean"], color="k", ls="--", marker="s", ms=3.5, lw=1.2, label="training-free pipeline")
     if pc["sd"].notna().any():
@@ -336,12 +331,15 @@ def _color(arch: str) -> int:
     return list(ARCHS).index(arch) if arch in ARCHS else 2
 
 
-def curve_plot(curves: pd.DataFrame, titles: dict[str, str] | None = None):
+def curve_plot(curves: pd.DataFrame, runs: pd.DataFrame, titles: dict[str, str] | None = None):
     """Validation Dice vs step of every run: one panel per domain and arch, one line per N (darker = more labels),
-    a dot where the kept weights are (lowest validation loss). A flat tail before the line ends is the plateau
-    early stopping waited for."""
+    a dot at the step whose weights the run kept (``best_step`` of its rows in ``runs``). A flat tail before the line
+    ends is the plateau early stopping waited for."""
     import matplotlib.pyplot as plt
 
+    keys = ["domain", "arch", "n_labels", "seed"]
+    kept = runs[keys + ["best_step"]].drop_duplicates(keys) if len(runs) else pd.DataFrame(columns=keys + ["best_step"])
+    curves = curves.drop(columns=["best_step"], errors="ignore").merge(kept, on=keys, how="left")
     doms, archs = list(dict.fromkeys(curves.domain)), list(dict.fromkeys(curves.arch))
     ns = sorted(curves.n_labels.unique())
     cmap = plt.get_cmap("viridis")
@@ -353,9 +351,9 @@ def curve_plot(curves: pd.DataFrame, titles: dict[str, str] | None = None):
             for (n, seed), g in curves[(curves.domain == dom) & (curves.arch == arch)].groupby(["n_labels", "seed"]):
                 color = cmap(0.85 * (1 - ns.index(n) / max(len(ns) - 1, 1)))
                 ax.plot(g.step, g.val_dice, color=color, lw=1, alpha=0.9, label=f"N={n}" if seed == g.seed.min() else None)
-                best = g.loc[g.val_loss.idxmin()] if g.val_loss.notna().any() else None
-                if best is not None:
-                    ax.plot(best.step, best.val_dice, "o", color=color, ms=3)
+                best = g[g.step == g.best_step]
+                if len(best):
+                    ax.plot(best.step.iloc[0], best.val_dice.iloc[0], "o", color=color, ms=3)
             ax.set_title(f"{(titles or {}).get(dom, dom)}\n{short(arch)}", fontsize=8)
             ax.set_ylim(0, 1)
             ax.grid(alpha=0.3)

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .. import evaluation as ev
 from .. import paths
 from ..errors import ConfigError
 from ..io import atomic_path, write_json_atomic
@@ -27,8 +28,8 @@ TRAIN_KEYS = ("steps", "batch_size", "lr", "weight_decay", "eval_every", "patien
               "precision", "val_fraction")
 FLIP_DOMAINS = frozenset({"isic", "kvasir"})   # no laterality there: flips keep the label valid
 RUN_FILE, ROWS_FILE, CURVE_FILE, CKPT_FILE = "run.json", "rows.parquet", "curve.csv", "best.pt"
-INFO_COLUMNS = ["arch", "n_labels", "labels_used", "init", "status", "stop", "steps_run", "best_step", "train_s",
-                "n_fit", "n_val", "n_bg", "image_side", "message"]
+INFO_COLUMNS = ["arch", "n_labels", "labels_used", "init", "status", "stop", "steps_run", "best_step", "val_dice",
+                "train_s", "n_fit", "n_val", "n_bg", "image_side", "message"]
 
 
 def baseline_params(profile) -> dict:
@@ -44,12 +45,26 @@ def size_caption(params: dict) -> str:
     nets = " and ".join(arch_label(a) for a in params["archs"])
     why = ("; these are smaller than the study's U-Net (ResNet-34) and SegFormer (MiT-B2) so that every run reaches "
            "its validation plateau on a 2-core CPU" if set(params["archs"]) <= set(SMALL_ARCHS) else "")
-    gain = (f"a {params['min_delta']:.0%} lower validation loss" if params["monitor"] == "val_loss"
-            else f"a validation Dice {params['min_delta']:g} higher")
-    mixed = ", bfloat16 mixed precision" if params["precision"] == "bf16" else ""
+    mixed = (", bfloat16 mixed precision where the device supports it (else fp32)" if params["precision"] == "bf16"
+             else "")
     return (f"{nets} at {params['image_side']} px{why}; AdamW lr {params['lr']:g}, batch {params['batch_size']}{mixed}, "
-            f"validation every {params['eval_every']} steps, stopped after {params['patience']} evaluations without "
-            f"{gain} (the plateau), at most {params['steps']} steps")
+            f"validation every {params['eval_every']} steps, {monitor_note(params)}, at most {params['steps']} steps")
+
+
+def monitored(params: dict) -> str:
+    """'validation loss' or 'validation Dice': the score ``params['monitor']`` keeps weights and stops runs on."""
+    return {"val_loss": "validation loss", "val_dice": "validation Dice"}[params["monitor"]]
+
+
+def monitor_note(params: dict) -> str:
+    """Which weights a run keeps and when it stops, from ``params['monitor']``, ``patience`` and ``min_delta``."""
+    d = float(params["min_delta"])
+    if params["monitor"] == "val_loss":
+        kept, gain = "the lowest validation loss", f"a validation loss more than {d:.0%} lower" if d else "a lower one"
+    else:
+        kept, gain = "the highest validation Dice", f"a validation Dice more than {d:g} higher" if d else "a higher one"
+    return (f"weights kept at {kept}, stopped after {params['patience']} evaluations in a row without {gain} "
+            "(the plateau)")
 
 
 @dataclass(frozen=True)
@@ -126,44 +141,59 @@ def train_volume(study, domain: str, volume_id: str):
 
 
 def test_units(study, domain: str, n_test: int | None) -> tuple[list, list]:
-    """(2D test cases, test volumes): the fixed test split (spleen: whole volumes, every slice predicted)."""
-    from ..data import test_subset
-
+    """(2D test cases, test volumes): ``ev.test_units`` (2D negatives kept; spleen: whole volumes, every slice
+    predicted)."""
     data = study.data(domain)
-    test = test_subset(data, n_test)
+    test = ev.test_units(data, n_test)
     if data.volumes:
         return [], [data.volumes[v] for v in dict.fromkeys(c.volume_id for c in test)]
     return test, []
 
 
-def score_rows(net, cases, volumes, side: int) -> list[dict]:
-    """Per-case rows for 2D test cases and per-volume 3D rows for test volumes."""
-    from ..evaluation.metrics import dice, iou, score_volume
+def units_note(study, n_test: int | None, titles: dict[str, str] | None = None) -> str:
+    """'Test units per domain: ISIC 15 (2 without a target); ...' and the empty-mask rule."""
+    parts = []
+    for d in study.domains:
+        cases, volumes = test_units(study, d, n_test)
+        units = cases or volumes
+        neg = sum(not u.mask.any() for u in units)
+        kind = ("volume" if volumes else "image") + ("" if len(units) == 1 else "s")
+        parts.append(f"{(titles or {}).get(d, d)} {len(units)} {kind} ({neg} without a target)")
+    return f"Test units per domain: {'; '.join(parts)}. {ev.EMPTY_RULE[0].upper()}{ev.EMPTY_RULE[1:]}."
 
+
+def score_rows(net, cases, volumes, side: int) -> list[dict]:
+    """Per-case rows for 2D test cases (scored at the file's native size, ``ev.score_case``) and per-volume 3D rows
+    for test volumes (``ev.score_volume``); each row says whether its unit is a negative."""
     rows = []
     for case, m in zip(cases, predict_masks(net, [c.image for c in cases], side)):
-        rows.append({"case_id": case.case_id, "volume_id": None, "unit": "case", "dice": dice(m, case.mask),
-                     "iou": iou(m, case.mask), "flag": ""})
+        rows.append({"case_id": case.case_id, "volume_id": None, "unit": "case", "flag": "",
+                     **ev.score_case(m, case, with_hd95=False)})
     for vol in volumes:
         rows.append({"case_id": vol.volume_id, "volume_id": vol.volume_id, "unit": "volume", "flag": "",
-                     **score_volume(predict_volume(net, vol, side), vol.mask, vol.spacing, with_hd95=False)})
+                     **ev.score_volume(predict_volume(net, vol, side), vol, with_hd95=False)})
     return rows
 
 
 def predict_volume(net, vol, side: int) -> np.ndarray:
     """(H, W, D) boolean prediction of every axial slice of a volume."""
-    from ..evaluation.metrics import assemble_volume
-
     depth = vol.image.shape[2]
     slices = [np.repeat(vol.image[:, :, z, None], 3, axis=2) for z in range(depth)]
-    return assemble_volume(vol.image.shape, dict(enumerate(predict_masks(net, slices, side))))
+    return ev.assemble_volume(vol.image.shape, dict(enumerate(predict_masks(net, slices, side))))
 
 
 def failed_rows(cases, volumes) -> list[dict]:
     """NaN rows flagged 'training_failed' for every test unit of a diverged run (never scored as empty)."""
-    units = [(c.case_id, None, "case") for c in cases] + [(v.volume_id, v.volume_id, "volume") for v in volumes]
-    return [{"case_id": c, "volume_id": v, "unit": u, "dice": np.nan, "iou": np.nan, "flag": "training_failed"}
-            for c, v, u in units]
+    units = ([(c.case_id, None, "case", not c.mask.any()) for c in cases]
+             + [(v.volume_id, v.volume_id, "volume", not v.mask.any()) for v in volumes])
+    return [{"case_id": c, "volume_id": v, "unit": u, "dice": np.nan, "iou": np.nan, "flag": "training_failed",
+             "negative": neg} for c, v, u, neg in units]
+
+
+def kept_val_dice(run: TrainRun) -> float:
+    """The validation Dice at the weights the run kept (its history at ``best_step``; NaN without one)."""
+    at = [h["val_dice"] for h in run.history if h["step"] == run.best_step]
+    return float(at[-1]) if at and run.ok else float("nan")
 
 
 # ---------------------------------------------------------------- one run, resumable
@@ -235,7 +265,8 @@ def run_one(study, key: RunKey, params: dict, root: Path | None = None, progress
 def run_info(run: TrainRun, key: RunKey, init: str, n_bg: int, side: int) -> dict:
     """Per-run columns repeated on every row of that run."""
     return {"arch": key.arch, "n_labels": key.n, "init": init, "status": run.status, "stop": run.stop,
-            "steps_run": run.steps_run, "best_step": run.best_step, "train_s": round(run.seconds, 2),
+            "steps_run": run.steps_run, "best_step": run.best_step, "val_dice": kept_val_dice(run),
+            "train_s": round(run.seconds, 2),
             "n_fit": len(run.train_index), "n_val": len(run.val_index), "n_bg": n_bg,
             "labels_used": len(run.train_index) + len(run.val_index), "image_side": side, "message": run.message}
 
@@ -253,7 +284,13 @@ def save_run(folder: Path, run: TrainRun, rows: pd.DataFrame, sig: dict, keep_ch
         rows.to_parquet(tmp, index=False)
     write_json_atomic(folder / RUN_FILE, {"signature": sig, "status": run.status, "message": run.message,
                                           "best_step": run.best_step, "steps_run": run.steps_run, "stop": run.stop,
+                                          "val_dice": _json_float(kept_val_dice(run)),
                                           "seconds": round(run.seconds, 2), "checkpoint": keep_checkpoint and run.ok})
+
+
+def _json_float(x: float) -> float | None:
+    """A float for JSON: None where it is NaN (strict JSON has no NaN)."""
+    return None if x != x else x
 
 
 def training_curves(study, root: Path | None = None) -> pd.DataFrame:

@@ -5,7 +5,7 @@
 from .experiment import (ARM_LABELS, DEFAULTS, GT_FREE_ARMS, NOTEBOOK, TUNE_KEYS, ArmBoxes, arm_boxes,  # noqa: F401
                          budget_rows, domain_results, fewshot_params, gt_box_provider, labelled_set, predict_rows,
                          run_fewshot, run_info, static_fewshot_box, tune_arm, volume_scores, _method)
-from .summary import fewshot_curves, fewshot_plot, runs_table, summarize_fewshot  # noqa: F401
+from .summary import fewshot_curves, fewshot_plot, localizer_note, runs_table, summarize_fewshot  # noqa: F401
 from .tuner import (STATUS_FAILED, STATUS_OK, TunedDecoder, TuningFailedError, decoder_view, frame_targets,  # noqa: F401
                     hard_dice, prompt_tensors, segmentation_loss, trainable_copy, tune_decoder, validation_split,
                     _logits)

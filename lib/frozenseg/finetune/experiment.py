@@ -1,8 +1,10 @@
 """The experiment of notebook 07: per domain, seed and N, the decoder tuned on the boxes of each arm and scored on
-the fixed test split (spleen: every slice of each test volume, per 3D volume), the frozen decoder beside it.
+the fixed test split (``ev.test_units``: 2D images without a target included; spleen: every slice of each test
+volume, per 3D volume), the frozen decoder beside it; every prediction scored by ``evaluation`` at native size.
 
 Arms, each tuned on the boxes it is prompted with at test time:
-- ``gt_box`` (oracle): each image's own ground-truth box; an organ-free CT slice has none and is predicted empty.
+- ``gt_box`` (oracle): each image's own ground-truth box; an image without a target (a 2D negative, an organ-free
+  CT slice) has none and is predicted empty (``ev.EMPTY_RULE`` then scores it).
 - ``localizer`` (GT-free, deployable): the box of the domain's own route localizer (notebooks 02-05), fitted on the
   same N labels; the train images' boxes come from a localizer fitted without them (leave one out).
 - ``mean_box`` (GT-free): the static few-shot box, the mean of the N train GT boxes in normalised coordinates.
@@ -16,9 +18,10 @@ from typing import Callable, Sequence
 import numpy as np
 import pandas as pd
 
+from .. import evaluation as ev
 from ..boxes import clip_box, mask_to_box
 from ..errors import DataError
-from .tuner import TunedDecoder, tune_decoder
+from .tuner import STATUS_OK, TunedDecoder, tune_decoder
 
 NOTEBOOK = "07_fewshot_decoder"
 # Sizes when a profile leaves them open (Profile.fewshot overrides; budgets None = Profile.budgets).
@@ -50,11 +53,13 @@ def labelled_set(train, n: int, seed: int) -> list:
 @dataclass
 class ArmBoxes:
     """One arm's boxes: ``train`` aligned with the labelled cases (None: no box, left out of tuning), ``test(case)``
-    for a test image (None: nothing to prompt, predicted empty), and how many labels the frozen arm used."""
+    for a test image (None: nothing to prompt, predicted empty), how many labels the frozen arm used, and what
+    made the boxes (``localizer`` column of the rows, e.g. the route's localizer)."""
 
     train: list
     test: Callable
     labels_used: int
+    source: str = ""
 
 
 def gt_box_provider(labelled: Sequence) -> Callable:
@@ -91,7 +96,14 @@ def localizer_boxes_2d(study, domain: str, seed: int, n: int, labelled) -> ArmBo
 
     pipes = loo_pipelines(pipe, labelled, pipe.support, pipe.support_embeddings, strict=False)
     train = [box(p, c, e) for p, c, e in zip(pipes, labelled, embs)]
-    return ArmBoxes(train, lambda case, emb: box(pipe, case, emb), rec["labels_used"])
+    return ArmBoxes(train, lambda case, emb: box(pipe, case, emb), rec["labels_used"], route_localizer(pipe.route))
+
+
+def route_localizer(route) -> str:
+    """'cpg (features=auto) of route isic': a fitted route's localizer and its fixed parameters."""
+    loc = dict(route.localizer)
+    name, args = loc.pop("name"), ", ".join(f"{k}={v}" for k, v in sorted(loc.items()))
+    return f"{name}{f' ({args})' if args else ''} of route {route.domain}"
 
 
 def localizer_boxes_volume(study, seed: int, n: int, labelled) -> ArmBoxes:
@@ -118,17 +130,18 @@ def localizer_boxes_volume(study, seed: int, n: int, labelled) -> ArmBoxes:
             rest = [u for u in used if u.volume_id != c.volume_id]
             priors[c.volume_id] = VolumePrior.fit(rest) if rest else vp.prior
         train.append(box(priors[c.volume_id], c, gated=False))   # the prior's box there, even past its z-range
-    return ArmBoxes(train, lambda case, emb: box(vp.prior, case), len(vp.labels))
+    return ArmBoxes(train, lambda case, emb: box(vp.prior, case), len(vp.labels),
+                    "volume-prior box per slice (frozenseg.pipeline.volume)")
 
 
 def arm_boxes(study, domain: str, seed: int, n: int, arm: str, labelled) -> ArmBoxes:
     """The boxes of one arm at budget N (see the module docstring)."""
     if arm == "gt_box":
         f = gt_box_provider(labelled)
-        return ArmBoxes([f(c) for c in labelled], lambda case, emb: f(case), 0)
+        return ArmBoxes([f(c) for c in labelled], lambda case, emb: f(case), 0, "ground-truth box")
     if arm == "mean_box":
         f = static_fewshot_box(labelled)
-        return ArmBoxes([f(c) for c in labelled], lambda case, emb: f(case), len(labelled))
+        return ArmBoxes([f(c) for c in labelled], lambda case, emb: f(case), len(labelled), "mean train GT box")
     if arm == "localizer":
         if study.data(domain).volumes:
             return localizer_boxes_volume(study, seed, n, labelled)
@@ -151,20 +164,21 @@ def tune_arm(model, labelled, embeddings, boxes, params: dict, seed: int) -> Tun
 
 
 def _case_row(case, box, mask, pred_iou: float) -> dict:
-    """Scores of one test prediction, with what volume scoring needs."""
+    """Scores of one test prediction at the case's native size (``ev.score_case``: Dice, IoU, ``negative``), with
+    what volume scoring needs."""
     from ..boxes import box_iou
-    from ..evaluation.metrics import dice, iou
 
     gt = mask_to_box(case.mask, case.case_id) if case.mask.any() else None
     return {"case_id": case.case_id, "volume_id": case.volume_id, "slice_index": case.slice_index,
-            "dice": dice(mask, case.mask), "iou": iou(mask, case.mask),
+            **ev.score_case(mask, case, with_hd95=False),
             "box_iou": box_iou(box, gt) if box is not None and gt is not None else math.nan,
             "pred_iou": float(pred_iou), "flag": "", "_mask": mask}
 
 
 def predict_rows(model, cases, embeddings, box_of, run: TunedDecoder | None = None, mask_cache=None) -> list[dict]:
     """Test rows of the frozen decoder (``run`` None, via the mask cache) or of a tuned run (NaN rows if it failed).
-    ``box_of(case, embedding)`` (or ``box_of(case)``) gives the prompt; None means nothing is predicted there."""
+    ``box_of(case, embedding)`` (or ``box_of(case)``) gives the prompt; None (the GT box of a negative, a slice
+    outside the volume prior's range) means an empty mask is predicted there and scored by ``ev.EMPTY_RULE``."""
     import inspect
 
     from ..cache import MaskCache
@@ -174,7 +188,8 @@ def predict_rows(model, cases, embeddings, box_of, run: TunedDecoder | None = No
     for case, emb in zip(cases, embeddings):
         if run is not None and not run.ok:
             rows.append({"case_id": case.case_id, "volume_id": case.volume_id, "slice_index": case.slice_index,
-                         "dice": math.nan, "iou": math.nan, "flag": "tuning_failed", "_mask": None})
+                         "dice": math.nan, "iou": math.nan, "negative": not case.mask.any(), "flag": "tuning_failed",
+                         "_mask": None})
             continue
         box = box_of(case, emb) if two else box_of(case)
         if box is None:
@@ -190,9 +205,10 @@ def predict_rows(model, cases, embeddings, box_of, run: TunedDecoder | None = No
 
 
 def run_info(run: TunedDecoder | None) -> dict:
-    """Per-run columns repeated on every row of that run (frozen rows: status 'frozen')."""
+    """Per-run columns repeated on every row of that run (frozen rows: status 'ok' and decoder 'frozen', so that
+    ``ev.scored_units`` counts them)."""
     if run is None:
-        return {"status": "frozen", "epochs_run": 0, "best_epoch": 0, "tune_s": 0.0, "n_train": 0, "n_val": 0}
+        return {"status": STATUS_OK, "epochs_run": 0, "best_epoch": 0, "tune_s": 0.0, "n_train": 0, "n_val": 0}
     return {"status": run.status, "epochs_run": run.epochs_run, "best_epoch": run.best_epoch,
             "tune_s": round(run.seconds, 2), "n_train": len(run.train_index), "n_val": len(run.val_index)}
 
@@ -210,7 +226,7 @@ def budget_rows(study, domain: str, seed: int, n: int, params: dict, test, test_
         if arm != "gt_box" or n == min(params["domain_budgets"]):
             variants.append(("frozen", 0 if arm == "gt_box" else n, None, boxes.labels_used))
         for decoder, n_lab, r, used in variants:
-            meta = {"arm": arm, "decoder": decoder, "n_labels": n_lab, "labels_used": used,
+            meta = {"arm": arm, "decoder": decoder, "n_labels": n_lab, "labels_used": used, "localizer": boxes.source,
                     "method": _method(decoder, arm, n_lab), **run_info(r)}
             rows += [{**row, **meta} for row in predict_rows(study.model, test, test_embs, boxes.test, r, study.masks)]
     return rows
@@ -224,10 +240,10 @@ def _method(decoder: str, arm: str, n: int) -> str:
 def domain_results(study, domain: str, seed: int, params: dict) -> pd.DataFrame:
     """Every budget of one domain and seed; spleen adds per-volume 3D rows (unit 'volume') over every slice of each
     test volume; its slice rows stay diagnostics."""
-    from ..data import budgets_for, test_subset
+    from ..data import budgets_for
 
     data = study.data(domain)
-    test = test_subset(data, params["n_test"])
+    test = ev.test_units(data, params["n_test"])
     test_embs = study.embeddings(test, desc=f"{domain} test")
     params = {**params, "domain_budgets": budgets_for(data, params["budgets"])}
     rows = [r for n in params["domain_budgets"] for r in budget_rows(study, domain, seed, n, params, test, test_embs)]
@@ -240,18 +256,26 @@ def domain_results(study, domain: str, seed: int, params: dict) -> pd.DataFrame:
 
 
 def volume_scores(slices: pd.DataFrame, volumes: dict) -> pd.DataFrame:
-    """Per-volume 3D rows per method; a failed run's volumes are NaN with its flag, never scored as empty."""
-    from ..oracle import volume_rows
-
-    meta_cols = ["method", "arm", "decoder", "n_labels", "labels_used", "status", "epochs_run", "best_epoch", "tune_s",
-                 "n_train", "n_val"]
+    """Per-volume 3D rows per method (``ev.volume_rows``: every slice of each volume, slices without a prediction
+    empty); a failed run's volumes are NaN with its flag, never scored as empty."""
+    meta_cols = ["method", "arm", "decoder", "n_labels", "labels_used", "localizer", "status", "epochs_run",
+                 "best_epoch", "tune_s", "n_train", "n_val"]
     meta = slices[[c for c in meta_cols if c in slices]].drop_duplicates("method")
-    ok = slices[slices.flag == ""]
-    vol = volume_rows(ok, volumes) if len(ok) else pd.DataFrame(columns=["volume_id", "method"])
+    rows = []
+    for method, g in slices[slices.flag == ""].dropna(subset=["volume_id"]).groupby("method", sort=True):
+        preds = {vid: {} for vid in g.volume_id}
+        for vid, z, m in zip(g.volume_id, g.slice_index, g._mask):
+            if isinstance(m, np.ndarray):
+                preds[vid][int(z)] = m
+        ious = g.groupby("volume_id")[["box_iou", "pred_iou"]].mean()
+        rows += [{**r, "method": method, "box_iou": float(ious.box_iou[r["volume_id"]]),
+                  "pred_iou": float(ious.pred_iou[r["volume_id"]]), "flag": ""}
+                 for r in ev.volume_rows(preds, volumes, with_hd95=False)]
     failed = slices[slices.flag != ""].drop_duplicates(["volume_id", "method"])
-    failed = failed.assign(case_id=failed.volume_id, slice_index=np.nan)[["case_id", "volume_id", "method", "flag"]]
-    out = pd.concat([vol.drop(columns=["domain", "seed", "perturbation", "level"], errors="ignore"), failed],
-                    ignore_index=True)
+    failed = failed.assign(case_id=failed.volume_id, slice_index=np.nan,
+                           negative=[not volumes[v].mask.any() for v in failed.volume_id])
+    out = pd.concat([pd.DataFrame(rows, columns=["case_id", "volume_id", "method", "flag"] if not rows else None),
+                     failed[["case_id", "volume_id", "method", "negative", "flag"]]], ignore_index=True)
     return out.merge(meta, on="method", how="left").assign(flag=lambda d: d.flag.fillna(""))
 
 

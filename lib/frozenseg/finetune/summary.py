@@ -3,23 +3,19 @@ from __future__ import annotations
 
 import pandas as pd
 
+from .. import evaluation as ev
 from .experiment import ARM_LABELS
 from .tuner import STATUS_FAILED
 
 
 def fewshot_curves(df: pd.DataFrame) -> pd.DataFrame:
-    """Mean and sd (across seeds) of Dice per domain x arm x decoder x N, scored units of finished runs only."""
-    from ..oracle import scored_units
-    from ..results import seed_summary
-
-    d = scored_units(df)
-    return seed_summary(d, ["domain", "arm", "decoder", "n_labels"]).sort_values(["domain", "arm", "decoder", "n_labels"])
+    """Mean and sd (ev.ACROSS_SEEDS) of Dice per domain x arm x decoder x N, scored units of finished runs only."""
+    return (ev.seed_summary(ev.scored_units(df), ["domain", "arm", "decoder", "n_labels"])
+            .sort_values(["domain", "arm", "decoder", "n_labels"]))
 
 
 def summarize_fewshot(df: pd.DataFrame, titles: dict[str, str] | None = None) -> pd.DataFrame:
-    """One row per domain x arm: frozen and tuned Dice (mean ± sd across seeds) at each N, and failed runs."""
-    from ..results import fmt_mean_sd
-
+    """One row per domain x arm: frozen and tuned Dice (ev.ACROSS_SEEDS) at each N, and failed runs."""
     curves, rows = fewshot_curves(df), []
     frozen_gt = curves[(curves.arm == "gt_box") & (curves.decoder == "frozen")].set_index("domain")
     for (dom, arm), g in curves[curves.decoder == "tuned"].groupby(["domain", "arm"], sort=False):
@@ -28,12 +24,21 @@ def summarize_fewshot(df: pd.DataFrame, titles: dict[str, str] | None = None) ->
             t = g[g.n_labels == n].iloc[0]
             f = frozen_gt.loc[dom] if arm == "gt_box" else curves[(curves.domain == dom) & (curves.arm == arm) &
                                                                   (curves.decoder == "frozen") & (curves.n_labels == n)].iloc[0]
-            row[f"N={n} frozen"] = fmt_mean_sd(f["mean"], f["sd"])
-            row[f"N={n} tuned"] = fmt_mean_sd(t["mean"], t["sd"])
+            row[f"N={n} frozen"] = ev.fmt_mean_sd(f["mean"], f["sd"])
+            row[f"N={n} tuned"] = ev.fmt_mean_sd(t["mean"], t["sd"])
         row["failed runs"] = int(df[(df.domain == dom) & (df.arm == arm) & (df.status == STATUS_FAILED)]
                                  [["seed", "n_labels"]].drop_duplicates().shape[0])
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def localizer_note(df: pd.DataFrame, titles: dict[str, str] | None = None) -> str:
+    """Which localizer the GT-free 'localizer' arm ran with per domain, read from the rows (the route it fitted)."""
+    d = df[df.arm == "localizer"] if "localizer" in df else df.iloc[:0]
+    parts = [f"{(titles or {}).get(dom, dom)}: {', '.join(sorted(set(g.localizer.dropna())))}"
+             for dom, g in d.groupby("domain", sort=False)]
+    return ("Domain localizer arm, as fitted on the N labels per domain: " + "; ".join(parts) + "."
+            if parts else "Domain localizer arm: no rows.")
 
 
 def runs_table(df: pd.DataFrame, titles: dict[str, str] | None = None) -> pd.DataFrame:
