@@ -110,6 +110,17 @@ def test_tiny_training_runs_keeps_best_step_and_curve(arch):
     assert all(math.isfinite(h["val_loss"]) for h in run.history)
 
 
+@pytest.mark.parametrize("monitor", ["val_loss", "val_dice"])
+def test_the_first_evaluation_is_an_improvement_not_a_strike(monitor):
+    """With no best yet, min_delta must not turn the first evaluation into 'no improvement' (inf * 0 is NaN), which
+    stopped every patience-1 run after one evaluation."""
+    x, y = train.prepare([_disc_case(i) for i in range(5)], 32)
+    net, _ = nets.build_net("unet_regnetx002", False, seed=1)
+    run = train.train_net(net, x, y, steps=3, batch_size=2, lr=1e-3, eval_every=1, patience=1, min_delta=0.0,
+                          monitor=monitor, val_fraction=0.4, seed=0)
+    assert run.best_step >= 1 and run.steps_run >= 2, "a patience-1 run stopped at its first evaluation"
+
+
 def test_image_side_must_suit_the_encoders():
     with pytest.raises(ConfigError, match="multiple of 32"):
         train.to_tensors([_disc_case(0).image], 40)

@@ -214,7 +214,7 @@ def _loop(net, x, y, run: TrainRun, *, steps, batch_size, lr, weight_decay, eval
             return _fail(run, step, f"non-finite validation loss at step {step}")
         score = sign * (val_loss if monitor == "val_loss" else val_dice)
         if not va or score < best:
-            margin = abs(best) * min_delta if monitor == "val_loss" else min_delta
+            margin = (abs(best) * min_delta if monitor == "val_loss" else min_delta) if math.isfinite(best) else 0.0
             bad = 0 if not va or score < best - margin else bad + 1
             best, run.best_step, run.state = score, step, snapshot(net)
         else:
