@@ -109,24 +109,23 @@ def check_budget(domain: str, n: int, pool: int) -> None:
 
 def labelled_cases(study, domain: str, n: int, seed: int, bg_ratio: float) -> tuple[list, int]:
     """The seeded nested N-label train subset, plus background slices of the same volumes for CT; (cases, n_bg)."""
+    from ..data.background import background_count
     from ..data.splits import subsample_train
 
     train = study.data(domain).train
     check_budget(domain, n, len(train))
     fg = subsample_train(train, n, seed)
-    bg = background_slices(study, domain, fg, int(round(n * bg_ratio)), seed) if fg[0].volume_id else []
+    bg = background_slices(study, domain, fg, background_count(n, bg_ratio), seed) if fg[0].volume_id else []
     return fg + bg, len(bg)
 
 
 def background_slices(study, domain: str, labelled, k: int, seed: int) -> list:
     """``k`` seeded spleen-free slices of the train volumes the labelled slices come from (never test volumes)."""
+    from ..data.background import background_draw
+
     ids = sorted({c.volume_id for c in labelled})
-    vols = [v for v in (train_volume(study, domain, vid) for vid in ids) if v is not None]
-    cand = [(v, z) for v in vols for z in range(v.mask.shape[2]) if not v.mask[:, :, z].any()]
-    if k <= 0 or not cand:
-        return []
-    pick = np.random.default_rng([int(seed), 0xB6]).permutation(len(cand))[:k]
-    return [cand[i][0].slice_case(cand[i][1]) for i in sorted(pick)]
+    vols = {v.volume_id: v for v in (train_volume(study, domain, vid) for vid in ids) if v is not None}
+    return [vols[vid].slice_case(z) for vid, z in background_draw(vols.values(), k, seed)]
 
 
 def train_volume(study, domain: str, volume_id: str):
