@@ -128,3 +128,26 @@ def test_select_best_refuses_test_scores():
     assert ev.select_best(t, ["domain"], "val_dice").arch.tolist() == ["s"]
     with pytest.raises(ConfigError, match="test scores"):
         ev.select_best(t, ["domain"], "dice")
+
+
+def test_no_copy_of_the_evaluation_rules_outside_the_core():
+    """The rules live once: no other module computes an sd across seeds or folds, bootstraps, decides which rows
+    count, assembles a volume for scoring or cuts its own test split."""
+    import re
+
+    from frozenseg import paths
+
+    lib = paths.REPO / "lib" / "frozenseg"
+    patterns = {"an sd with its own ddof": r"ddof\s*=", "a bootstrap": r"\bboots\b|spearmanr",
+                "which rows count": r"unit\.isin\(\[\s*[\"']case[\"'],\s*[\"']volume[\"']",
+                "its own test split": r"\btest_subset\b", "a copy of a summary": r"def (scored_units|seed_summary|"
+                r"fmt_mean_sd|mean_sd|cluster_bootstrap|rank_correlation|fmt_ci)\b",
+                "its own volume assembly": r"(?<!ev\.)(?<!\.)\bassemble_volume\("}
+    found = []
+    for path in sorted(lib.rglob("*.py")):
+        rel = path.relative_to(lib).as_posix()
+        if rel.startswith("evaluation/"):
+            continue
+        text = path.read_text(encoding="utf-8")
+        found += [f"{rel}: {what}" for what, pat in patterns.items() if re.search(pat, text)]
+    assert not found, "evaluation rules copied outside frozenseg.evaluation:\n" + "\n".join(found)
