@@ -97,19 +97,6 @@ def _fixed(domain: str, train: list, test: list, profile: Profile, how: str) -> 
     return DomainData(domain=domain, source="real", train=train, test=test, meta=meta)
 
 
-def test_subset(data: DomainData, n_test: int | None = None) -> list[Case]:
-    """The test cases every method predicts: the fixed test split, cut to its first ``n_test`` units when set
-    (2D: cases with a target, an image without one has no Dice to compare; volume domains: whole test volumes,
-    each with every one of its slices, empty ones included, scored per volume)."""
-    if not data.volumes:
-        cases = [c for c in data.test if c.mask.any()]
-        return cases if n_test is None else cases[:n_test]
-    if n_test is None:
-        return list(data.test)
-    keep = set(list(dict.fromkeys(c.volume_id for c in data.test))[: max(1, int(n_test))])
-    return [c for c in data.test if c.volume_id in keep]
-
-
 def _split(domain: str, source: str, records: list, profile: Profile, meta: dict | None = None,
            groups: dict | None = None) -> DomainData:
     """Fixed test split (by the profile's data seed) and a train pool capped at ``profile.n_train``; volumes that
