@@ -59,7 +59,8 @@ cfg = V.settings(study.profile.name, n_boot=n_boot, n_test=n_test, perturb=pertu
 titles = {d: study.title(d) for d in study.domains}
 DOMAIN_NB = {"isic": "02_isic", "kvasir": "04_kvasir", "cxr": "05_cxr"}
 print("settings:", cfg)
-print(art.note(f"Perturbed boxes: the localizer's box scaled about its centre by {', '.join(f'{x:g}' for x in V.SCALES)} "
+scales = ", ".join(f"{x:g}" for x in V.SCALES)
+print(art.note(f"Perturbed boxes: the localizer's box scaled about its centre by {scales} "
                f"and shifted by {V.SHIFT:.0%} of its side left, right, up and down ({len(V.PERTURBATIONS)} in all). "
                f"This run decodes {len(cfg['perturb'])} of them on 2D images ({', '.join(cfg['perturb']) or 'none'}) "
                f"and {len(cfg['spleen_perturb'])} on spleen slices ({', '.join(cfg['spleen_perturb']) or 'none'}); "
@@ -142,8 +143,8 @@ display(art.table(shown, "correlations", caption=(
     "each case (mean over cases whose candidates differ in both gate and Dice) and pooled over all candidates. "
     f"Intervals: {ev.interval_note(cfg['n_boot'])}; the unit resampled is the test case (spleen: the volume; its "
     "cases are ground-truth slices). 'valid': the within-case interval is above zero; 'inverted': below; 'not "
-    f"shown': it contains zero; 'no interval': fewer than {ev.MIN_UNITS} units to resample. The last column keeps only the "
-    "masks the keep-best loop itself compared (localize mask and skill proposals, no perturbed boxes), over the "
+    f"shown': it contains zero; 'no interval': fewer than {ev.MIN_UNITS} units to resample. The last column keeps "
+    "only the masks the keep-best loop itself compared (localize mask and skill proposals, no perturbed boxes), over the "
     "cases with at least three distinct ones: the fine decisions keep-best actually makes.")))
 print(art.note(source_study_note("gate_vs_dice_correlation", titles), name="reference", reference=True))
 

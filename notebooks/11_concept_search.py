@@ -120,9 +120,11 @@ display(table)
 
 # %%
 fig = viz.concept_curves(curves, ref, titles)
+starts = sorted(params["starts"])
 art.figure(fig, "dice_vs_labels", caption=(
-    "Test Dice vs labelled images: HUE top-k (solid) and random (dashed), from 1 (blue) and 5 (orange) "
-    "labelled images; dotted: the GT-box oracle of notebook 01 on the same test images, where available."))
+    f"Test Dice vs labelled images: HUE top-k (solid) and random (dashed), from {starts[0]} labelled image(s) (blue)"
+    + (f" and from {', '.join(map(str, starts[1:]))} (orange)" if len(starts) > 1 else "")
+    + "; dotted: the GT-box oracle of notebook 01 on the same test units, where available."))
 
 # %% [markdown]
 # ## Concept search vs the localizer pipelines, the tuned decoder and the oracle

@@ -35,7 +35,7 @@ def test_routing_table_reports_the_label_choice_and_labels_hindsight_as_a_refere
     s = R.route_scores_table(_routes()).set_index("route")
     assert s.loc["cxr", "chosen"] == "✓" and s.loc["agnostic", "chosen"] == "" and s.loc["cxr", "test Dice"] == \
         "0.550 ± 0.071"
-    assert R.unit_counts(_routes()) == {"isic": "4 units, 1 negatives"}
+    assert R.unit_counts(_routes()) == {"isic": "4 units, 1 negative"}
 
 
 class _Study:

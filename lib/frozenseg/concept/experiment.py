@@ -21,10 +21,10 @@ NOTEBOOK = "11_concept_search"
 BACKENDS = {"decoder": "the study model's frozen prompt encoder + mask decoder (LiteMedSAM in smoke/cpu)",
             "sam3": "SAM3's text pathway (frozenseg.models.sam3; weights: manifest entry 'sam3' under FROZENSEG_DATA)"}
 # Sizes when a profile leaves them open. The learning rate comes from the backend's preset (concept.core): LiteMedSAM's
-# decoder fits with FitSettings() (the source's SAM3_TEXT_SETTINGS rate collapses its concepts: notebook 11's
-# `lr_check` fits both on each domain's start set and shows the outcome), SAM3 with the source's SAM3_TEXT_SETTINGS. refit_epochs: epochs of each warm-started refit in the loop (the first fit
-# of a loop uses `epochs`); the refit starts from the previous round's concept, so it needs fewer steps (None:
-# `epochs`, the source's way).
+# decoder fits with FitSettings(), not the source's SAM3_TEXT_SETTINGS rate (whether that one collapses its concepts:
+# notebook 11's `lr_check` fits both on each domain's start set); SAM3 fits with SAM3_TEXT_SETTINGS.
+# refit_epochs: epochs of each warm-started refit in the loop (the first fit of a loop uses `epochs`); the refit
+# starts from the previous round's concept, so it needs fewer steps (None: `epochs`, the source's way).
 DEFAULTS = {"k": 4, "epochs": 60, "refit_epochs": 20, "rounds": 5, "per_round": 5, "starts": (1, 5), "pool": None,
             "n_test": None, "n_boot": 1000}
 SOURCE_LR = {"lr": SAM3_TEXT_SETTINGS.lr, "lr_min": SAM3_TEXT_SETTINGS.lr_min}

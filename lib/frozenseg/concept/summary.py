@@ -104,7 +104,8 @@ def correlation_table(df: pd.DataFrame, n_boot: int = 1000, titles: dict | None 
                      "pairs (starts x seeds x images)": rc["n"], "resampled units": rc["clusters"],
                      "Spearman rho (U vs Dice) [interval]": ev.fmt_ci(rc["rho"], rc["lo"], rc["hi"]),
                      "rho": rc["rho"],
-                     f"empty concept masks (U = {EMPTY_U:g})": int(g["empty_mask"].astype("boolean").fillna(False).sum()),
+                     f"empty concept masks (U = {EMPTY_U:g})":
+                         int(g["empty_mask"].astype("boolean").fillna(False).sum()),
                      "flag": rc["flag"]})
     return pd.DataFrame(rows)
 

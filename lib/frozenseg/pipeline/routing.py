@@ -105,7 +105,8 @@ def unit_counts(df: pd.DataFrame) -> dict[str, str]:
     out = {}
     for dom, d in ev.scored_units(df).groupby("domain", sort=False):
         one = d[(d.route == d.route.iloc[0]) & (d.seed == d.seed.iloc[0])]
-        out[dom] = f"{len(one)} units, {int(one.get('negative', pd.Series(False)).astype(bool).sum())} negatives"
+        n, k = len(one), int(one["negative"].astype(bool).sum()) if "negative" in one else 0
+        out[dom] = f"{n} unit{'s' * (n != 1)}, {k} negative{'s' * (k != 1)}"
     return out
 
 
