@@ -15,8 +15,9 @@
 # and a self-reprompt. The per-domain routes of notebooks 02-05 differ in their localizer topology and skills.
 # A **router** picks a route for a domain from its few labelled images alone: every candidate route is fit on
 # part of the labels and scored on the rest (held-out Dice); the best one is deployed. Test cases are never
-# used to choose. Routes run here *without* their genome, so this compares topologies; the genome-fit
-# deployed pipelines are in 02-05.
+# used to choose. Every candidate is first screened without its genome (its topology), and the best few are
+# refitted with their genome as they would be deployed, within the small genome budget printed below (the
+# larger-budget pipelines of 02-05 are the domains' deployed ones).
 #
 # The second half asks whether ranking automatic-mask-generator candidates by few-shot prototypes in *several*
 # frozen feature spaces beats any single one. Offline the spaces are the model's own image embedding and a
@@ -36,9 +37,11 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from IPython.display import display
 
-from frozenseg.pipeline.routing import (FIXED, feature_spaces, label_vs_test, rank_domain, ranking_figure,
-                                        ranking_table, route_domain, route_scores_table, router_settings,
-                                        routing_table, tidy)
+from frozenseg import evaluation as ev
+from frozenseg.pipeline.routing import (FIXED, HINDSIGHT, feature_spaces, label_vs_test, rank_domain,
+                                        ranking_figure, ranking_images, ranking_table, route_domain,
+                                        route_scores_table, router_settings, routing_table, tidy,
+                                        unit_counts)
 from frozenseg.results import save_results
 from frozenseg.study import setup
 
@@ -58,8 +61,10 @@ print(f"candidate routes: {rs['candidates']}; labels the router sees: {rs['n_lab
 # k-fold cross-validation on them (each label held out once, the route fitted on the other folds as it would be
 # deployed), first every route without its genome, then the best few refitted with their genome; it picks the
 # best finalist, and reports each route's score with its spread across folds so the user sees how sure the choice
-# is. Each route is then deployed from all N labels and scored on test (spleen: per volume, every slice).
-# "Regret" is how far the routed choice falls short of the route that is best on test in hindsight.
+# is. Each route is then deployed from all N labels and scored on test through the evaluation core (2D images
+# at their native resolution, negatives by the empty rule; spleen per volume, every slice). The route that is
+# best on test is shown only in hindsight, as a reference for the **regret** (how far the routed choice falls
+# short of it): it is read after the choice and chooses nothing.
 
 # %%
 routes = pd.concat([route_domain(study, d, s) for d in study.domains for s in study.seeds], ignore_index=True)
@@ -69,11 +74,14 @@ n_lab = int(routes.n_labels.iloc[0])
 display(art.table(route_scores_table(routes, {d: study.title(d) for d in study.domains}), "route_scores", caption=(
     f"What the router sees and what each route then gets: cross-validated Dice on the {n_lab} labelled train "
     f"images (mean ± sd across {rs['folds']} folds; 'genome' = refitted with its genome as deployed) and test Dice "
-    "when deployed from those labels; ✓ = the router's choice.")))
-display(art.table(routing_table(routes), "routing", float_format="{:.3f}", caption=(
-    f"Test Dice of the fixed domain-agnostic pipeline ({FIXED}), of the route the router chose from {n_lab} "
-    "labelled train images, of the domain's own hand-written route, and of the best route on test in hindsight "
-    "(means over seeds and test units; spleen per volume).")))
+    f"when deployed from those labels ({ev.ACROSS_SEEDS}); ✓ = the router's choice, made on the labels.")))
+display(art.table(routing_table(routes), "routing", caption=(
+    f"Test Dice ({ev.ACROSS_SEEDS}; spleen per volume) of the fixed domain-agnostic pipeline ({FIXED}), of the "
+    f"route the router chose from {n_lab} labelled train images, and of the domain's own hand-written route. "
+    f"'{HINDSIGHT}': the route with the highest mean test Dice, read after the choice as the reference for "
+    "'regret' (its mean minus the routed mean); it is not used to choose anything. Test units per domain, "
+    f"negatives (no target) included and scored by the empty rule: "
+    f"{'; '.join(f'{d}: {n}' for d, n in unit_counts(routes).items())}.")))
 
 # %%
 art.figure(label_vs_test(routes, study.title), "label_vs_test", caption=(
@@ -91,9 +99,12 @@ plt.show()
 
 # %%
 display(art.table(ranking_table(ranks).reset_index(), "feature_ranking", float_format="{:.3f}", caption=(
-    f"Dice of the top-ranked candidate by feature space(s), per domain, {rs['n_test'] or 'all'} test cases, "
-    f"seeds {study.seeds}. Spaces here: {', '.join(feature_spaces())} (colour = hand-crafted colour-texture "
-    "statistics, not a learned representation).")))
+    "Dice of the top-ranked candidate by feature space(s), per domain, over test images that have a target (a "
+    "ranking is scored against one, so negatives are left out here; images per domain: "
+    f"{', '.join(f'{d}: {n}' for d, n in ranking_images(ranks).items())}; spleen: slices of its first "
+    f"{rs['n_volumes']} test volume(s)), seeds {study.seeds}, means over images and seeds. Spaces here: "
+    f"{', '.join(feature_spaces())} (colour = hand-crafted colour-texture statistics, not a learned "
+    "representation).")))
 
 # %%
 art.figure(ranking_figure(ranks), "feature_ranking", caption=(

@@ -15,12 +15,12 @@
 # predicted IoU, agreement with the few-shot atlas, colour contrast, area prior, compactness, edge contrast)
 # scores its proposal higher than the current mask. That loop can only help where the gate ranks masks the way
 # the true Dice does. Here each test case gets a set of **candidate masks made without its ground truth**: the
-# localize mask, every proposal a skill made, and decodes of the localizer's box scaled (0.7, 0.85, 1.15, 1.3)
-# and shifted (15% of its side, four directions; the cpu profile decodes four of these eight, two on spleen
-# slices, to fit its time budget). Each candidate carries its gate value; the ground truth only scores it. We
-# report the **within-case** Spearman correlation of gate vs Dice (does the gate pick the better of one image's
-# masks? this is what keep-best needs), averaged over cases, and the **pooled** one (all
-# candidates of a domain), each with a 95% bootstrap interval that resamples cases (spleen: volumes). Then an
+# localize mask, every proposal a skill made, and decodes of the localizer's box scaled about its centre and
+# shifted in four directions (the factors, and which of these the profile decodes, are printed below). Each
+# candidate carries its gate value; the ground truth only scores it (at the image's native resolution, through
+# the evaluation core). We report the **within-case** Spearman correlation of gate vs Dice (does the gate pick
+# the better of one image's masks? this is what keep-best needs), averaged over cases, and the **pooled** one
+# (all candidates of a domain), each with a bootstrap interval that resamples cases (spleen: volumes). Then an
 # **audit of the keep-best loop**: Dice of the localize mask, of the gate-kept (deployed) mask, and of an
 # oracle that keeps the truly best mask among the same candidates the loop compared, and how often an accepted
 # change lowered the true Dice.
@@ -36,7 +36,7 @@ folders = {}         # extra domains, e.g. {"mydomain": "/path/with/images_and_m
 n_boot = None        # bootstrap resamples; None: the profile's (200 smoke, 1000 cpu/full)
 n_test = None        # test cases per 2D domain; None: the profile's (cpu 15, else the test split of 02-05)
 perturb = None       # perturbed localizer boxes decoded as extra candidates, e.g. ["scale_0.7", "shift_left"];
-                     # None: the profile's (all eight; cpu four, two on spleen slices), []: none
+                     # None: the profile's (frozenseg.pipeline.validity.SIZES), []: none
 spleen = True        # include the spleen volume pipeline's gate (per ground-truth slice)
 
 # %%
@@ -46,6 +46,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from IPython.display import display
 
+from frozenseg import evaluation as ev
 from frozenseg.pipeline import validity as V
 from frozenseg.report import source_study_note
 from frozenseg.results import load_results, results_path, save_results
@@ -58,6 +59,12 @@ cfg = V.settings(study.profile.name, n_boot=n_boot, n_test=n_test, perturb=pertu
 titles = {d: study.title(d) for d in study.domains}
 DOMAIN_NB = {"isic": "02_isic", "kvasir": "04_kvasir", "cxr": "05_cxr"}
 print("settings:", cfg)
+scales = ", ".join(f"{x:g}" for x in V.SCALES)
+print(art.note(f"Perturbed boxes: the localizer's box scaled about its centre by {scales} "
+               f"and shifted by {V.SHIFT:.0%} of its side left, right, up and down ({len(V.PERTURBATIONS)} in all). "
+               f"This run decodes {len(cfg['perturb'])} of them on 2D images ({', '.join(cfg['perturb']) or 'none'}) "
+               f"and {len(cfg['spleen_perturb'])} on spleen slices ({', '.join(cfg['spleen_perturb']) or 'none'}); "
+               f"intervals from {cfg['n_boot']} bootstrap resamples.", name="perturbations"))
 
 # %% [markdown]
 # ## Candidates and their gate values
@@ -123,21 +130,21 @@ shown = pd.DataFrame({
     "resampled units": [f"{n} {'volume' if d == 'spleen' else 'case'}{'s' if n != 1 else ''}"
                         for d, n in zip(corr.domain, corr.clusters)],
     "candidates": corr.candidates,
-    "within-case ρ [95% CI]": [V.fmt_ci(*r) for r in corr[["within", "within_lo", "within_hi"]].itertuples(False)],
-    "pooled ρ [95% CI]": [V.fmt_ci(*r) for r in corr[["pooled", "pooled_lo", "pooled_hi"]].itertuples(False)],
+    "within-case ρ [interval]": [ev.fmt_ci(*r) for r in corr[["within", "within_lo", "within_hi"]].itertuples(False)],
+    "pooled ρ [interval]": [ev.fmt_ci(*r) for r in corr[["pooled", "pooled_lo", "pooled_hi"]].itertuples(False)],
     "gate": corr.verdict,
-    "within-case ρ, loop masks only": [f"{V.fmt_ci(*r[:3])} ({r[3]} cases)" for r in
+    "within-case ρ, loop masks only": [f"{ev.fmt_ci(*r[:3])} ({r[3]} cases)" for r in
                                        corr[["loop_within", "loop_within_lo", "loop_within_hi", "loop_cases"]]
                                        .itertuples(False)]})
 display(art.table(shown, "correlations", caption=(
     f"Spearman correlation of the GT-free gate with true Dice over candidate masks (seeds {study.seeds}; perturbed "
     f"boxes: {', '.join(cfg['perturb']) or 'none'}; on spleen slices {', '.join(cfg['spleen_perturb']) or 'none'}): "
     "within "
-    "each case (mean over cases whose candidates differ in both gate and Dice) and pooled over all candidates, with "
-    f"percentile 95% intervals from {cfg['n_boot']} bootstrap resamples of cases (spleen: of volumes; its cases are "
-    "ground-truth slices). 'valid': the within-case interval is above zero; 'inverted': below; 'not shown': it "
-    f"contains zero; 'no interval': fewer than {V.MIN_UNITS} units to resample. The last column keeps only the "
-    "masks the keep-best loop itself compared (localize mask and skill proposals, no perturbed boxes), over the "
+    "each case (mean over cases whose candidates differ in both gate and Dice) and pooled over all candidates. "
+    f"Intervals: {ev.interval_note(cfg['n_boot'])}; the unit resampled is the test case (spleen: the volume; its "
+    "cases are ground-truth slices). 'valid': the within-case interval is above zero; 'inverted': below; 'not "
+    f"shown': it contains zero; 'no interval': fewer than {ev.MIN_UNITS} units to resample. The last column keeps "
+    "only the masks the keep-best loop itself compared (localize mask and skill proposals, no perturbed boxes), over the "
     "cases with at least three distinct ones: the fine decisions keep-best actually makes.")))
 print(art.note(source_study_note("gate_vs_dice_correlation", titles), name="reference", reference=True))
 
@@ -146,8 +153,8 @@ fig = V.scatter_figure(rows, corr, titles, seed=study.seeds[0])
 art.figure(fig, "scatter", caption=(
     f"Gate value vs true Dice of every candidate mask, seed {study.seeds[0]}, one colour per test case (spleen: "
     "per ground-truth slice): circles were compared by the keep-best loop, crosses are perturbed localizer boxes, "
-    "black rings mark the deployed mask. Titles: within-case and pooled Spearman ρ with 95% bootstrap intervals "
-    "(over all seeds)."))
+    "black rings mark the deployed mask. Titles: within-case and pooled Spearman ρ with their bootstrap intervals "
+    f"(over all seeds; {ev.LEVEL:.0%} percentile, cases resampled)."))
 plt.show()
 
 # %% [markdown]

@@ -5,10 +5,14 @@ import numpy as np
 import pytest
 import torch
 
+import pandas as pd
+
+from frozenseg import evaluation as ev
 from frozenseg.concept import (EMPTY_U, FLAG_COLLAPSED, FLAG_SINGLE, LOWEST_U_SPLIT, ConceptCollapsedError,
                                DecoderBackend, FitSettings, LoopConfig, annotation_loop, fit_concept,
-                               ground_truth_annotator, hue_from_logits, lowest_u_picks, predict, rank_correlation,
-                               select)
+                               ground_truth_annotator, hue_from_logits, lowest_u_picks, predict, select)
+from frozenseg.data.splits import subsample_train
+from frozenseg.data.types import Case, DomainData
 from frozenseg.errors import ConfigError, DataError
 from frozenseg.evaluation.metrics import dice
 
@@ -166,14 +170,29 @@ def test_hue_disagreement_raises_u():
     assert hue_from_logits(lg, lambda box: -lg).u > 0.9
 
 
-def test_rank_correlation_and_flags():
-    u = np.linspace(0, 2, 30)
-    d = 1 - u / 2 + np.random.default_rng(0).normal(0, 0.05, 30)
-    rc = rank_correlation(u, d, n_boot=200, seed=0)
-    assert rc["rho"] < -0.8 and rc["lo"] <= rc["rho"] <= rc["hi"]
-    assert rc == rank_correlation(u, d, n_boot=200, seed=0)
-    assert rank_correlation([1, 2], [0.1, 0.2])["flag"] == "too_few_cases"
-    assert rank_correlation([1, 1, 1], [0.1, 0.2, 0.3])["flag"] == "constant_input"
+def _u_rows(n_images, seeds=3, starts=(1, 5)):
+    """Last-round HUE test rows that repeat ``n_images`` images over start sizes and seeds (U falls as Dice rises)."""
+    rng = np.random.default_rng(0)
+    base = rng.random(n_images)
+    return pd.DataFrame([{"domain": "d", "split": "test", "unit": "case", "case_id": f"img{i}", "seed": s,
+                          "start": st, "strategy": "hue", "round": 2, "u": 1.5 - base[i] + 0.05 * rng.random(),
+                          "dice": base[i], "empty_mask": False}
+                         for s in range(seeds) for st in starts for i in range(n_images)])
+
+
+def test_u_vs_dice_interval_resamples_images_not_rows():
+    """Rows repeat each image over start sizes and seeds: the bootstrap resamples images (evaluation core)."""
+    from frozenseg.concept import summary as cs
+
+    few = cs.correlation_table(_u_rows(4), n_boot=200).iloc[0]
+    assert few["pairs (starts x seeds x images)"] == 24 and few["images"] == 4 and few["resampled units"] == 4
+    assert few["rho"] < -0.8 and "(no interval)" in few["Spearman rho (U vs Dice) [interval]"], \
+        f"fewer than {ev.MIN_UNITS} images: no interval, however many rows repeat them"
+    many = cs.correlation_table(_u_rows(12), n_boot=200).iloc[0]
+    got = ev.spearman_interval(_u_rows(12).u, _u_rows(12).dice, _u_rows(12).case_id, n_boot=200, seed=0)
+    assert many["resampled units"] == 12 and many["Spearman rho (U vs Dice) [interval]"] == ev.fmt_ci(
+        got["rho"], got["lo"], got["hi"])
+    assert not hasattr(__import__("frozenseg.concept.hue", fromlist=["x"]), "rank_correlation"), "the copy is gone"
 
 
 # ---------------------------------------------------------------- the loop
@@ -226,12 +245,11 @@ def test_random_and_hue_differ_and_respect_budget():
     assert hue.labelled != rnd.labelled
 
 
-def test_select_top_k_by_u_and_seeded_random():
+def test_select_top_k_by_u_and_random_as_the_next_of_the_draw():
     u = {0: 0.1, 1: 2.0, 2: 0.7, 3: 0.7, 4: 0.3}
-    assert select("hue", list(u), u, 2, seed=0, rnd=1) == [1, 2]
-    a = select("random", list(u), u, 3, seed=0, rnd=1)
-    assert a == select("random", list(u), u, 3, seed=0, rnd=1) and len(a) == 3
-    assert len(select("hue", [0, 4], u, 5, seed=0, rnd=1)) == 2
+    assert select("hue", list(u), u, 2) == [1, 2]
+    assert select("random", [4, 1, 3], u, 2) == [1, 3], "random: the next images of the seeded draw (pool order)"
+    assert len(select("hue", [0, 4], u, 5)) == 2
 
 
 def test_lowest_u_picks_read_u_only_and_pick_the_lowest_round():
@@ -280,6 +298,81 @@ def test_loop_scores_each_image_with_its_lowest_u_round(tmp_path):
     resumed = annotation_loop(be, feats, ground_truth_annotator(masks), cfg, feats[:4], masks[:4], pool_truth=masks,
                               state_path=path)
     assert resumed.rows == st.rows, "picked masks of earlier rounds are rebuilt on resume"
+
+
+# ---------------------------------------------------------------- the study: shared label draw, test units
+
+
+class _CaseBackend(FakeBackend):
+    """FakeBackend on RGB cases (the first channel scaled to [0, 1])."""
+
+    cache_id = "fake-cases"
+
+    def features(self, images, desc=""):
+        return [np.asarray(im[..., 0], dtype=np.float32) / 255 for im in images]
+
+
+def _case(i, fg=True, size=16):
+    imgs, masks = _fake_pool(i + 1, size)
+    m = masks[i] if fg else np.zeros((size, size), bool)
+    img = np.repeat((np.clip(imgs[i] if fg else 0.3 * imgs[i], 0, 1) * 255).astype(np.uint8)[..., None], 3, 2)
+    return Case(f"c{i:02d}" if fg else f"neg{i:02d}", "toy", img, m)
+
+
+class _Study:
+    """What run_domain reads of a study: data, the profile's name, the data source."""
+
+    def __init__(self, data):
+        self._d, self.profile = data, type("P", (), {"name": "concepttest"})()
+
+    def data(self, domain):
+        return self._d
+
+    def source_of(self, domain):
+        return "phantom"
+
+
+def test_concept_labels_are_the_shared_seeded_draw_and_negatives_are_scored(tmp_path, monkeypatch):
+    """Start set and random rounds label exactly subsample_train(train, L, seed); a negative test image is scored
+    by the empty rule."""
+    from frozenseg.concept.experiment import label_pool, run_domain
+
+    monkeypatch.setenv("FROZENSEG_OUT", str(tmp_path))
+    train = [_case(i) for i in range(9)]
+    test = [_case(9), _case(10, fg=False)]
+    data = DomainData("toy", "phantom", train=train, test=test)
+    params = {"k": 1, "epochs": 3, "refit_epochs": 2, "lr": 0.1, "lr_min": 1e-3, "rounds": 2, "per_round": 2,
+              "starts": (1, 3), "pool": None, "n_test": None}
+    seed = 4
+    assert [c.case_id for c in label_pool(train, 5, seed)][:3] == [c.case_id for c in label_pool(train, None, seed)][:3]
+    df, _ = run_domain(_Study(data), _CaseBackend(), "toy", seed, params)
+    pool = df[(df.split == "pool") & df.labelled.astype(bool)]
+    for (strategy, start, rnd), g in pool.groupby(["strategy", "start", "round"]):
+        n = start + rnd * params["per_round"]
+        assert (g.n_labelled == n).all() and len(g) == n
+        if strategy == "random" or rnd == 0:
+            assert sorted(g.case_id) == sorted(c.case_id for c in subsample_train(train, n, seed)), (strategy, start, rnd)
+    neg = df[(df.split == "test") & (df.case_id == "neg10")]
+    assert len(neg) and neg.negative.all() and neg.dice.isin([0.0, 1.0]).all()
+    pred_empty = neg.empty_mask.astype(bool)
+    assert (neg.dice[pred_empty] == 1.0).all() and (neg.dice[~pred_empty] == 0.0).all(), ev.EMPTY_RULE
+    assert set(df[df.split == "test"].unit) == {"case"}
+
+
+def test_a_labelled_negative_costs_a_label_but_is_not_fitted(monkeypatch):
+    from frozenseg.concept import loop
+
+    fitted = []
+    real = loop.fit_concept
+    monkeypatch.setattr(loop, "fit_concept", lambda be, f, m, *a, **k: fitted.append(m) or real(be, f, m, *a, **k))
+    be, (imgs, masks) = FakeBackend(), _fake_pool()
+    masks = [np.zeros_like(masks[0])] + masks[1:]         # pool image 0 (the draw's first) has no target
+    st = annotation_loop(be, be.features(imgs), ground_truth_annotator(masks), _cfg("random"), pool_truth=masks)
+    assert st.labelled[:2] == [0, 1] and all(r["n_labelled"] == 2 + 2 * r["round"] for r in st.rows)
+    assert [len(m) for m in fitted] == [1, 3, 5, 7], "each fit uses the labelled images that have a target"
+    assert all(x.any() for m in fitted for x in m)
+    with pytest.raises(DataError, match="has a target"):
+        annotation_loop(be, be.features(imgs), ground_truth_annotator([np.zeros_like(m) for m in masks]), _cfg())
 
 
 # ---------------------------------------------------------------- bad input
@@ -356,3 +449,40 @@ def test_fit_concept_without_settings_uses_the_backend_preset(monkeypatch):
     be.key, seen[:] = "sam3", []
     fit_concept(be, be.features(imgs[:2]), masks[:2], seed=0)
     assert seen[0] == core.SAM3_TEXT_SETTINGS and (seen[0].lr, seen[0].lr_min) == (5e-4, 5e-6)
+
+
+# ---------------------------------------------------------------- comparison with the other methods: no choice on test
+
+
+def _method_rows():
+    """Concept rows where random selection wins on test only (the labelled pool is not shown to the table), plus
+    pipeline and oracle rows on the same units, over two seeds."""
+    rows = []
+    for seed, shift in ((0, 0.0), (1, 0.1)):
+        for i in range(6):
+            unit = {"domain": "d", "seed": seed, "unit": "case", "case_id": f"t{i}"}
+            for strat, start, d in (("hue", 5, 0.40), ("random", 5, 0.90), ("hue", 1, 0.20)):
+                rows.append({**unit, "family": "concept search", "strategy": strat, "start": start,
+                             "method": f"concept, {strat}, start {start}, round 1", "labels_used": 10 if start == 5
+                             else 6, "dice": d + shift})
+            rows.append({**unit, "family": "training-free pipeline", "method": "pipeline, N=10", "labels_used": 10,
+                         "dice": 0.5 + shift})
+            rows.append({**unit, "family": "GT-box oracle", "method": "frozen decoder, GT box", "labels_used": 0,
+                         "dice": 0.8})
+    return pd.DataFrame(rows)
+
+
+def test_matched_table_shows_every_strategy_and_chooses_none_on_test():
+    from frozenseg.concept import compare as cmp
+
+    rows = _method_rows()
+    t = cmp.matched_table(rows).set_index("labels")
+    assert not any("best" in c for c in t.columns), "no column picks a strategy by its test score"
+    at10 = t.loc[10]
+    cell = lambda m: ev.seed_cell(rows[rows.method == m])  # noqa: E731
+    assert at10["concept search, random, start 5"] == cell("concept, random, start 5, round 1")
+    assert at10["concept search, HUE top-k, start 5"] == cell("concept, hue, start 5, round 1") == "0.450 ± 0.071"
+    assert at10["concept search, HUE top-k, start 1"] == "–" and t.loc[6]["concept search, HUE top-k, start 1"] != "–"
+    assert at10["pipeline"] == cell("pipeline, N=10") and at10["tuned decoder + domain localizer"] == "–"
+    comp = cmp.comparison_table(rows).set_index("method")
+    assert comp.loc["pipeline, N=10", "Dice"] == "0.550 ± 0.071", "sd across seeds with n - 1 (evaluation core)"

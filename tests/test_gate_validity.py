@@ -4,6 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from frozenseg import evaluation as ev
 from frozenseg.data.types import Case, DomainData, Volume
 from frozenseg.pipeline import gallery as G
 from frozenseg.pipeline import validity as V
@@ -55,18 +56,54 @@ def test_bootstrap_interval_contains_estimate_and_noise_gate_is_not_valid():
 
 
 def test_cluster_bootstrap_resamples_whole_clusters():
-    # clusters of constant values: a resample can only mix whole clusters, so the mean stays in [0, 10]; resampling
-    # single points instead would put the interval near 0 (the 50 zeros outweigh the four tens)
-    lo, hi = V.cluster_bootstrap([np.zeros(50), np.full(2, 10.0), np.full(2, 10.0)], V._mean_rho, 400, seed=0)
-    assert lo == pytest.approx(0.0) and hi == pytest.approx(10.0)
-    assert np.isnan(V.cluster_bootstrap([np.zeros(3), np.ones(3)], V._mean_rho, 10, 0)[0]), "two units: no interval"
-    assert V.verdict(*V.cluster_bootstrap([np.ones(3)], V._mean_rho, 10, 0)) == "no interval"
+    # clusters of constant values: a resample can only mix whole clusters, so the mean stays in [0, 10] and reaches
+    # 10 whenever the zero cluster is left out; resampling single points instead would keep it near 80 / 58
+    groups = [np.zeros(50)] + [np.full(2, 10.0)] * 4
+    lo, hi = ev.cluster_bootstrap(groups, V._mean_rho, 400, seed=0)
+    assert 0.0 <= lo < 1.0 and hi == pytest.approx(10.0)
+    few = [np.zeros(3), np.ones(3), np.ones(3), np.zeros(3)][: ev.MIN_UNITS - 1]
+    assert np.isnan(ev.cluster_bootstrap(few, V._mean_rho, 10, 0)[0]), f"below {ev.MIN_UNITS} units: no interval"
+    assert V.verdict(*ev.cluster_bootstrap([np.ones(3)], V._mean_rho, 10, 0)) == "no interval"
 
 
 def test_spearman_is_nan_for_constant_or_tiny_inputs():
-    assert np.isnan(V.spearman([0.1, 0.2], [0.3, 0.4]))
-    assert np.isnan(V.spearman([0.5, 0.5, 0.5], [0.1, 0.2, 0.3]))
-    assert V.spearman([1, 2, 3], [3, 2, 1]) == pytest.approx(-1.0)
+    assert np.isnan(ev.spearman([0.1, 0.2], [0.3, 0.4]))
+    assert np.isnan(ev.spearman([0.5, 0.5, 0.5], [0.1, 0.2, 0.3]))
+    assert ev.spearman([1, 2, 3], [3, 2, 1]) == pytest.approx(-1.0)
+
+
+def test_validity_uses_the_evaluation_core_not_copies():
+    for name in ("cluster_bootstrap", "spearman", "fmt_ci", "MIN_UNITS"):
+        assert not hasattr(V, name), f"validity.{name} is a copy of evaluation.{name}"
+    c = V.correlations(_candidates(lambda d, rng: d + rng.normal(0, 0.3, d.size), n_cases=ev.MIN_UNITS - 1), 50, 0)
+    assert np.isfinite(c["within"]) and np.isnan(c["within_lo"]) and V.verdict(c["within_lo"], c["within_hi"]) == \
+        "no interval", f"{ev.MIN_UNITS - 1} cases: no interval"
+
+
+def test_candidates_of_a_test_image_are_scored_at_native_resolution(tmp_path, monkeypatch):
+    from PIL import Image
+
+    from frozenseg.data import load_folder
+
+    monkeypatch.setenv("FROZENSEG_CACHE", str(tmp_path / "cache"))
+    (tmp_path / "f" / "images").mkdir(parents=True)
+    (tmp_path / "f" / "masks").mkdir()
+    truth = np.zeros((1000, 800), bool)
+    truth[200:700, 150:600] = True
+    truth[100:900:7, 50:750] = True                       # thin stripes that shrinking changes
+    Image.fromarray(np.full((1000, 800, 3), 90, np.uint8)).save(tmp_path / "f" / "images" / "a.png")
+    Image.fromarray(truth.astype(np.uint8) * 255).save(tmp_path / "f" / "masks" / "a.png")
+    case = load_folder(tmp_path / "f", "mine", max_side=512)[0]
+    cand = [{"origin": "localize", "stage": "localize", "mask": case.mask, "gate": 0.5, "loop": True}]
+    row, = V.score_candidates(cand, case, case.mask, case.mask)
+    assert row["dice"] == pytest.approx(ev.score_case(case.mask, case, with_hd95=False)["dice"]) and row["dice"] < 0.99
+    assert V.score_candidates(cand, case.mask, case.mask, case.mask)[0]["dice"] == 1.0, "a bare mask: as given"
+    neg = Case("n", "mine", np.zeros((8, 8, 3), np.uint8), np.zeros((8, 8), bool))
+    fp = np.zeros((8, 8), bool)
+    fp[2:4, 2:4] = True
+    steps = V.step_rows([np.zeros_like(fp), fp], [0.1, 0.2], ["localize", "grow"], [False, True], [False, True],
+                        [[], [fp]], neg)
+    assert steps[0]["dice_before"] == 1.0 and steps[0]["dice"] == 0.0, ev.EMPTY_RULE
 
 
 def test_perturbed_boxes_are_scaled_and_shifted_inside_the_image():

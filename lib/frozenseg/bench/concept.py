@@ -20,9 +20,9 @@ def bench_concept(profile: str = "cpu", domains=None, n_support: int = 5, epochs
     """Per domain, warm cache: one concept fit (``n_support`` images, default epochs) and one source-sized loop."""
     import torch
 
+    from .. import evaluation as ev
     from ..concept import DecoderBackend, annotation_loop, fit_concept, ground_truth_annotator
-    from ..concept.experiment import concept_params, fit_settings, loop_config
-    from ..data import test_subset
+    from ..concept.experiment import concept_params, fit_settings, loop_config, test_scorer
     from ..models import set_threads
     from ..study import setup
 
@@ -34,7 +34,7 @@ def bench_concept(profile: str = "cpu", domains=None, n_support: int = 5, epochs
     for dom in study.domains:
         data = study.data(dom)
         pool = [c for c in data.train if c.mask.any()][:study.profile.n_train]   # a fit needs non-empty masks
-        test = test_subset(data, params["n_test"])
+        test = ev.test_units(data, params["n_test"])
         feats = backend.features([c.image for c in pool])                     # warm the cache first (untimed)
         test_f = backend.features([c.image for c in test])
         gflops = machine_gflops()
@@ -49,7 +49,7 @@ def bench_concept(profile: str = "cpu", domains=None, n_support: int = 5, epochs
             cfg = loop_config(params, "hue", CONCEPT_LOOP["start"], seed=0)
             t0, c0 = time.perf_counter(), time.process_time()
             st = annotation_loop(backend, feats, ground_truth_annotator([p.mask for p in pool]), cfg, test_f,
-                                 [t.mask for t in test], pool_truth=[p.mask for p in pool])
+                                 pool_truth=[p.mask for p in pool], test_scorer=test_scorer(test, data.volumes))
             row.update(loop_s=round(time.perf_counter() - t0, 1), loop_cpu_s=round(time.process_time() - c0, 1),
                        loop_fit_s=[round(v, 1) for v in st.fit_s], loop_rounds=cfg.rounds,
                        loop_epochs=cfg.settings.epochs, loop_refit_epochs=cfg.refit_settings().epochs,

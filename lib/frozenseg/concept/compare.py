@@ -2,43 +2,44 @@
 the GT-box oracle (notebook 01), the domain pipelines (02-05), the few-shot tuned decoder (07)."""
 from __future__ import annotations
 
-import numpy as np
 import pandas as pd
 
-from ..oracle import scored_units
-from ..results import PIPELINE_NOTEBOOKS, fmt_mean_sd, results_if_run
+from .. import evaluation as ev
+from ..results import PIPELINE_NOTEBOOKS, results_if_run
+from .summary import STRATEGY_LABEL
 
 ARMS = {"localizer": "tuned decoder + domain localizer", "gt_box": "tuned decoder, GT box (oracle)",
         "mean_box": "tuned decoder + mean train box"}
 
 
 def method_rows(profile: str, domains, concept: pd.DataFrame) -> pd.DataFrame:
-    """Per-unit rows of every method: domain, seed, case_id, family, method, labels_used, dice."""
+    """Per-unit rows of every method: domain, seed, case_id, family, method, labels_used, dice (concept search:
+    also its strategy and start)."""
     parts = []
-    c = scored_units(concept[concept.split == "test"])
+    c = ev.scored_units(concept[concept.split == "test"])
     parts.append(c.assign(family="concept search",
                           method=[f"concept, {'HUE' if s == 'hue' else 'random'} selection, start {st}, round {r}"
                                   for s, st, r in zip(c.strategy, c.start, c["round"])],
                           labels_used=c.n_labelled))
     oracle = results_if_run("01_frozen_oracle", profile)
     if oracle is not None:
-        o = scored_units(oracle[oracle.method == "gt_box"])
+        o = ev.scored_units(oracle[oracle.method == "gt_box"])
         parts.append(o.assign(family="GT-box oracle", method="frozen decoder, GT box", labels_used=0))
     for dom in domains:
         p = results_if_run(PIPELINE_NOTEBOOKS[dom], profile) if dom in PIPELINE_NOTEBOOKS else None
         if p is not None and "n_labels" in p:
-            p = scored_units(p[(p.domain == dom) & (p.stage == "deployed")])
+            p = ev.scored_units(p[(p.domain == dom) & (p.stage == "deployed")])
             parts.append(p.assign(family="training-free pipeline",
                                   method=[f"pipeline, N={n}" for n in p.n_labels]))
     dec = results_if_run("07_fewshot_decoder", profile)
     if dec is not None:
-        d = scored_units(dec[dec.decoder == "tuned"])
+        d = ev.scored_units(dec[dec.decoder == "tuned"])
         if "labels_used" not in d:
             d = d.assign(labels_used=d.n_labels)
         parts.append(d.assign(family="few-shot tuned decoder",
                               method=[f"{ARMS.get(a, a)}, N={n}" for a, n in zip(d.arm, d.n_labels)]))
-    cols = ["domain", "seed", "unit", "case_id", "family", "method", "labels_used", "dice"]
-    out = pd.concat([p[cols] for p in parts if len(p)], ignore_index=True)
+    cols = ["domain", "seed", "unit", "case_id", "family", "method", "labels_used", "dice", "strategy", "start"]
+    out = pd.concat([p.reindex(columns=cols) for p in parts if len(p)], ignore_index=True)
     return out[out.domain.isin(list(domains))]
 
 
@@ -53,15 +54,13 @@ def common_units(rows: pd.DataFrame) -> pd.DataFrame:
 
 
 def comparison_table(rows: pd.DataFrame, titles: dict | None = None) -> pd.DataFrame:
-    """One row per domain and method on the common units: labels used, Dice (mean ± sd across seeds), units."""
+    """One row per domain and method on the common units: labels used, Dice (``evaluation.ACROSS_SEEDS``), units."""
     d = common_units(rows)
     out = []
     for (dom, fam, meth), g in d.groupby(["domain", "family", "method"], sort=False):
-        per_seed = g.groupby("seed").dice.mean()
         out.append({"domain": (titles or {}).get(dom, dom), "method": meth, "family": fam,
-                    "labels used": int(g.labels_used.max()),
-                    "Dice": fmt_mean_sd(per_seed.mean(), per_seed.std(ddof=0) if len(per_seed) > 1 else np.nan),
-                    "test units": int(g.groupby("seed").size().iloc[0]), "_dice": per_seed.mean()})
+                    "labels used": int(g.labels_used.max()), "Dice": ev.seed_cell(g),
+                    "test units": int(g.groupby("seed").size().iloc[0]), "_dice": g.groupby("seed").dice.mean().mean()})
     t = pd.DataFrame(out)
     if t.empty:
         return t
@@ -72,26 +71,27 @@ def comparison_table(rows: pd.DataFrame, titles: dict | None = None) -> pd.DataF
 
 
 def matched_table(rows: pd.DataFrame, titles: dict | None = None) -> pd.DataFrame:
-    """Per domain and label count L that concept search reached: its best selection strategy beside the pipeline
-    and the tuned decoder (domain localizer) at N = L where they ran, and the oracle; '–' where a method has no run
-    with exactly L labels (no number is filled in)."""
+    """Per domain and label count L that concept search reached: every selection strategy and start size (one
+    column each; no choice among them), the pipeline and the tuned decoder (domain localizer) at N = L where they
+    ran, and the oracle; Dice as ``evaluation.ACROSS_SEEDS``; '–' where a method has no run with exactly L labels
+    (no number is filled in)."""
     d = common_units(rows)
     out = []
     for dom, g in d.groupby("domain", sort=False):
         concept = g[g.family == "concept search"]
-        oracle = g[g.family == "GT-box oracle"].groupby("seed").dice.mean().mean()
+        arms = sorted({(s, int(st)) for s, st in zip(concept.strategy, concept.start)}, key=lambda a: (a[1], a[0]))
         for L in sorted(concept.labels_used.unique()):
             row = {"domain": (titles or {}).get(dom, dom), "labels": int(L)}
-            c = concept[concept.labels_used == L]
-            best = c.groupby("method").dice.mean().idxmax()
-            row["concept search (best selection)"] = f"{c[c.method == best].groupby('seed').dice.mean().mean():.3f}"
+            for strat, start in arms:
+                c = concept[(concept.labels_used == L) & (concept.strategy == strat) & (concept.start == start)]
+                row[f"concept search, {STRATEGY_LABEL[strat]}, start {start}"] = ev.seed_cell(c)
             for fam, label, sel in (("training-free pipeline", "pipeline", None),
                                     ("few-shot tuned decoder", "tuned decoder + domain localizer", ARMS["localizer"])):
                 m = g[(g.family == fam) & (g.labels_used == L)]
                 if sel is not None:
                     m = m[m.method.str.startswith(sel)]
-                row[label] = f"{m.groupby('seed').dice.mean().mean():.3f}" if len(m) else "–"
-            row["GT-box oracle (0 labels)"] = f"{oracle:.3f}" if np.isfinite(oracle) else "–"
+                row[label] = ev.seed_cell(m)
+            row["GT-box oracle (0 labels)"] = ev.seed_cell(g[g.family == "GT-box oracle"])
             out.append(row)
     return pd.DataFrame(out)
 

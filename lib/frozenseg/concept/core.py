@@ -43,7 +43,8 @@ class FitSettings:
 
 
 # The source's published settings for SAM3's text pathway (AdamW 5e-4 cosine-decayed to 5e-6). Through LiteMedSAM's
-# decoder they move the tokens too little in 60 single-batch steps: every concept collapses to an empty mask.
+# decoder they move the tokens too little in a few dozen single-batch steps and the concepts collapse to empty masks
+# (notebook 11's `lr_check` table fits both rates on each domain's start set).
 SAM3_TEXT_SETTINGS = FitSettings(lr=5e-4, lr_min=5e-6)
 # backend key -> its preset; a backend not listed here fits with FitSettings() defaults
 SETTINGS_PRESETS: dict[str, FitSettings] = {"sam3": SAM3_TEXT_SETTINGS}

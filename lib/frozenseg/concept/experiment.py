@@ -9,11 +9,11 @@ import time
 import numpy as np
 import pandas as pd
 
+from .. import evaluation as ev
 from .. import paths
+from ..data.splits import nested_order
 from ..errors import ConfigError
-from ..evaluation.metrics import assemble_volume, dice, iou, score_volume
-from ..data import test_subset
-from .core import SAM3_TEXT_SETTINGS, FitSettings, default_settings
+from .core import SAM3_TEXT_SETTINGS, FitSettings, default_settings, fit_concept, predict
 from .loop import LOWEST_U_SPLIT, LoopConfig, annotation_loop, ground_truth_annotator
 
 NOTEBOOK = "11_concept_search"
@@ -21,10 +21,10 @@ NOTEBOOK = "11_concept_search"
 BACKENDS = {"decoder": "the study model's frozen prompt encoder + mask decoder (LiteMedSAM in smoke/cpu)",
             "sam3": "SAM3's text pathway (frozenseg.models.sam3; weights: manifest entry 'sam3' under FROZENSEG_DATA)"}
 # Sizes when a profile leaves them open. The learning rate comes from the backend's preset (concept.core): LiteMedSAM's
-# decoder fits with FitSettings() (0.1 -> 1e-3; the source's 5e-4 -> 5e-6 collapses its concepts, measured), SAM3
-# with the source's SAM3_TEXT_SETTINGS. refit_epochs: epochs of each warm-started refit in the loop (the first fit
-# of a loop uses `epochs`); the refit starts from the previous round's concept, so it needs fewer steps (None:
-# `epochs`, the source's way).
+# decoder fits with FitSettings(), not the source's SAM3_TEXT_SETTINGS rate (whether that one collapses its concepts:
+# notebook 11's `lr_check` fits both on each domain's start set); SAM3 fits with SAM3_TEXT_SETTINGS.
+# refit_epochs: epochs of each warm-started refit in the loop (the first fit of a loop uses `epochs`); the refit
+# starts from the previous round's concept, so it needs fewer steps (None: `epochs`, the source's way).
 DEFAULTS = {"k": 4, "epochs": 60, "refit_epochs": 20, "rounds": 5, "per_round": 5, "starts": (1, 5), "pool": None,
             "n_test": None, "n_boot": 1000}
 SOURCE_LR = {"lr": SAM3_TEXT_SETTINGS.lr, "lr_min": SAM3_TEXT_SETTINGS.lr_min}
@@ -84,21 +84,40 @@ def fit_settings(params: dict) -> FitSettings:
     return FitSettings().with_(**{k: v for k, v in params.items() if k in FitSettings.__dataclass_fields__})
 
 
-def test_scorer(cases, volumes: dict):
-    """Scorer rows for test predictions: one per case (unit 'case' or 'slice'), plus 3D rows per volume."""
-    unit = "slice" if volumes else "case"
+def test_scorer(cases, volumes: dict | None):
+    """Scorer of test predictions through the evaluation core: a row per 2D case (native resolution; a negative by
+    the empty rule), or per volume in 3D with a diagnostic row per slice; rows carry the case's ``index``."""
+    return lambda preds: ev.unit_rows(cases, preds, volumes, with_hd95=False, slices=True)
 
-    def score(preds):
-        rows = [{"index": j, "unit": unit, "case_id": c.case_id, "volume_id": c.volume_id, "dice": dice(p, c.mask),
-                 "iou": iou(p, c.mask)} for j, (p, c) in enumerate(zip(preds, cases))]
-        for vid in dict.fromkeys(c.volume_id for c in cases if c.volume_id):
-            vol = volumes[vid]
-            pred = assemble_volume(vol.mask.shape, {c.slice_index: p for p, c in zip(preds, cases) if c.volume_id == vid})
-            rows.append({"index": None, "unit": "volume", "case_id": vid, "volume_id": vid,
-                         **score_volume(pred, vol.mask, vol.spacing, with_hd95=False)})
-        return rows
 
-    return score
+def label_pool(train: list, size: int | None, seed: int) -> list:
+    """The concept pool: the first ``size`` train cases (None: all) of the seeded draw the pipeline, the networks
+    and the tuned decoder share, in draw order, so that its first L cases are ``subsample_train(train, L, seed)``."""
+    n = len(train) if size is None else min(int(size), len(train))
+    return [train[i] for i in nested_order(len(train), seed)[:n]]
+
+
+def lr_check(study, params: dict, seed: int, concept_backend: str = "decoder") -> pd.DataFrame:
+    """Per domain: the start fit (the first ``max(starts)`` images of the label draw, the first fit's epochs) with
+    this backend's learning rate and with the source's (SAM3_TEXT_SETTINGS): its flag and Dice on those images."""
+    backend = make_backend(study, concept_backend)
+    base = fit_settings(params)
+    arms = {"this study's": base, "the source's (SAM3_TEXT_SETTINGS)": base.with_(**SOURCE_LR)}
+    if (base.lr, base.lr_min) == tuple(SOURCE_LR.values()):
+        arms = {"this study's = the source's (SAM3_TEXT_SETTINGS)": base}
+    rows = []
+    for domain in study.domains:
+        pool = label_pool(study.data(domain).train, max(params["starts"]), seed)
+        pool = [c for c in pool if c.mask.any()]
+        feats = backend.features([c.image for c in pool], desc=f"{domain} start set")
+        for name, s in arms.items():
+            concept = fit_concept(backend, feats, [c.mask for c in pool], s, seed=seed)
+            preds = predict(backend, concept, feats)
+            rows.append({"domain": domain, "learning rate": name, "lr": f"{s.lr:g} → {s.lr_min:g}",
+                         "epochs": s.epochs, "images": len(pool), "flag": concept.flag or "–",
+                         "empty masks": sum(not p.any() for p in preds),
+                         "Dice on the start set": float(np.mean([ev.dice(p, c.mask) for p, c in zip(preds, pool)]))})
+    return pd.DataFrame(rows)
 
 
 def state_dir(profile: str):
@@ -114,8 +133,8 @@ def _ids_hash(cases) -> str:
 def run_domain(study, backend, domain: str, seed: int, params: dict) -> tuple[pd.DataFrame, dict]:
     """Every (start size, strategy) loop of one domain and seed; rows plus timings."""
     data = study.data(domain)
-    pool = data.train[: params["pool"]] if params["pool"] else list(data.train)
-    test = test_subset(data, params["n_test"])
+    pool = label_pool(data.train, params["pool"] or None, seed)
+    test = ev.test_units(data, params["n_test"])
     pool_f = backend.features([c.image for c in pool], desc=f"{domain} pool")
     test_f = backend.features([c.image for c in test], desc=f"{domain} test")
     truth = [c.mask for c in pool]
@@ -139,11 +158,13 @@ def run_domain(study, backend, domain: str, seed: int, params: dict) -> tuple[pd
 
 
 def loop_rows(state, pool, strategy: str, start: int) -> pd.DataFrame:
-    """Tidy rows of one loop: test rows as scored, pool rows with unit 'pool' and the pool case id."""
+    """Tidy rows of one loop: test rows as scored, pool rows with unit 'pool', the pool case id and its rank in the
+    seeded label draw (a round's labelled pool rows are its label ids)."""
     df = pd.DataFrame(state.rows)
     is_pool = df.split == "pool"
     df.loc[is_pool, "case_id"] = [pool[int(i)].case_id for i in df.loc[is_pool, "index"]]
     df.loc[is_pool, "unit"] = "pool"
+    df.loc[is_pool, "draw_rank"] = df.loc[is_pool, "index"]
     df["strategy"], df["start"] = strategy, start
     df["method"] = [f"concept_{strategy}_start{start}_r{r}" + ("_lowestU" if sp == LOWEST_U_SPLIT else "")
                     for r, sp in zip(df["round"], df["split"])]

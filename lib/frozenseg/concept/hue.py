@@ -1,4 +1,5 @@
-"""Hybrid Uncertainty Estimation (HUE) and how well it ranks true Dice."""
+"""Hybrid Uncertainty Estimation (HUE): a GT-free uncertainty U of a concept's mask on one image (how well U ranks
+true Dice is measured in ``concept.summary.correlation_table`` with ``evaluation.spearman_interval``)."""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
@@ -6,10 +7,10 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from ..boxes import mask_to_box
-from ..evaluation.metrics import iou
+from .. import evaluation as ev
 
-EMPTY_U = 2.0
-P_LO, P_HI = 0.05, 0.95
+EMPTY_U = 2.0                # U of an empty concept mask
+P_LO, P_HI = 0.05, 0.95      # the entropy term averages pixels with P_LO < p < P_HI
 
 
 @dataclass
@@ -42,7 +43,7 @@ def hue_from_logits(logits: np.ndarray, box_prompt) -> Hue:
     if not mask.any():
         return Hue(u=EMPTY_U, box_iou=float("nan"), entropy=mean_uncertain_entropy(logits), empty_mask=True)
     box_mask = box_prompt(mask_to_box(mask)) > 0
-    ov = iou(mask, box_mask)
+    ov = ev.iou(mask, box_mask)
     ent = mean_uncertain_entropy(logits)
     return Hue(u=(1.0 - ov) + ent, box_iou=ov, entropy=ent, empty_mask=False)
 
@@ -58,28 +59,3 @@ def hue_scores(backend, feats, logits_list) -> list[Hue]:
     todo = [j for j, m in enumerate(masks) if m.any()]
     decoded = dict(zip(todo, backend.box_logits_many([feats[j] for j in todo], [mask_to_box(masks[j]) for j in todo])))
     return [hue_from_logits(lg, lambda box, j=j: decoded[j]) for j, lg in enumerate(logits_list)]
-
-
-def rank_correlation(u, dice, n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> dict:
-    """Spearman rho of U vs true Dice with a seeded percentile-bootstrap interval (flag when undefined)."""
-    from scipy.stats import spearmanr
-
-    u, d = np.asarray(u, dtype=float), np.asarray(dice, dtype=float)
-    ok = np.isfinite(u) & np.isfinite(d)
-    u, d = u[ok], d[ok]
-    out = {"rho": float("nan"), "lo": float("nan"), "hi": float("nan"), "n": int(len(u)), "flag": ""}
-    if len(u) < 3:
-        return {**out, "flag": "too_few_cases"}
-    if np.ptp(u) == 0 or np.ptp(d) == 0:
-        return {**out, "flag": "constant_input"}
-    out["rho"] = float(spearmanr(u, d).statistic)
-    rng = np.random.default_rng(seed)
-    boots = []
-    for _ in range(n_boot):
-        idx = rng.integers(0, len(u), len(u))
-        if np.ptp(u[idx]) > 0 and np.ptp(d[idx]) > 0:
-            boots.append(spearmanr(u[idx], d[idx]).statistic)
-    if boots:
-        a = (1 - level) / 2
-        out["lo"], out["hi"] = (float(v) for v in np.quantile(boots, [a, 1 - a]))
-    return out

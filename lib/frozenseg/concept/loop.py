@@ -1,5 +1,11 @@
 """The active annotation loop: fit, score uncertainty, send the top-k to an annotator, refit warm-started.
 
+The pool is given in the order of the study's seeded label draw (``frozenseg.data.splits.nested_order``, the draw
+the pipeline, the networks and the tuned decoder share): the start set is its first ``start`` images and random
+selection takes the next ones in that order, so random selection at L labels is exactly the shared L-label draw;
+HUE picks from the same pool by U. Images without a target cost a label but teach a concept nothing: a fit uses
+the labelled images that have one.
+
 The loop's state is written atomically after every finished round, so an interrupted loop resumes from
 the last finished round and gives the same result as an uninterrupted run with the same seed.
 
@@ -19,13 +25,13 @@ import numpy as np
 
 from ..errors import ConfigError, DataError
 from ..io import write_json_atomic
-from ..evaluation.metrics import dice, iou
+from .. import evaluation as ev
 from .core import Concept, FitSettings, fit_concept, predict_logits
 from .hue import hue_scores
 
 Annotator = Callable[[int], np.ndarray]      # pool index -> the corrected (ground-truth) mask
 STRATEGIES = ("hue", "random")
-STATE_VERSION = 2
+STATE_VERSION = 3
 LOWEST_U_SPLIT = "test_lowest_u"
 
 
@@ -38,11 +44,11 @@ def ground_truth_annotator(masks) -> Annotator:
 class LoopConfig:
     """What one loop run depends on (a state file written under another config is refused)."""
 
-    strategy: str = "hue"            # "hue": top-k by U; "random": k at random (same budget)
-    start: int = 5                   # labelled images before round 1 (drawn at random)
+    strategy: str = "hue"            # "hue": top-k by U; "random": the next k of the seeded draw (same budget)
+    start: int = 5                   # labelled images before round 1: the first ``start`` of the pool's draw order
     rounds: int = 5                  # refits after the start fit
     per_round: int = 5               # images sent to the annotator per round
-    seed: int = 0
+    seed: int = 0                    # the concept's initial tokens (the pool's order carries the label draw's seed)
     settings: FitSettings = FitSettings()
     test_u: str = "last"             # U on the test split: "last" round, "all" rounds (+ lowest-U rows) or "none"
     refit_epochs: int | None = None  # epochs of each warm-started refit (rounds >= 1); None: settings.epochs
@@ -91,23 +97,33 @@ class LoopState:
                        n_support=len(self.labelled))
 
 
-def start_indices(n_pool: int, start: int, seed: int) -> list[int]:
-    """The seeded random start set (shared by every strategy with the same seed)."""
+def start_indices(n_pool: int, start: int) -> list[int]:
+    """The start set: the first ``start`` pool images (the pool is in the seeded draw's order), shared by every
+    strategy."""
     if start > n_pool:
         raise ConfigError(f"start set of {start} images needs a pool of at least {start}, got {n_pool}")
-    return sorted(int(i) for i in np.random.default_rng([seed, 0]).choice(n_pool, start, replace=False))
+    return list(range(start))
 
 
-def select(strategy: str, candidates: list[int], u: dict[int, float], k: int, seed: int, rnd: int) -> list[int]:
-    """The next ``k`` pool indices to annotate: top-k by U (ties by index) or a seeded random draw."""
+def select(strategy: str, candidates: list[int], u: dict[int, float], k: int) -> list[int]:
+    """The next ``k`` pool indices to annotate: top-k by U (ties by index), or for random selection the next ``k``
+    of the seeded draw (the lowest unlabelled pool indices)."""
     k = min(k, len(candidates))
     if strategy == "hue":
         missing = [i for i in candidates if i not in u]
         if missing:
             raise DataError(None, f"no uncertainty for pool images {missing[:5]}", "score the pool before selecting")
         return sorted(sorted(candidates, key=lambda i: (-u[i], i))[:k])
-    rng = np.random.default_rng([seed, 1, rnd])
-    return sorted(int(i) for i in rng.choice(candidates, k, replace=False))
+    return sorted(candidates)[:k]
+
+
+def support(order: list[int], labels) -> list[int]:
+    """The labelled pool indices a concept is fitted on: those whose mask has a target (DataError when none)."""
+    keep = [i for i in order if labels[i].any()]
+    if not keep:
+        raise DataError(None, f"none of the {len(order)} labelled pool images has a target, so there is nothing to "
+                        "learn a concept from", "start from more labelled images (the loop's `start`)")
+    return keep
 
 
 def _load_state(path: Path | None, fp: dict) -> LoopState | None:
@@ -224,7 +240,7 @@ def _evaluate(backend, cfg: LoopConfig, rnd: int, last: bool, concept: Concept, 
         for i, g, h in zip(unl, lg, hues):
             r = {**base, "split": "pool", "index": i, "labelled": False, **(h.to_dict() if h else {})}
             if pool_truth is not None:
-                r.update(dice=dice(g > 0, pool_truth[i]), iou=iou(g > 0, pool_truth[i]))
+                r.update(dice=ev.dice(g > 0, pool_truth[i]), iou=ev.iou(g > 0, pool_truth[i]))
             rows.append(r)
     rows += [{**base, "split": "pool", "index": i, "labelled": True, "dice": 1.0, "iou": 1.0} for i in sorted(labelled)]
     if test_feats:
@@ -244,8 +260,10 @@ def _evaluate(backend, cfg: LoopConfig, rnd: int, last: bool, concept: Concept, 
 
 
 def default_scorer(test_masks):
-    """Per-case Dice / IoU of test predictions (rows carry the test index)."""
-    return lambda preds: [{"index": j, "dice": dice(p, m), "iou": iou(p, m)} for j, (p, m) in enumerate(zip(preds, test_masks))]
+    """Per-case Dice / IoU of test predictions against bare masks (rows carry the test index); a study scores its
+    test cases with ``concept.experiment.test_scorer`` (native resolution, volumes in 3D)."""
+    return lambda preds: [{"index": j, "dice": ev.dice(p, m), "iou": ev.iou(p, m)}
+                          for j, (p, m) in enumerate(zip(preds, test_masks))]
 
 
 def annotation_loop(backend, pool_feats, annotator: Annotator, cfg: LoopConfig, test_feats=None, test_masks=None,
@@ -262,9 +280,10 @@ def annotation_loop(backend, pool_feats, annotator: Annotator, cfg: LoopConfig, 
     labels = _Labels(annotator, state_path)
     lowest = _LowestU(backend, state, test_feats) if cfg.test_u == "all" and test_feats else None
     if state is None:
-        labelled = start_indices(n_pool, cfg.start, cfg.seed)
+        labelled = start_indices(n_pool, cfg.start)
+        fit_on = support(labelled, labels)
         t0 = time.perf_counter()
-        concept = fit_concept(backend, [pool_feats[i] for i in labelled], [labels[i] for i in labelled],
+        concept = fit_concept(backend, [pool_feats[i] for i in fit_on], [labels[i] for i in fit_on],
                               cfg.settings, seed=cfg.seed)
         fit_s = time.perf_counter() - t0
         rows = _evaluate(backend, cfg, 0, cfg.rounds == 0, concept, set(labelled), pool_feats, pool_truth,
@@ -273,8 +292,8 @@ def annotation_loop(backend, pool_feats, annotator: Annotator, cfg: LoopConfig, 
                           losses=[concept.losses], fit_s=[fit_s], history=[concept.tokens.tolist()])
         _save_state(state_path, fp, state, labels)
     elif state is warm_round0:
-        if warm_round0.round != 0 or warm_round0.labelled != start_indices(n_pool, cfg.start, cfg.seed):
-            raise ConfigError("warm_round0 must be round 0 of a loop with the same start size and seed")
+        if warm_round0.round != 0 or warm_round0.labelled != start_indices(n_pool, cfg.start):
+            raise ConfigError("warm_round0 must be round 0 of a loop with the same start size")
         if cfg.strategy == "hue" and not _has_pool_u(warm_round0):
             raise ConfigError("warm_round0 lacks pool uncertainties; run the 'hue' loop first and share its round 0")
         state = LoopState(**json.loads(json.dumps(asdict(warm_round0))))   # a private copy
@@ -298,11 +317,12 @@ def _next_round(backend, cfg, state: LoopState, pool_feats, labels, pool_truth, 
     labelled = set(state.labelled)
     cand = [i for i in range(len(pool_feats)) if i not in labelled]
     u = {r["index"]: r["u"] for r in state.rows if r["round"] == state.round and r["split"] == "pool" and "u" in r}
-    picked = select(cfg.strategy, cand, u, cfg.per_round, cfg.seed, rnd)
+    picked = select(cfg.strategy, cand, u, cfg.per_round)
     labelled |= set(picked)
     order = sorted(labelled)
+    fit_on = support(order, labels)
     t0 = time.perf_counter()
-    concept = fit_concept(backend, [pool_feats[i] for i in order], [labels[i] for i in order], cfg.refit_settings(),
+    concept = fit_concept(backend, [pool_feats[i] for i in fit_on], [labels[i] for i in fit_on], cfg.refit_settings(),
                           seed=cfg.seed, init=state.concept(backend.key))
     fit_s = time.perf_counter() - t0
     rows = _evaluate(backend, cfg, rnd, rnd == cfg.rounds, concept, labelled, pool_feats, pool_truth, test_feats,

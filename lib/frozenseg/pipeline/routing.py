@@ -8,12 +8,12 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from .. import evaluation as ev
 from ..boxes import box_iou, mask_to_box
 from ..data.splits import subsample_train
 from ..localizers import make_localizer
 from ..localizers.amg import zscore
 from ..localizers.features import dinov2_weights
-from ..evaluation.metrics import dice
 from .experiment import settings
 from .router import load_routes
 
@@ -40,29 +40,18 @@ def _support(study, domain: str, seed: int):
 
 
 def _test(study, domain: str, n: int, n_volumes: int = 1):
-    """Test cases of the router: the first ``n`` 2D test cases, or every slice of the first ``n_volumes`` test
-    volumes (scored per volume, like every other method)."""
-    from ..data import test_subset
-
+    """Test units of the router (``evaluation.test_units``): the first ``n`` 2D test cases, negatives included, or
+    every slice of the first ``n_volumes`` test volumes (scored per volume, like every other method)."""
     data = study.data(domain)
-    cases = test_subset(data, n_volumes if data.volumes else n)
+    cases = ev.test_units(data, n_volumes if data.volumes else n)
     return cases, study.embeddings(cases, desc=f"{domain} test")
 
 
 def _unit_rows(study, domain: str, cases, masks) -> list[dict]:
-    """Per-unit test rows of one route: a row per 2D case, or per volume over all of its slices."""
-    from ..evaluation.metrics import assemble_volume, score_volume
-
-    data = study.data(domain)
-    if not data.volumes:
-        return [{"unit": "case", "case_id": c.case_id, "dice": dice(m, c.mask)} for c, m in zip(cases, masks)]
-    rows = []
-    for vid in dict.fromkeys(c.volume_id for c in cases):
-        vol = data.volumes[vid]
-        pred = assemble_volume(vol.mask.shape, {c.slice_index: m for c, m in zip(cases, masks) if c.volume_id == vid})
-        rows.append({"unit": "volume", "case_id": vid, "volume_id": vid,
-                     **score_volume(pred, vol.mask, vol.spacing, with_hd95=False)})
-    return rows
+    """Per-unit test rows of one route through the evaluation core: a row per 2D case (native resolution), or per
+    volume over all of its slices."""
+    rows = ev.unit_rows(cases, masks, study.data(domain).volumes, with_hd95=False)
+    return [{k: v for k, v in r.items() if k != "index"} for r in rows]
 
 
 def route_domain(study, domain: str, seed: int) -> pd.DataFrame:
@@ -98,32 +87,44 @@ def route_domain(study, domain: str, seed: int) -> pd.DataFrame:
 
 def route_scores_table(df: pd.DataFrame, titles: dict | None = None) -> pd.DataFrame:
     """Per domain and route: the router's cross-validated Dice on the labels ± its sd across folds, whether the
-    genome was fitted, its test Dice, and the choice."""
+    genome was fitted, its test Dice (``evaluation.ACROSS_SEEDS``), and the choice (made on the labels)."""
     out = []
-    for (dom, route), g in df.groupby(["domain", "route"], sort=False):
-        per_seed = g.groupby("seed").dice.mean()
+    for (dom, route), g in ev.scored_units(df).groupby(["domain", "route"], sort=False):
         out.append({"domain": (titles or {}).get(dom, dom), "route": route,
                     "labels (CV)": f"{g.label_dice.mean():.3f} ± {g.label_sd.mean():.3f}",
-                    "genome": "yes" if g.genome.any() else "no", "test Dice": f"{per_seed.mean():.3f}",
+                    "genome": "yes" if g.genome.any() else "no", "test Dice": ev.seed_cell(g),
                     "chosen": "✓" if g.chosen.any() else ""})
     return pd.DataFrame(out)
 
 
+HINDSIGHT = "best route on test (hindsight; chooses nothing)"
+
+
+def unit_counts(df: pd.DataFrame) -> dict[str, str]:
+    """Per domain: '12 units, 2 negatives' over the test units one route scored for one seed."""
+    out = {}
+    for dom, d in ev.scored_units(df).groupby("domain", sort=False):
+        one = d[(d.route == d.route.iloc[0]) & (d.seed == d.seed.iloc[0])]
+        n, k = len(one), int(one["negative"].astype(bool).sum()) if "negative" in one else 0
+        out[dom] = f"{n} unit{'s' * (n != 1)}, {k} negative{'s' * (k != 1)}"
+    return out
+
+
 def routing_table(df: pd.DataFrame) -> pd.DataFrame:
-    """Per domain: the fixed pipeline, the routed one (chosen on labels), the domain's own route and the best
-    route on test (hindsight), each as test Dice averaged over seeds (spleen per volume); 'regret' = best on test -
-    routed."""
+    """Per domain: test Dice (``evaluation.ACROSS_SEEDS``; spleen per volume) of the fixed pipeline, of the route
+    the router chose on the labels, of the domain's own route, and of the route best on test in hindsight: a
+    regret reference read after the choice, never used to choose; 'regret' = hindsight mean - routed mean."""
     out = []
-    for domain, d in df.groupby("domain", sort=False):
+    for domain, d in ev.scored_units(df).groupby("domain", sort=False):
         per = d.groupby(["seed", "route"]).dice.mean().unstack()
         chosen = d[d.chosen].groupby("seed").route.first()
-        routed = np.mean([per.loc[s, r] for s, r in chosen.items()])
-        row = {"domain": domain, f"fixed ({FIXED})": per[FIXED].mean() if FIXED in per else np.nan,
-               "routed": routed, "route chosen": ", ".join(sorted(set(chosen))),
-               "own route": per[domain].mean() if domain in per else np.nan,
-               "best on test (hindsight)": per.mean().max(), "best route on test": per.mean().idxmax()}
-        row["regret"] = row["best on test (hindsight)"] - routed
-        out.append(row)
+        routed = ev.mean_sd([per.loc[s, r] for s, r in chosen.items()])
+        cell = lambda col: ev.fmt_mean_sd(*ev.mean_sd(per[col])[:2]) if col in per else "–"  # noqa: E731
+        hindsight = per.mean().idxmax()
+        out.append({"domain": domain, f"fixed ({FIXED})": cell(FIXED), "routed": ev.fmt_mean_sd(*routed[:2]),
+                    "route chosen (on the labels)": ", ".join(sorted(set(chosen))), "own route": cell(domain),
+                    HINDSIGHT: f"{cell(hindsight)} ({hindsight})",
+                    "regret": f"{ev.mean_sd(per[hindsight])[0] - routed[0]:.3f}"})
     return pd.DataFrame(out)
 
 
@@ -140,14 +141,16 @@ def space_combinations(spaces: list[str]) -> list[tuple[str, ...]]:
 
 
 def rank_domain(study, domain: str, seed: int) -> pd.DataFrame:
-    """Per test case and feature-space combination: the Dice and box IoU of the top-ranked AMG candidate, with
-    the candidate set's best Dice (a perfect ranker) and a random pick's expected Dice as references."""
+    """Per test image with a target (a ranking is scored against one; negatives are left out) and feature-space
+    combination: the Dice (native resolution) and box IoU of the top-ranked AMG candidate, with the candidate
+    set's best Dice (a perfect ranker) and a random pick's expected Dice as references."""
     rs = router_settings(study.profile)
     spaces = feature_spaces()
     sup, sup_e = _support(study, domain, seed)
-    cases, embs = _test(study, domain, rs["n_test"], rs["n_volumes"])
-    keep = [i for i, c in enumerate(cases) if c.mask.any()]     # ranking is scored per image that has a target
-    cases, embs = [cases[i] for i in keep][: rs["n_test"]], [embs[i] for i in keep][: rs["n_test"]]
+    data = study.data(domain)
+    units = ev.test_units(data, rs["n_volumes"] if data.volumes else None)
+    cases = [c for c in units if c.mask.any()][: rs["n_test"]]     # scored against a target: negatives left out
+    embs = study.embeddings(cases, desc=f"{domain} test")
     loc = make_localizer("amg", model=study.model, features=spaces).fit(sup, sup_e)
     rows = []
     for c, e in tqdm(list(zip(cases, embs)), desc=f"{domain} AMG ranking (seed {seed})", leave=False):
@@ -159,7 +162,7 @@ def rank_domain(study, domain: str, seed: int) -> pd.DataFrame:
                      for k in space_combinations(spaces)]
             continue
         sims = loc.similarities(c.image, e, masks)
-        d = np.array([dice(m, c.mask) for m in masks])
+        d = np.array([ev.score_case(m, c, with_hd95=False)["dice"] for m in masks])
         gt_box = mask_to_box(c.mask)
         for combo in space_combinations(spaces):
             idx = [spaces.index(s) for s in combo]
@@ -169,6 +172,11 @@ def rank_domain(study, domain: str, seed: int) -> pd.DataFrame:
                          "box_iou": box_iou(mask_to_box(masks[k]), gt_box), "flag": "",
                          "best_candidate_dice": float(d.max()), "random_pick_dice": float(d.mean())})
     return pd.DataFrame(rows)
+
+
+def ranking_images(df: pd.DataFrame) -> dict[str, int]:
+    """Test images with a target that the ranking scored, per domain."""
+    return df.groupby("domain", sort=False).case_id.nunique().to_dict()
 
 
 def ranking_table(df: pd.DataFrame) -> pd.DataFrame:

@@ -3,24 +3,24 @@
 Each test case gets a set of candidate masks built without its ground truth: the localize mask, every proposal a
 skill made under keep-best (``Stage.proposals``) and decodes of the localizer's box scaled and shifted. Each
 candidate carries the gate value the pipeline gives it; the ground truth only scores it (Dice). From these rows:
-within-case and pooled Spearman correlations of gate vs Dice with case-bootstrap 95% intervals, and an audit of
-the keep-best loop (localize vs gate-kept vs oracle-kept Dice, harmful accepts).
+within-case and pooled Spearman correlations of gate vs Dice with case-bootstrap intervals (the evaluation core's
+``cluster_bootstrap``: no interval below ``evaluation.MIN_UNITS`` units), and an audit of the keep-best loop
+(localize vs gate-kept vs oracle-kept Dice, harmful accepts). A 2D test image's masks are scored through
+``evaluation.score_case`` (its native resolution; a negative by the empty rule), a spleen slice against its slice.
 
 Rows are tidy, one ``unit`` per kind: ``candidate`` (one candidate mask), ``step`` (one skill step of one case)
 and ``case`` (localize, deployed and oracle-kept Dice of one case).
 """
 from __future__ import annotations
 
-import warnings
 from typing import Callable
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
+from .. import evaluation as ev
 from ..boxes import clip_box, loosen_box
 from ..errors import ConfigError
-from ..evaluation.metrics import dice
 
 SCALES = (0.7, 0.85, 1.15, 1.3)          # localizer box scaled about its centre
 SHIFT = 0.15                             # localizer box moved by this fraction of its side, in four directions
@@ -33,7 +33,6 @@ SIZES = {"smoke": {"n_boot": 200, "n_test": None, "perturb": PERTURBATIONS, "spl
          "full": {"n_boot": 1000, "n_test": None, "perturb": PERTURBATIONS, "spleen_perturb": PERTURBATIONS}}
 LOCALIZE, PERTURB = "localize", "perturb"
 TOL = 1e-9
-MIN_UNITS = 3                            # fewer resampling units than this: no interval
 FLAGS = ("loop", "deployed", "localize_mask", "fired", "accepted", "gated")
 
 
@@ -101,8 +100,23 @@ def _key(mask: np.ndarray) -> bytes:
     return np.packbits(mask).tobytes()
 
 
-def score_candidates(cands: list[dict], gt: np.ndarray, deployed: np.ndarray, localize: np.ndarray) -> list[dict]:
-    """Distinct non-empty candidate masks (the first of identical ones kept), each with its true Dice and flags."""
+Scorer = Callable[[np.ndarray], float]
+
+
+def scorer(truth) -> Scorer:
+    """Dice of a mask against ``truth``: a test Case (``evaluation.score_case``: native resolution, the empty rule),
+    a bare ground-truth mask (``evaluation.dice``), or a scorer already."""
+    if callable(truth):
+        return truth
+    if hasattr(truth, "case_id"):
+        return lambda m: ev.score_case(m, truth, with_hd95=False)["dice"]
+    return lambda m: ev.dice(m, truth)
+
+
+def score_candidates(cands: list[dict], gt, deployed: np.ndarray, localize: np.ndarray) -> list[dict]:
+    """Distinct non-empty candidate masks (the first of identical ones kept), each with its true Dice (``gt``: see
+    :func:`scorer`) and flags."""
+    dice = scorer(gt)
     rows, seen, names = [], {}, {}
     dep, loc = _key(deployed), _key(localize)
     for c in cands:
@@ -117,7 +131,7 @@ def score_candidates(cands: list[dict], gt: np.ndarray, deployed: np.ndarray, lo
         n = names.get(c["origin"], 0)
         names[c["origin"]] = n + 1
         r = {"origin": c["origin"], "method": c["origin"] + (f"#{n + 1}" if n else ""), "proposer": c["stage"],
-             "gate": float(c["gate"]), "dice": dice(m, gt), "loop": bool(c["loop"]), "deployed": k == dep,
+             "gate": float(c["gate"]), "dice": dice(m), "loop": bool(c["loop"]), "deployed": k == dep,
              "localize_mask": k == loc, "area": float(m.mean()), "copies": 1}
         seen[k] = r
         rows.append(r)
@@ -134,13 +148,15 @@ def trace_candidates(trace) -> list[dict]:
 
 
 def step_rows(masks: list[np.ndarray], gates: list[float], names: list[str], fired: list[bool],
-              accepted: list[bool], proposals: list[list[np.ndarray]], gt: np.ndarray,
+              accepted: list[bool], proposals: list[list[np.ndarray]], gt,
               gated: list[bool] | None = None) -> list[dict]:
-    """One row per skill step: Dice and gate before and after, fired / accepted, and the best proposal's Dice."""
-    d = [dice(m, gt) for m in masks]
+    """One row per skill step: Dice (``gt``: see :func:`scorer`) and gate before and after, fired / accepted, and
+    the best proposal's Dice."""
+    dice = scorer(gt)
+    d = [dice(m) for m in masks]
     rows = []
     for i in range(1, len(masks)):
-        best = max((dice(p, gt) for p in proposals[i]), default=np.nan)
+        best = max((dice(p) for p in proposals[i]), default=np.nan)
         rows.append({"method": f"step{i}_{names[i]}", "skill": names[i], "step": i, "fired": bool(fired[i]),
                      "accepted": bool(accepted[i]), "gated": True if gated is None else bool(gated[i]),
                      "gate_before": float(gates[i - 1]), "gate": float(gates[i]), "dice_before": d[i - 1],
@@ -155,19 +171,20 @@ def case_row(localize: float, deployed: float, loop_dice: list[float]) -> dict:
             "dice_oracle_kept": oracle}
 
 
-def case_candidates(pipe, image, embedding, gt: np.ndarray, perturb=PERTURBATIONS, decode_boxes=None) -> list[dict]:
-    """Candidate, step and case rows of one 2D image (the ground truth scores; it never prompts)."""
+def case_candidates(pipe, image, embedding, gt, perturb=PERTURBATIONS, decode_boxes=None) -> list[dict]:
+    """Candidate, step and case rows of one 2D image (``gt``, a test Case or a mask, scores; it never prompts)."""
+    dice = scorer(gt)
     frame = pipe.frame(image, embedding)
     loc = pipe.localize(frame)
     trace = pipe.run(image, embedding, frame=frame, localized=loc)
     cands = trace_candidates(trace) + perturbed_candidates(frame, loc[1], perturb, decode_boxes)
     st = trace.stages
-    rows = [{"unit": "candidate", **r} for r in score_candidates(cands, gt, trace.final, st[0].mask)]
+    rows = [{"unit": "candidate", **r} for r in score_candidates(cands, dice, trace.final, st[0].mask)]
     rows += [{"unit": "step", **r} for r in step_rows(
         [s.mask for s in st], [s.gate for s in st], [s.name for s in st], [s.fired for s in st],
-        [s.accepted for s in st], [[m for _, m, _ in s.proposals] for s in st], gt)]
+        [s.accepted for s in st], [[m for _, m, _ in s.proposals] for s in st], dice)]
     loop = [r["dice"] for r in rows if r["unit"] == "candidate" and r["loop"]]
-    rows.append({"unit": "case", **case_row(dice(st[0].mask, gt), dice(trace.final, gt), loop)})
+    rows.append({"unit": "case", **case_row(dice(st[0].mask), dice(trace.final), loop)})
     return rows
 
 
@@ -185,7 +202,7 @@ def run_validity(study, domain: str, seed: int, n_test: int | None = None, pertu
     for c, e in tqdm(list(zip(cases, embs)), desc=f"{domain} gate validity (seed {seed})", leave=False):
         base = {"domain": domain, "seed": seed, "case_id": c.case_id, "cluster": c.case_id}
         cached = lambda boxes, c=c, e=e: study.masks.decode_boxes(study.model, c.image, e, boxes)  # noqa: E731
-        rows += [{**base, **r} for r in case_candidates(pipe, c.image, e, c.mask, perturb, cached)]
+        rows += [{**base, **r} for r in case_candidates(pipe, c.image, e, c, perturb, cached)]
     return _finish(pd.DataFrame(rows), study, domain)
 
 
@@ -271,7 +288,7 @@ def run_spleen_validity(study, seed: int, perturb=PERTURBATIONS, max_volumes: in
                 [[c.mask for sk, c in props if sk == s.name] for s in stages], gt,
                 gated=[bool(m.any()) for m in masks])]
             loop = [r["dice"] for r in out if r["unit"] == "candidate" and r["loop"]]
-            out.append({"unit": "case", **case_row(dice(masks[0], gt), dice(masks[-1], gt), loop)})
+            out.append({"unit": "case", **case_row(ev.dice(masks[0], gt), ev.dice(masks[-1], gt), loop)})
             rows += [{**base, **r} for r in out]
     return _finish(pd.DataFrame(rows), study, "spleen")
 
@@ -279,37 +296,11 @@ def run_spleen_validity(study, seed: int, perturb=PERTURBATIONS, max_volumes: in
 # --------------------------------------------------------------------------- correlation and bootstrap
 
 
-def spearman(x, y) -> float:
-    """Spearman's rho, NaN when fewer than 3 points or either side is constant."""
-    x, y = np.asarray(x, float), np.asarray(y, float)
-    if len(x) < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
-        return float("nan")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return float(stats.spearmanr(x, y).statistic)
-
-
 def within_case_rhos(cands: pd.DataFrame) -> pd.DataFrame:
     """Spearman of gate vs Dice over each case's candidates (per seed and case), with the case's cluster."""
-    out = [{"seed": s, "case_id": c, "cluster": g.cluster.iloc[0], "n": len(g), "rho": spearman(g.gate, g.dice)}
+    out = [{"seed": s, "case_id": c, "cluster": g.cluster.iloc[0], "n": len(g), "rho": ev.spearman(g.gate, g.dice)}
            for (s, c), g in cands.groupby(["seed", "case_id"], sort=True)]
     return pd.DataFrame(out, columns=["seed", "case_id", "cluster", "n", "rho"])
-
-
-def cluster_bootstrap(groups: list, stat: Callable[[list], float], n_boot: int, seed: int,
-                      level: float = 0.95) -> tuple[float, float]:
-    """Percentile interval of ``stat`` over ``n_boot`` resamples of ``groups`` with replacement (NaN when fewer
-    than MIN_UNITS groups: resampling one or two units says nothing about the spread)."""
-    if len(groups) < MIN_UNITS or n_boot <= 0:
-        return float("nan"), float("nan")
-    rng = np.random.default_rng(seed)
-    vals = np.array([stat([groups[i] for i in rng.integers(0, len(groups), len(groups))]) for _ in range(n_boot)])
-    vals = vals[np.isfinite(vals)]
-    if not len(vals):
-        return float("nan"), float("nan")
-    a = (1 - level) / 2
-    lo, hi = np.quantile(vals, [a, 1 - a])
-    return float(lo), float(hi)
 
 
 def _mean_rho(groups: list) -> float:
@@ -319,20 +310,20 @@ def _mean_rho(groups: list) -> float:
 
 
 def _pooled_rho(groups: list) -> float:
-    return spearman(np.concatenate([g[0] for g in groups]), np.concatenate([g[1] for g in groups]))
+    return ev.spearman(np.concatenate([g[0] for g in groups]), np.concatenate([g[1] for g in groups]))
 
 
 def correlations(cands: pd.DataFrame, n_boot: int, seed: int) -> dict:
-    """Within-case (mean over cases) and pooled Spearman of gate vs Dice, each with a cluster-bootstrap 95% CI."""
+    """Within-case (mean over cases) and pooled Spearman of gate vs Dice, each with a cluster-bootstrap interval."""
     rh = within_case_rhos(cands)
     clusters = sorted(cands.cluster.unique())
     within_groups = [rh.rho[rh.cluster == k].to_numpy() for k in clusters]
     pooled_groups = [(g.gate.to_numpy(), g.dice.to_numpy()) for _, g in cands.groupby("cluster", sort=True)]
-    w_lo, w_hi = cluster_bootstrap(within_groups, _mean_rho, n_boot, seed)
-    p_lo, p_hi = cluster_bootstrap(pooled_groups, _pooled_rho, n_boot, seed + 1)
+    w_lo, w_hi = ev.cluster_bootstrap(within_groups, _mean_rho, n_boot, seed)
+    p_lo, p_hi = ev.cluster_bootstrap(pooled_groups, _pooled_rho, n_boot, seed + 1)
     return {"clusters": len(clusters), "cases": int(rh.rho.notna().sum()), "candidates": len(cands),
             "within": _mean_rho(within_groups), "within_lo": w_lo, "within_hi": w_hi,
-            "pooled": spearman(cands.gate, cands.dice), "pooled_lo": p_lo, "pooled_hi": p_hi}
+            "pooled": ev.spearman(cands.gate, cands.dice), "pooled_lo": p_lo, "pooled_hi": p_hi}
 
 
 def verdict(lo: float, hi: float) -> str:
@@ -355,13 +346,6 @@ def correlation_table(df: pd.DataFrame, n_boot: int, seed: int) -> pd.DataFrame:
                      "loop_cases": lp["cases"], "loop_within": lp["within"], "loop_within_lo": lp["within_lo"],
                      "loop_within_hi": lp["within_hi"]})
     return pd.DataFrame(rows)
-
-
-def fmt_ci(v: float, lo: float, hi: float) -> str:
-    """'+0.41 [+0.22, +0.58]'."""
-    if not np.isfinite(v):
-        return "–"
-    return f"{v:+.2f} [{lo:+.2f}, {hi:+.2f}]" if np.isfinite(lo) else f"{v:+.2f}"
 
 
 # --------------------------------------------------------------------------- keep-best audit
@@ -441,8 +425,8 @@ def scatter_figure(df: pd.DataFrame, corr: pd.DataFrame, titles: dict | None = N
             dep = c[c.deployed]
             ax.scatter(dep.gate, dep.dice, s=40, facecolors="none", edgecolors="k", linewidths=0.8)
         r = corr.set_index("domain").loc[dom]
-        ax.set_title(f"{(titles or {}).get(dom, dom)}\nwithin-case ρ {fmt_ci(r.within, r.within_lo, r.within_hi)}\n"
-                     f"pooled ρ {fmt_ci(r.pooled, r.pooled_lo, r.pooled_hi)}", fontsize=8)
+        ax.set_title(f"{(titles or {}).get(dom, dom)}\nwithin-case ρ {ev.fmt_ci(r.within, r.within_lo, r.within_hi)}\n"
+                     f"pooled ρ {ev.fmt_ci(r.pooled, r.pooled_lo, r.pooled_hi)}", fontsize=8)
         ax.set_xlabel("gate (GT-free)")
         ax.set_ylim(-0.02, 1.02)
         ax.grid(alpha=0.3)
