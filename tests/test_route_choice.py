@@ -99,3 +99,18 @@ def test_unknown_candidate_names_the_file(tmp_path):
     bad.write_text("a:\n  localizer: {name: static_box}\n  candidates: [a, b]\n")
     with pytest.raises(ConfigError, match="candidate route.*'b'"):
         load_routes(bad)
+
+
+def test_choice_table_shows_each_choice_once_with_the_budgets_that_share_its_labels():
+    import pandas as pd
+
+    from frozenseg.pipeline.section import choice_table
+
+    scores = pd.DataFrame({"route": ["isic", "isic_drawer", "isic_drawer"], "stage": ["screen", "screen", "final"],
+                           "mean": [0.5, 0.7, 0.72], "sd": [0.1, 0.1, 0.05], "fold_means": [[0.4, 0.6]] * 3,
+                           "chosen": [False, False, True]})
+    rec = {"seed": 0, "labels": ["a", "b", "c"], "how": C.CV, "name": "isic_drawer", "scores": scores}
+    t = choice_table([{**rec, "n_labels": 5}, {**rec, "n_labels": 10},
+                      {**C.given_route(get_route("isic"), 25, 0)}])
+    assert t.N.tolist() == ["5, 10"] * 3 + ["25"] and t.chosen.tolist() == ["", "", "✓", "✓"]
+    assert t.how.iloc[-1] == C.GIVEN and t["held-out Dice"].iloc[2] == "0.720 ± 0.050"

@@ -83,17 +83,21 @@ def budget_table(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def choice_table(choices: list[dict]) -> pd.DataFrame:
-    """Per seed and budget N: how the deployed route was chosen, on how many labels, the router's cross-validated
-    Dice of each candidate on those labels (``router.scores_table``) and the route chosen."""
+    """Per seed and set of labels (budgets N that share their labels share one choice): how the deployed route was
+    chosen, on how many labels, the router's cross-validated Dice of each candidate on them
+    (``router.scores_table``) and the route chosen."""
     from .router import scores_table
 
-    parts = []
+    groups: dict = {}
     for c in choices:
-        head = {"seed": c["seed"], "N": c["n_labels"], "labels": len(c["labels"]) or "–", "how": c["how"]}
-        if c["scores"].empty:
-            parts.append(pd.DataFrame([{**head, "route": c["name"], "chosen": "✓"}]))
-        else:
-            parts.append(scores_table(c["scores"]).assign(**head))
+        groups.setdefault((c["seed"], tuple(c["labels"]), c["how"], c["name"]), []).append(c)
+    parts = []
+    for (seed, labels, how, name), cs in groups.items():
+        head = {"seed": seed, "N": ", ".join(str(c["n_labels"]) for c in cs), "labels": len(labels) or "–",
+                "how": how}
+        scores = cs[0]["scores"]
+        parts.append(pd.DataFrame([{**head, "route": name, "chosen": "✓"}]) if scores.empty
+                     else scores_table(scores).assign(**head))
     cols = ["seed", "N", "labels", "how", "route", "stage", "held-out Dice", "per fold", "chosen"]
     t = pd.concat(parts, ignore_index=True)
     return t[[c for c in cols if c in t]].fillna("")
