@@ -16,7 +16,7 @@
 # every query patch of the frozen encoder to every support patch; the peak's component gives the box. Route
 # `isic_drawer` is the source study's **polygon drawer** (an LLM vision endpoint, or offline a heuristic: pigment
 # saliency against the image border). Either box goes through the frozen decoder, then GT-free skills run under a
-# keep-best gate, and a small **genome** (localizer threshold, box margin, re-prompt margin, gate weights) is fit
+# keep-best gate, and a small **genome** (localizer parameters, box margin, re-prompt margin, gate weights) is fit
 # leave one out on at most 40 labelled *train* images by a derivative-free optimiser.
 #
 # **Which route is deployed** is decided by the router's k-fold cross-validation on the labels: at each label
