@@ -36,7 +36,8 @@ def labelled_cases(train, n_labels: int, seed: int, s: dict) -> list:
     return list({c.case_id: c for c in support + gcases}.values())
 
 
-def choose_on_labels(model, cases, embeddings, candidates: list[Route], seed: int, rs: dict) -> tuple[str, pd.DataFrame, str]:
+def choose_on_labels(model, cases, embeddings, candidates: list[Route], seed: int,
+                     rs: dict) -> tuple[str, pd.DataFrame, str]:
     """(chosen route name, the router's scores, how it was chosen) from labelled cases alone: one candidate needs no
     choice; with fewer than 3 labels no fold can be held out, so the first candidate stays; otherwise the best
     finalist of ``router.route_scores``."""
@@ -79,8 +80,8 @@ def route_choice(study, domain: str, seed: int, n_labels: int, candidates: list[
     t0 = time.perf_counter()
     name, scores, how = choose_on_labels(study.model, cases, embs, candidates, seed, rs)
     seconds = round(time.perf_counter() - t0, 2)
-    write_json_atomic(path, {"name": name, "how": how, "scores": json.loads(scores.to_json(orient="records")), "seconds": seconds,
-                             "domain": domain, **rec})
+    table = json.loads(scores.to_json(orient="records"))
+    write_json_atomic(path, {"name": name, "how": how, "scores": table, "seconds": seconds, "domain": domain, **rec})
     return {**rec, "route": by_name[name], "name": name, "how": how, "scores": scores, "seconds": seconds,
             "cached": False}
 

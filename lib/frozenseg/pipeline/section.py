@@ -63,7 +63,8 @@ def route_table(info: dict) -> pd.DataFrame:
 def gap_table(df: pd.DataFrame) -> pd.DataFrame:
     """Naive, deployed, oracle Dice and the fraction of the gap closed (``ev.ACROSS_SEEDS``)."""
     g = gap_closed(df)
-    return pd.DataFrame([{col: ev.fmt_mean_sd(*ev.mean_sd(g[col])[:2]) for col in (NAIVE, DEPLOYED, ORACLE, "gap closed")}])
+    cols = (NAIVE, DEPLOYED, ORACLE, "gap closed")
+    return pd.DataFrame([{col: ev.fmt_mean_sd(*ev.mean_sd(g[col])[:2]) for col in cols}])
 
 
 def budget_table(df: pd.DataFrame) -> pd.DataFrame:
@@ -149,13 +150,18 @@ def run_section(study, domain: str, notebook: str, art, route=None, candidates=N
     neg = int(df[(df.stage == DEPLOYED) & (df.seed == study.seeds[0]) & (df.n_labels == top)].negative.sum())
     units = f"{n} test units" + (f" ({neg} without a target; {ev.EMPTY_RULE})" if neg else "")
     if any(c["how"] != SINGLE for c in choices):
+        rs = next((c["settings"] for c in choices if c["settings"]), {})
+        how = (f" ({rs['folds']} folds, {rs['finalists']} finalist(s) refitted with a genome budget of "
+               f"{rs['genome_budget']}, from the profile)" if rs else "")
         display(art.table(choice_table(choices), f"{domain}_route_choice", caption=(
             f"{study.title(domain)}: how the deployed route was chosen at each label budget N and seed. Each "
             "candidate is scored by the router's k-fold cross-validation on exactly the labels the pipeline uses at "
-            "that N (its supports and genome cases; every label held out once; finalists refitted with their genome "
-            "as deployed); the best finalist is deployed. No test image is seen by the choice.")))
+            f"that N{how}: its supports and genome cases, every label held out once, finalists refitted with their "
+            "genome as deployed; the best finalist is deployed. No test image is seen by the choice; a route 'given "
+            "by the caller' was not chosen at all.")))
     else:
-        print(art.note(f"{study.title(domain)}: route {choices[0]['name']!r} deployed at every N ({choices[0]['how']})."))
+        c = choices[0]
+        print(art.note(f"{study.title(domain)}: route {c['name']!r} deployed at every N ({c['how']})."))
     display(art.table(budget_table(df), f"{domain}_budgets", caption=(
         f"{study.title(domain)}: Dice on the {units} at each label budget N ({ev.ACROSS_SEEDS}), with "
         "how many of the N labelled train cases each method used and the route deployed. The pipeline's supports "
