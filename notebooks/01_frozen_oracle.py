@@ -15,7 +15,8 @@
 # **ground-truth box**. That Dice is the decoder's ceiling: whatever a GT-free pipeline loses below it
 # is localization error, not decoder error. We then perturb the box, jittering its edges and loosening
 # it, to draw the *localization-sensitivity curve* that motivates the whole study. Spleen is scored
-# per volume in 3D (slices are assembled; a slice-average would bias Dice), the other domains per image.
+# per volume in 3D (slices are assembled; a slice-average would bias Dice), the other domains per image at the
+# ground truth's native resolution. An image without a target has no GT box: the oracle predicts nothing there.
 
 # %% tags=["parameters"]
 profile = "cpu"      # smoke | cpu | full
@@ -30,6 +31,7 @@ folders = {}         # extra domains, e.g. {"mydomain": "/path/with/images_and_m
 from IPython.display import display
 
 import frozenseg.viz as viz
+from frozenseg import evaluation as ev
 from frozenseg.oracle import run_oracle, sensitivity_summary, summarize_oracle
 from frozenseg.report import source_study_note
 from frozenseg.results import save_results
@@ -55,8 +57,10 @@ results.groupby(["domain", "unit"]).size().rename("rows").to_frame()
 table = summarize_oracle(results, titles)
 art.table(table, "oracle_dice", caption=(
     "Frozen decoder prompted with the ground-truth box (the oracle), and with the loosest and most-jittered "
-    "boxes of the sweep. Mean ± sd across seeds of the per-seed mean over test cases; spleen per 3D volume "
-    "(HD95 in mm there; in pixels for the 2D domains, whose phantoms have no physical spacing)."))
+    f"boxes of the sweep: Dice {ev.ACROSS_SEEDS}, over each domain's test units (spleen per 3D volume; 2D images "
+    "scored at the ground truth's native resolution). Median HD95 in mm where the data has a spacing (volumes), "
+    "else in native pixels, with the units that had no boundary to measure. 'negatives': test units without a "
+    f"target; every box arm predicts an empty mask there (no GT box), and {ev.EMPTY_RULE}."))
 display(table)
 print(art.note(source_study_note("frozen_gt_box_oracle_dice", titles), name="reference", reference=True))
 
@@ -68,7 +72,8 @@ curves = sensitivity_summary(results)
 fig = viz.sensitivity_plot(curves, titles)
 art.figure(fig, "sensitivity", caption=(
     "Dice of the frozen decoder as the GT box's edges are jittered (left) or the box is scaled about its centre "
-    "(right). Band: sd across seeds (visible with several seeds). Localization is the whole game."))
+    f"(right): {ev.ACROSS_SEEDS}; band: that sd (visible with several seeds). Test units without a target score "
+    "the same at every level (no box to perturb). Localization is the whole game."))
 
 # %%
 art.save()

@@ -9,19 +9,22 @@
 # ---
 
 # %% [markdown]
-# # 02 · ISIC (dermoscopy): dense-correspondence label transfer + genome, zero gradient training
+# # 02 · ISIC (dermoscopy): a route chosen on the labels, zero gradient training
 #
-# The lesion is localized by **dense correspondence** (CPG, as for Kvasir): each labelled support image's mask is
-# transferred to the query through the cosine similarity of every query patch of the frozen encoder to every
-# support patch; the peak's component gives the box. Its box goes through the frozen decoder, then GT-free skills
-# run under a keep-best gate. A small **genome** (transfer threshold, box margin, re-prompt margin, gate weights)
-# is fit leave one out on at most 40 labelled *train* images by a derivative-free optimiser; the test split is
-# never seen. The source study's ISIC route was a **polygon drawer** (an LLM vision endpoint, or offline a
-# heuristic: pigment saliency against the image border). On the real ISIC sample the heuristic drawer fell far
-# behind the correspondence localizer: it boxes the dermoscope's dark vignette corners and edge glare as the most
-# salient blobs and misses small low-contrast lesions (its worst cases are shown below). So the deployed route is
-# the correspondence one, and the drawer runs beside it as an alternative (route `isic_drawer`; `drawer_backend`
-# chooses its backend, and `deploy_drawer=True` deploys it instead).
+# Two GT-free routes are candidates for ISIC. Route `isic` localizes the lesion by **dense correspondence** (CPG,
+# as for Kvasir): each labelled support image's mask is transferred to the query through the cosine similarity of
+# every query patch of the frozen encoder to every support patch; the peak's component gives the box. Route
+# `isic_drawer` is the source study's **polygon drawer** (an LLM vision endpoint, or offline a heuristic: pigment
+# saliency against the image border). Either box goes through the frozen decoder, then GT-free skills run under a
+# keep-best gate, and a small **genome** (localizer parameters, box margin, re-prompt margin, gate weights) is fit
+# leave one out on at most 40 labelled *train* images by a derivative-free optimiser.
+#
+# **Which route is deployed** is decided by the router's k-fold cross-validation on the labels: at each label
+# budget N and seed, both candidates are scored on exactly the labelled train images the pipeline uses at that N
+# (each held out once; the finalists refitted with their genome as deployed), and the better one is deployed. The
+# choice table below shows those scores and the route chosen per N. The test split is never seen by the choice nor
+# by the genome fit. `drawer_backend` sets the drawer's backend; `deploy_drawer=True` deploys the drawer without a
+# choice (a user override, which the choice table then says).
 
 # %% tags=["parameters"]
 profile = "cpu"      # smoke | cpu | sample | full
@@ -33,46 +36,56 @@ data_root = None     # None: $FROZENSEG_DATA, else <repo>/data
 folders = {}         # extra domains, e.g. {"mydomain": "/path/with/images_and_masks"}
 drawer_backend = None  # the drawer route's backend. None: its own (heuristic); "llm": FROZENSEG_LLM_URL, _KEY, _MODEL,
                        # replies recorded; "replay": rerun from recorded traces only (FROZENSEG_LLM_MODEL names them)
-deploy_drawer = False  # True: deploy the drawer route (with drawer_backend) instead of the correspondence route
+deploy_drawer = False  # True: deploy the drawer route (with drawer_backend) without the choice on the labels (override)
 
 # %%
 import matplotlib.pyplot as plt
 from IPython.display import display
 
 from frozenseg.pipeline.router import get_route, with_localizer
-from frozenseg.pipeline.section import alternative_routes, run_section
+from frozenseg.pipeline.section import alternative_routes, deployed_name, run_section
 from frozenseg.study import setup
 
 DOMAIN = "isic"
 study = setup(profile=profile, seeds=seeds, domains=domains, source=source, model=model,
               data_root=data_root, folders=folders)
 drawer = with_localizer(get_route("isic_drawer"), backend=drawer_backend)   # checked here: a missing endpoint fails now
-deployed, other = (drawer, get_route(DOMAIN)) if deploy_drawer else (get_route(DOMAIN), drawer)
+candidates = [get_route(DOMAIN), drawer]
+override = drawer if deploy_drawer else None     # None: the route is chosen by cross-validation on the labels
 art = study.artifacts("02_isic")
 
 # %% [markdown]
-# ## Route, genome, skill-by-skill ablation and the oracle gap closed
+# ## Route choice, genome, skill-by-skill ablation and the oracle gap closed
 
 # %%
 if DOMAIN in study.domains:
-    results = run_section(study, DOMAIN, "02_isic", art, route=deployed)
+    results = run_section(study, DOMAIN, "02_isic", art, route=override, candidates=candidates)
 else:
     art.note(f"{DOMAIN} is not among this run's domains ({study.domains}); nothing to show.")
 
 # %% [markdown]
-# ## The alternative route on the same test cases, and its worst cases
+# ## Both routes on the same test units, and the worst cases of the one not deployed
 #
-# Both routes fitted the same way at the largest budget (the same supports and genome cases); the worst cases of
-# the alternative show what it gets wrong (ground truth green, prediction red, its box yellow).
+# Both candidates fitted the same way at the largest budget (the same supports and genome cases) and run on the
+# same test units. This is a comparison only: the deployed route was chosen on the labels (the choice table above),
+# not on these test numbers. The worst cases of the route not deployed show what it gets wrong (ground truth
+# green, prediction red, its box yellow).
 
 # %%
 if DOMAIN in study.domains:
-    table, fig = alternative_routes(study, DOMAIN, [deployed, other], seed=study.seeds[0])
+    seed0 = study.seeds[0]
+    chosen = deployed_name(results, seed0)
+    routes = sorted(candidates, key=lambda r: r.domain != chosen)      # the deployed route first
+    other = routes[-1]
+    table, fig = alternative_routes(study, DOMAIN, routes, seed=seed0, deployed=chosen)
     display(art.table(table, f"{DOMAIN}_routes", caption=(
-        f"{study.title(DOMAIN)}: deployed and alternative route at the largest budget, seed {study.seeds[0]}, on the "
-        "same test cases: Dice after localization and deployed (mean, and how many test cases fall below 0.5).")))
+        f"{study.title(DOMAIN)}: both candidate routes at the largest budget, seed {seed0}, on the same test units: "
+        "Dice after localization and deployed (mean over units, and how many fall below 0.5). A side-by-side "
+        "comparison only: the deployed route (✓) was chosen by cross-validation on the labels, not on these "
+        "numbers.")))
     art.figure(fig, f"{DOMAIN}_alternative_worst", caption=(
-        f"The four worst test cases of the route that is not deployed ({other.localizer['name']}"
+        f"The {len(fig.axes)} worst test units of the route not deployed at seed {seed0} ({other.domain}: "
+        f"{other.localizer['name']}"
         f"{', ' + other.localizer.get('backend', '') if other.localizer.get('backend') else ''}): ground truth "
         "green, prediction red, its box yellow."))
     plt.show()

@@ -15,8 +15,8 @@
 # normalised coordinates. Then, each under a keep-best gate: a mask-bbox **self-reprompt**; a **repair trim**
 # of over-segmentation outside the few-shot atlas where the colour model also says background; a
 # **catastrophic fix** (positive points on lung-like pixels, negative points on the spill) for masks the gate
-# calls catastrophic; and a **letterbox trim** that drops components lying over near-black padding. The
-# source study's chain on real films was 0.825 -> 0.898 -> 0.911 -> 0.914 -> 0.920 -> 0.922.
+# calls catastrophic; and a **letterbox trim** that drops components lying over near-black padding. The source
+# study's skill-by-skill chain on real films is printed below from report/source_study.yaml, for reference.
 
 # %% tags=["parameters"]
 profile = "cpu"      # smoke | cpu | full
@@ -29,12 +29,14 @@ folders = {}         # extra domains, e.g. {"mydomain": "/path/with/images_and_m
 
 # %%
 from frozenseg.pipeline.section import run_section
+from frozenseg.report import source_chain_note
 from frozenseg.study import setup
 
 DOMAIN = "cxr"
 study = setup(profile=profile, seeds=seeds, domains=domains, source=source, model=model,
               data_root=data_root, folders=folders)
 art = study.artifacts("05_cxr")
+print(art.note(source_chain_note(DOMAIN), name="reference", reference=True))
 
 # %% [markdown]
 # ## Route, genome, skill-by-skill ablation and the oracle gap closed

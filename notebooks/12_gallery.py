@@ -11,7 +11,7 @@
 # %% [markdown]
 # # 12 · Gallery: the best and worst cases of each domain
 #
-# For each domain, the three test cases with the highest and the three with the lowest Dice of the **deployed**
+# For each domain, the `n_show` test units with the highest and those with the lowest Dice of the **deployed**
 # training-free pipeline mask, read from the results files and saved masks of notebooks 02 (ISIC), 03 (spleen),
 # 04 (Kvasir) and 05 (CXR); nothing is recomputed here. Ground truth is outlined in green, the prediction in red,
 # the Dice in each title. A spleen case is a whole CT volume scored in 3D: the panel shows the slice with the

@@ -220,3 +220,38 @@ def test_powell_search_returns_the_best_point_it_evaluated():
         assert rec["fit_dice"] == pytest.approx(max(rec["history"]))
         assert rec["fit_dice"] >= rec["start_dice"] and rec["evals"] == len(rec["history"])
         assert 0 <= rec["params"]["a"] <= 1 and 0 <= rec["params"]["b"] <= 2
+
+
+def _two_seed_rows() -> pd.DataFrame:
+    """Deployed, naive, oracle and one skill stage of 4 units x 2 seeds (per-seed deployed means 0.4 and 0.6)."""
+    rows = []
+    for seed, dep in ((0, 0.4), (1, 0.6)):
+        for i in range(4):
+            base = {"domain": "d", "seed": seed, "case_id": f"c{i}", "unit": "case", "n_labels": 10,
+                    "labels_used": 10, "route": "d", "fired": True, "accepted": True}
+            rows += [{**base, "stage": "localize", "stage_index": 0, "dice": dep - 0.1, "hd95": np.nan},
+                     {**base, "stage": "deployed", "stage_index": 1, "dice": dep, "hd95": 2.0 + i if i else np.nan,
+                      "hd95_unit": "px"},
+                     {**base, "stage": "naive", "stage_index": -1, "dice": 0.2, "hd95": np.nan},
+                     {**base, "stage": "oracle", "stage_index": -2, "dice": 0.9, "hd95": 1.0}]
+    return pd.DataFrame(rows)
+
+
+def test_section_tables_summarise_across_seeds_through_the_evaluation_core(monkeypatch):
+    """Ablation, gap and budget tables: the one seed summary (sd with n - 1), HD95 with its missing units."""
+    from frozenseg import evaluation as ev
+    from frozenseg.pipeline.experiment import ablation_table
+    from frozenseg.pipeline.section import budget_table, gap_table
+
+    calls = []
+    for name in ("scored_units", "seed_summary", "seed_cell", "mean_sd", "hd95_summary"):
+        real = getattr(ev, name)
+        monkeypatch.setattr(ev, name, lambda *a, _r=real, _n=name, **k: calls.append(_n) or _r(*a, **k))
+    df = _two_seed_rows()
+    sd = f"{np.std([0.4, 0.6], ddof=1):.3f}"
+    abl = ablation_table(df).set_index("stage")
+    assert abl.loc["deployed", "Dice"] == f"0.500 ± {sd}" and abl.loc["deployed", "median HD95"] == \
+        "median 4.0 px (2 of 8 without a boundary)"
+    assert gap_table(df)["deployed"].iloc[0] == f"0.500 ± {sd}"
+    assert budget_table(df)["deployed Dice"].iloc[0] == f"0.500 ± {sd}"
+    assert {"scored_units", "seed_summary", "seed_cell", "mean_sd", "hd95_summary"} <= set(calls)

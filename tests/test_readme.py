@@ -4,6 +4,7 @@ import json
 import pandas as pd
 import pytest
 
+from frozenseg import evaluation as ev
 from frozenseg import readme
 from frozenseg.errors import DataError
 
@@ -26,17 +27,62 @@ def test_sample_table_reads_the_results_and_says_what_the_sample_allows(tmp_path
     assert rows.domain.tolist() == ["Kvasir-SEG (endoscopy)"] and rows.data.iloc[0] == "real sample"
     assert rows.N.iloc[0] == 25 and rows["pipeline (labels used)"].iloc[0].startswith("0.690 [")
     assert rows["pipeline (labels used)"].iloc[0].endswith("(12)")
-    assert rows["GT-box oracle"].iloc[0] == "0.900 [0.90, 0.90]"
+    assert rows["GT-box oracle"].iloc[0] == "0.900 (n = 10, all equal)", "never a zero-width interval"
     assert rows.iloc[0, -1] == "0.824 / 0.889 / 0.944", "the source study's figures, from report/source_study.yaml"
     # with trained networks at N = 10 only, both are shown at the budget they share
     _save("06_trained_baselines", [{"domain": "kvasir", "source": "real", "unit": "case", "case_id": f"c{i}",
-                                    "arch": a, "method": a, "n_labels": 10, "status": "ok", "dice": d}
-                                   for i in range(10) for a, d in (("unet_regnetx002", 0.4), ("segformer_b0", 0.3))])
+                                    "arch": a, "method": a, "n_labels": 10, "status": "ok", "dice": d + 0.01 * i,
+                                    "val_dice": v}
+                                   for i in range(10) for a, d, v in (("unet_regnetx002", 0.4, 0.7),
+                                                                      ("segformer_b0", 0.3, 0.6))])
     rows = readme.sample_rows()
     assert rows.N.iloc[0] == 10 and rows["pipeline (labels used)"].iloc[0].startswith("0.590 [")
-    assert rows["best trained network at N"].iloc[0] == "0.400 [0.40, 0.40] (unet_regnetx002)"
+    assert rows["best trained network at N"].iloc[0].startswith("0.445 [")
+    assert rows["best trained network at N"].iloc[0].endswith("(unet_regnetx002)")
     text = readme.sample_section()
     assert "| Kvasir-SEG (endoscopy) | real sample | 10 | 10 |" in text and "not resolved" in text
+    assert ev.interval_note() in text
+
+
+def _nets(val: bool) -> list[dict]:
+    """Two archs: segformer wins on test, unet on validation (a planted test-only winner)."""
+    return [{"domain": "kvasir", "source": "real", "unit": "case", "case_id": f"c{i}", "arch": a, "method": a,
+             "n_labels": 10, "status": "ok", "dice": d, **({"val_dice": v} if val else {}), "seed": s}
+            for s in (0, 1) for i in range(10)
+            for a, d, v in (("unet_regnetx002", 0.40, 0.8 - 0.3 * s), ("segformer_b0", 0.90, 0.6))]
+
+
+def test_best_network_is_chosen_on_validation_dice_never_on_test(tmp_path, monkeypatch):
+    monkeypatch.setenv("FROZENSEG_OUT", str(tmp_path))
+    _save("04_kvasir", [{"domain": "kvasir", "source": "real", "unit": "case", "case_id": f"c{i}", "stage": "deployed",
+                         "method": "deployed_n10", "n_labels": 10, "labels_used": 10, "dice": 0.6} for i in range(10)])
+    # unet: validation Dice 0.8 (seed 0) and 0.5 (seed 1), mean 0.65 > segformer's 0.6; segformer is far better on test
+    _save("06_trained_baselines", _nets(val=True))
+    assert readme.best_network(readme.results_if_run("06_trained_baselines", "sample")) == "unet_regnetx002"
+    cell = readme.sample_rows()["best trained network at N"].iloc[0]
+    assert cell.endswith("(unet_regnetx002)") and cell.startswith("0.400"), "the test-only winner is not chosen"
+    _save("06_trained_baselines", _nets(val=False))        # old results without val_dice: no choice at all
+    assert readme.sample_rows()["best trained network at N"].iloc[0] == "–"
+    assert "no validation Dice" in readme.sample_section()
+
+
+def test_one_unit_has_no_interval_and_missing_results_still_write(tmp_path, monkeypatch):
+    monkeypatch.setenv("FROZENSEG_OUT", str(tmp_path / "out"))
+    md = tmp_path / "README.md"
+    md.write_text("<!-- BEGIN sample -->\n<!-- END sample -->\n<!-- BEGIN speed -->\n<!-- END speed -->\n")
+    monkeypatch.setattr(readme.paths, "REPO", tmp_path)
+    assert readme.update(md) == ["sample", "speed"] and "No results of the `sample` profile" in md.read_text()
+    _save("03_spleen", [{"domain": "spleen", "source": "real", "unit": "volume", "case_id": "v1", "stage": "deployed",
+                         "method": "deployed_n50", "n_labels": 50, "labels_used": 50, "dice": 0.204}])
+    _save("01_frozen_oracle", [{"domain": "spleen", "source": "real", "unit": u, "case_id": c, "method": "gt_box",
+                                "dice": 0.96} for u, c in (("volume", "v1"), ("slice", "v1_z001"))])
+    rows = readme.sample_rows()
+    assert rows["pipeline (labels used)"].iloc[0] == "0.204 (n = 1, no interval) (50)"
+    assert rows["GT-box oracle"].iloc[0] == "0.960 (n = 1, no interval)" and rows["test units"].iloc[0] == 1
+    text = readme.sample_section()
+    assert "[0.20, 0.20]" not in text and "no interval could be drawn" in text
+    readme.update(md)
+    assert "| spleen (CT) | real sample | 1 | 50 |" in md.read_text()
 
 
 def test_update_rewrites_only_between_markers(tmp_path, monkeypatch):

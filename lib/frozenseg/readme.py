@@ -16,69 +16,74 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from . import evaluation as ev
 from . import paths
 from .errors import DataError
 from .io import write_text_atomic
-from .oracle import scored_units
 from .results import PIPELINE_NOTEBOOKS, results_if_run
 
 TITLES = {"isic": "ISIC (dermoscopy)", "spleen": "spleen (CT)", "kvasir": "Kvasir-SEG (endoscopy)",
           "cxr": "chest X-ray"}
+BEST_NN = "best trained network at N"
 
 
-def _ci(values, n_boot: int = 2000, seed: int = 0) -> tuple[float, float, float]:
-    """(mean, 95% bootstrap interval over units) of per-unit Dice."""
-    v = np.asarray(values, float)
-    if not len(v):
-        return np.nan, np.nan, np.nan
-    rng = np.random.default_rng(seed)
-    boots = rng.choice(v, size=(n_boot, len(v)), replace=True).mean(1)
-    return float(v.mean()), float(np.percentile(boots, 2.5)), float(np.percentile(boots, 97.5))
+def _cell(rows: pd.DataFrame, intervals: list | None = None) -> str:
+    """Mean Dice of the rows with its bootstrap interval over test units (``ev.unit_interval``/``fmt_interval``);
+    the interval is kept in ``intervals`` for the section's prose."""
+    if rows is None or not len(rows):
+        return "–"
+    iv = ev.unit_interval(rows)
+    if intervals is not None:
+        intervals.append(iv)
+    return ev.fmt_interval(iv)
 
 
-def _fmt(m, lo, hi) -> str:
-    return "–" if not np.isfinite(m) else f"{m:.3f} [{lo:.2f}, {hi:.2f}]"
+def best_network(nets: pd.DataFrame) -> str | None:
+    """The arch with the highest validation Dice at its kept weights (``val_dice``, mean over seeds), chosen by
+    ``ev.select_best``; None when the results carry no validation Dice (never chosen on test Dice)."""
+    if nets is None or not len(nets) or "val_dice" not in nets:
+        return None
+    per_arch = nets.groupby("arch", sort=True).val_dice.mean().reset_index().assign(all=0)
+    best = ev.select_best(per_arch, by=["all"], on="val_dice")
+    return None if best.empty else str(best.arch.iloc[0])
 
 
-def sample_rows(profile: str = "sample") -> pd.DataFrame:
-    """Per domain: data source, test units, and per method its mean Dice with a 95% bootstrap interval over test
-    units (seed 0), from the profile's results files."""
-    import yaml
+def sample_rows(profile: str = "sample", intervals: list | None = None) -> pd.DataFrame:
+    """Per domain: data source, test units, and per method its mean Dice with a bootstrap interval over test units
+    (seed 0), from the profile's results files; every interval drawn is appended to ``intervals``."""
+    from .report import source_study
 
-    ref = yaml.safe_load((paths.REPORT_SRC / "source_study.yaml").read_text(encoding="utf-8"))
     oracle, nn, dec = (results_if_run(nb, profile)
                        for nb in ("01_frozen_oracle", "06_trained_baselines", "07_fewshot_decoder"))
     rows = []
     for dom, nb in PIPELINE_NOTEBOOKS.items():
         pipe = results_if_run(nb, profile)
-        if pipe is None:
+        if pipe is None or "stage" not in pipe:
             continue
-        dep = _first_seed(scored_units(pipe[(pipe.domain == dom) & (pipe.stage == "deployed")]))
+        dep = _first_seed(ev.scored_units(pipe[(pipe.domain == dom) & (pipe.stage == "deployed")]))
         if dep.empty:
             continue
-        nets = _first_seed(scored_units(nn[(nn.domain == dom) & (nn.status == "ok")])) if nn is not None else dep.iloc[:0]
-        both = sorted(set(dep.n_labels) & set(nets.n_labels))
+        nets = ev.scored_units(nn[nn.domain == dom]) if nn is not None and "arch" in nn else dep.iloc[:0]
+        both = sorted(set(dep.n_labels) & set(nets.n_labels)) if "n_labels" in nets else []
         n = int(both[-1] if both else dep.n_labels.max())       # the largest budget both were run at
         at = dep[dep.n_labels == n]
-        row = {"domain": TITLES[dom], "data": _source(pipe, dom), "test units": len(at), "N": n,
-               "pipeline (labels used)": f"{_fmt(*_ci(at.dice))} ({int(at.labels_used.max())})"}
-        b = nets[nets.n_labels == n]
-        if len(b):
-            best = b.groupby("arch").dice.mean().idxmax()
-            row["best trained network at N"] = f"{_fmt(*_ci(b[b.arch == best].dice))} ({best})"
-        else:
-            row["best trained network at N"] = "–"
-        t = (_first_seed(scored_units(dec[(dec.domain == dom) & (dec.decoder == "tuned") & (dec.arm == "localizer")]))
-             if dec is not None else dep.iloc[:0])
+        used = f" ({int(at.labels_used.max())})" if "labels_used" in at else ""
+        row = {"domain": TITLES.get(dom, dom), "data": _source(pipe, dom), "test units": len(at), "N": n,
+               "pipeline (labels used)": _cell(at, intervals) + used}
+        b = nets[nets.n_labels == n] if len(nets) else nets
+        best = best_network(b)
+        row[BEST_NN] = f"{_cell(_first_seed(b[b.arch == best]), intervals)} ({best})" if best else "–"
+        t = (_first_seed(ev.scored_units(dec[(dec.domain == dom) & (dec.decoder == "tuned")
+                                             & (dec.arm == "localizer")])) if dec is not None else dep.iloc[:0])
         if len(t):
             m = int(t.n_labels.max())
-            row["tuned decoder + localizer (N)"] = f"{_fmt(*_ci(t[t.n_labels == m].dice))} ({m})"
+            row["tuned decoder + localizer (N)"] = f"{_cell(t[t.n_labels == m], intervals)} ({m})"
         if oracle is not None:
-            row["GT-box oracle"] = _fmt(*_ci(_first_seed(scored_units(oracle[(oracle.domain == dom)
-                                                                        & (oracle.method == "gt_box")])).dice))
-        row["source study: pipeline / best NN N=100 / tuned decoder N=100 (GT box)"] = (
-            f"{ref['training_free_pipeline_dice'][dom]} / {ref['best_trained_nn_n100_dice'][dom]} / "
-            f"{ref['fewshot_decoder_n100_gt_box_dice'][dom]}")
+            row["GT-box oracle"] = _cell(_first_seed(ev.scored_units(
+                oracle[(oracle.domain == dom) & (oracle.method == "gt_box")])), intervals)
+        ref = [source_study(k).get(dom, "–") for k in ("training_free_pipeline_dice", "best_trained_nn_n100_dice",
+                                                       "fewshot_decoder_n100_gt_box_dice")]
+        row["source study: pipeline / best NN N=100 / tuned decoder N=100 (GT box)"] = " / ".join(map(str, ref))
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -94,33 +99,40 @@ def _source(df: pd.DataFrame, domain: str) -> str:
     return "real sample" if src == "real" else src
 
 
+def _widths(intervals: list[dict]) -> str:
+    """'0.15-0.35' (the narrowest and widest interval drawn), or None when no interval was drawn."""
+    w = [iv["hi"] - iv["lo"] for iv in intervals if np.isfinite(iv.get("lo", np.nan))]
+    return f"{min(w):.2f}-{max(w):.2f}" if w else None
+
+
 def sample_section(profile: str = "sample") -> str:
     """The README section of the sample profile: the table and what it allows one to conclude."""
-    t = sample_rows(profile)
+    intervals: list[dict] = []
+    t = sample_rows(profile, intervals)
     if t.empty:
         return (f"*No results of the `{profile}` profile yet: run "
                 f"`FROZENSEG_DATA=../shared/realdata make report PROFILE={profile}`, then `make readme`.*")
-    widths = []
-    for col in t.columns:
-        for v in t[col]:
-            m = re.match(r"[\d.]+ \[([\d.]+), ([\d.]+)\]", str(v))
-            if m:
-                widths.append(float(m.group(2)) - float(m.group(1)))
     lines = ["| " + " | ".join(t.columns) + " |", "|" + "---|" * len(t.columns)]
     lines += ["| " + " | ".join(str(v) for v in r) + " |" for r in t.itertuples(index=False)]
     n_min, n_max = int(t["test units"].min()), int(t["test units"].max())
-    spread = f"{min(widths):.2f}-{max(widths):.2f}" if widths else "?"
+    units = f"{n_min}-{n_max}" if n_min != n_max else f"{n_min}"
+    spread = _widths(intervals)
+    width = (f"the intervals drawn are {spread} wide, so differences between methods smaller than that are not "
+             "resolved" if spread else "no interval could be drawn, so no difference between methods is resolved")
+    no_val = "–" in set(t[BEST_NN])
     return "\n".join(lines) + (
-        f"\n\nMean Dice with a 95% bootstrap interval over the test units of seed 0 (profile `{profile}`, written by "
-        "`make readme` from `results/sample/`). N is the largest label budget at which both the pipeline and the "
+        f"\n\nMean Dice of the test units of seed 0 with a {ev.interval_note()} (profile `{profile}`, written by "
+        f"`make readme` from `results/{profile}/`). N is the largest label budget at which both the pipeline and the "
         "trained networks ran (a budget the sample's train pool cannot hold is left out); in brackets: the labels "
-        "the pipeline used at N, the best network, the tuned decoder's N. Real-sample rows are measured on samples, not the study's datasets: "
-        f"with {n_min}-{n_max} test units per domain the intervals are {spread} wide, so differences between methods "
-        "smaller than that are not resolved, and no row is a study result. What the sample allows: checking that "
-        "each method runs on real images in the official layouts and lands in the right range against its GT-box "
-        "oracle, and spotting large gaps to the source study's figures (shown for reference: they are the source "
-        "study's, on the full datasets). What it does not allow: ranking methods whose intervals overlap, the "
-        "study's N = 50/100 comparisons where the sample's train pool is smaller, or any claim about the phantom "
+        "the pipeline used at N, the trained network with the highest validation Dice at N (mean over seeds; chosen "
+        "on validation data, never on these test scores" + ("; '–' where the results carry no validation Dice"
+                                                              if no_val else "") + "), the tuned decoder's N. "
+        "Real-sample rows are measured on samples, not the study's datasets: "
+        f"with {units} test units per domain {width}, and no row is a study result. What the sample allows: "
+        "checking that each method runs on real images in the official layouts and lands in the right range against "
+        "its GT-box oracle, and spotting large gaps to the source study's figures (shown for reference: they are "
+        "the source study's, on the full datasets). What it does not allow: ranking methods whose intervals overlap, "
+        "the study's N = 50/100 comparisons where the sample's train pool is smaller, or any claim about the phantom "
         "domains beyond the code running. Spleen on the real sample is scored against silver-standard masks "
         "(TotalSegmentator's output), so its Dice measures agreement with that model.")
 

@@ -1,9 +1,9 @@
-"""Tidy results files (one row per case x method x seed) and the seed-aware summaries tables are made from."""
+"""Tidy results files (one row per case x method x seed): written, read, and read if run. Summaries across seeds
+live in :mod:`frozenseg.evaluation`."""
 from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from . import paths
@@ -52,19 +52,3 @@ def results_if_run(notebook: str, profile: str) -> pd.DataFrame | None:
         return load_results(notebook, profile)
     except DataError:
         return None
-
-
-def seed_summary(df: pd.DataFrame, by: list[str], metric: str = "dice") -> pd.DataFrame:
-    """Mean of ``metric`` over cases within each seed, then mean, sd and count across seeds."""
-    per_seed = df.groupby(by + ["seed"], dropna=False)[metric].agg(["mean", "size"]).reset_index()
-    out = per_seed.groupby(by, dropna=False).agg(
-        mean=("mean", "mean"), sd=("mean", lambda s: float(np.std(s, ddof=1)) if len(s) > 1 else np.nan),
-        seeds=("mean", "size"), cases=("size", "max")).reset_index()
-    return out
-
-
-def fmt_mean_sd(mean: float, sd: float, digits: int = 3) -> str:
-    """'0.912 ± 0.004', or just the mean when there is one seed."""
-    if mean is None or np.isnan(mean):
-        return "–"
-    return f"{mean:.{digits}f}" if sd is None or np.isnan(sd) else f"{mean:.{digits}f} ± {sd:.{digits}f}"

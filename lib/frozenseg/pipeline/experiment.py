@@ -12,11 +12,11 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from .. import evaluation as ev
 from .. import paths
 from ..boxes import mask_to_box
 from ..data.splits import subsample_train
 from ..io import write_json_atomic
-from ..evaluation.metrics import score
 from .core import Pipeline, Route
 from .genome import MAX_GENOME_LABELS, fit_genome
 from .router import get_route
@@ -112,58 +112,71 @@ def fit_domain(study, domain: str, seed: int, route: Route | None = None, genome
 
 
 def test_cases(study, domain: str) -> list:
-    """The fixed test split every method predicts (``frozenseg.data.test_subset``), cut to the profile's pipeline
-    n_test when set."""
-    from ..data import test_subset
-
-    return test_subset(study.data(domain), settings(study.profile)["n_test"])
+    """The test units every method predicts (``ev.test_units``: the fixed test split, negatives included), cut to
+    the profile's pipeline n_test when set."""
+    return ev.test_units(study.data(domain), settings(study.profile)["n_test"])
 
 
-def _row(base: dict, stage: str, index: int, mask, gt, spacing, **extra) -> dict:
+def _row(base: dict, stage: str, index: int, mask, case, **extra) -> dict:
+    """One scored row (``ev.score_case``: native resolution; HD95 for the deployed mask and the oracle)."""
     return {**base, "stage": stage, "method": stage, "stage_index": index,
-            **score(mask, gt, spacing, with_hd95=stage in (DEPLOYED, ORACLE)), **extra}
+            **ev.score_case(mask, case, with_hd95=stage in (DEPLOYED, ORACLE)), **extra}
+
+
+def oracle_mask(study, case, embedding) -> np.ndarray:
+    """The frozen decoder prompted with the case's GT box; an empty mask on a case without a target (no box)."""
+    if not case.mask.any():
+        return np.zeros(case.mask.shape, bool)
+    return study.masks.decode_boxes(study.model, case.image, embedding, mask_to_box(case.mask)[None])[0][0]
 
 
 def run_domain(study, domain: str, seed: int, notebook: str, keep_masks: bool = True,
                use_cache: bool = True, route: Route | None = None,
-               n_labels: int | None = None) -> tuple[pd.DataFrame, dict]:
-    """Rows (one per test case x stage, plus naive, oracle and 'deployed') at label budget N (default the largest)
-    and the deployed masks by case id. Every row carries ``n_labels`` (the budget) and ``labels_used`` (how many
-    labelled cases the method used: the pipeline's supports and genome cases, the naive route's supports, 0 for
-    the GT-box oracle). The 'deployed' row's ``seconds`` is the wall time of the pipeline on that image beyond the
-    (cached) encoder. ``route``: the deployed route (None: the domain's own from routes.yaml)."""
-    pipe, grec = fit_domain(study, domain, seed, route=route, use_cache=use_cache, n_labels=n_labels)
+               n_labels: int | None = None, candidates: list[Route] | None = None) -> tuple[pd.DataFrame, dict]:
+    """Rows (one per test unit x stage, plus naive, oracle and 'deployed') at label budget N (default the largest)
+    and the deployed masks by case id. The deployed route is chosen among the domain's ``candidates`` (None: its
+    routes.yaml candidates) by cross-validation on this budget's labels (``choice.route_choice``), unless ``route``
+    fixes it. Every row carries ``n_labels`` (the budget), ``labels_used`` (how many labelled cases the method used:
+    the pipeline's supports, genome cases and the labels its route was chosen on; the naive route's supports; 0 for
+    the GT-box oracle), ``route`` and ``negative``. The 'deployed' row's ``seconds`` is the wall time of the
+    pipeline on that image beyond the (cached) encoder."""
+    from .choice import given_route, route_choice
+
+    n_labels = int(n_labels or max(budgets(study.profile, study.data(domain))))
+    choice = (given_route(route, n_labels, seed) if route is not None
+              else route_choice(study, domain, seed, n_labels, candidates, use_cache=use_cache))
+    pipe, grec = fit_domain(study, domain, seed, route=choice["route"], use_cache=use_cache, n_labels=n_labels)
     naive, nrec = fit_domain(study, domain, seed, route=get_route("agnostic"), genome=False, n_labels=n_labels)
+    used = len(set(grec["labels"]) | set(choice["labels"]))
     cases = test_cases(study, domain)
     embs = study.embeddings(cases, desc=f"{domain} test")
     rows, masks = [], {}
-    budget = {"n_labels": grec["n_labels"]}
-    for c, e in tqdm(list(zip(cases, embs)), desc=f"{domain} pipeline (seed {seed}, N={grec['n_labels']})",
-                     leave=False):
+    for c, e in tqdm(list(zip(cases, embs)), desc=f"{domain} pipeline (seed {seed}, N={n_labels})", leave=False):
         base = {"domain": domain, "seed": seed, "case_id": c.case_id, "volume_id": c.volume_id,
                 "slice_index": c.slice_index, "unit": "case", "source": study.source_of(domain),
-                "localizer": pipe.route.localizer["name"], **budget, "labels_used": grec["labels_used"]}
+                "localizer": pipe.route.localizer["name"], "route": choice["name"], "n_labels": n_labels,
+                "labels_used": used}
         t0 = time.perf_counter()
         tr = pipe.run(c.image, e)
         seconds = time.perf_counter() - t0
         flag = tr.flag or ("" if tr.localization["flag"] == "ok" else tr.localization["flag"])
         for i, st in enumerate(tr.stages):
-            rows.append(_row(base, st.name, i, st.mask, c.mask, c.spacing, gate=st.gate, fired=st.fired,
-                             accepted=st.accepted, origin=st.origin, flag=flag))
-        rows.append(_row(base, DEPLOYED, len(tr.stages), tr.final, c.mask, c.spacing, gate=tr.stages[-1].gate,
-                         flag=flag, decoder_calls=tr.decoder_calls, seconds=seconds))
+            rows.append(_row(base, st.name, i, st.mask, c, gate=st.gate, fired=st.fired, accepted=st.accepted,
+                             origin=st.origin, flag=flag))
+        rows.append(_row(base, DEPLOYED, len(tr.stages), tr.final, c, gate=tr.stages[-1].gate, flag=flag,
+                         decoder_calls=tr.decoder_calls, seconds=seconds))
         nv = naive.run(c.image, e).stages[0]
-        rows.append(_row({**base, "localizer": naive.route.localizer["name"], "labels_used": nrec["labels_used"]},
-                         NAIVE, -1, nv.mask, c.mask, c.spacing, gate=np.nan, flag=""))
-        om, _ = study.masks.decode_boxes(study.model, c.image, e, mask_to_box(c.mask)[None])
-        rows.append(_row({**base, "localizer": "gt_box", "labels_used": 0}, ORACLE, -2, om[0], c.mask, c.spacing,
-                         gate=np.nan, flag=""))
+        rows.append(_row({**base, "localizer": naive.route.localizer["name"], "route": "agnostic",
+                          "labels_used": nrec["labels_used"]}, NAIVE, -1, nv.mask, c, gate=np.nan, flag=""))
+        rows.append(_row({**base, "localizer": "gt_box", "route": "gt_box", "labels_used": 0}, ORACLE, -2,
+                         oracle_mask(study, c, e), c, gate=np.nan, flag=""))
         if keep_masks:
             masks[c.case_id] = tr.final
-    df = with_budget(pd.DataFrame(rows), grec["n_labels"]).assign(notebook=notebook, profile=study.profile.name,
-                                                                   model=study.model_key)
-    return df, {"genome": grec, "route": pipe.route, "params": dict(pipe.params), "masks": masks,
-                "labels": grec["labels"], "n_labels": grec["n_labels"]}
+    df = with_budget(pd.DataFrame(rows), n_labels).assign(notebook=notebook, profile=study.profile.name,
+                                                          model=study.model_key)
+    return df, {"genome": {**grec, "labels_used": used}, "route": pipe.route, "params": dict(pipe.params),
+                "masks": masks, "labels": sorted(set(grec["labels"]) | set(choice["labels"])), "n_labels": n_labels,
+                "choice": choice}
 
 
 def with_budget(df: pd.DataFrame, n: int) -> pd.DataFrame:
@@ -182,29 +195,27 @@ def at_largest_budget(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def ablation_table(df: pd.DataFrame) -> pd.DataFrame:
-    """Mean Dice after each stage (mean ± sd over seeds), with fired / accepted rates, in pipeline order, at the
-    largest label budget."""
-    from ..results import fmt_mean_sd
-
-    d = at_largest_budget(df)
+    """Mean Dice after each stage (``ev.ACROSS_SEEDS``), its median, the deployed mask's median HD95
+    (``ev.hd95_summary``), with fired / accepted rates, in pipeline order, at the largest label budget."""
+    d = ev.scored_units(at_largest_budget(df))
     d = d[d.stage_index >= 0]
     order = d.groupby("stage").stage_index.min().sort_values()
-    per_seed = d.groupby(["stage", "seed"]).dice.mean().unstack()
+    s = ev.seed_summary(d, ["stage"]).set_index("stage")
     out = []
     for stage in order.index:
-        s = per_seed.loc[stage]
         g = d[d.stage == stage]
-        out.append({"stage": stage, "Dice": fmt_mean_sd(s.mean(), s.std(ddof=0) if len(s) > 1 else np.nan),
+        out.append({"stage": stage, "Dice": ev.fmt_mean_sd(s.loc[stage, "mean"], s.loc[stage, "sd"]),
                     "median Dice": f"{g.dice.median():.3f}",
+                    "median HD95": ev.hd95_summary(g.hd95, ev.hd95_unit(g)) if stage == DEPLOYED else "–",
                     "fired": "–" if stage in ("localize", DEPLOYED) else f"{g.fired.mean():.0%}",
                     "accepted": "–" if stage in ("localize", DEPLOYED) else f"{g.accepted.mean():.0%}"})
     return pd.DataFrame(out)
 
 
 def gap_closed(df: pd.DataFrame) -> pd.DataFrame:
-    """Per seed: naive, deployed and oracle Dice and the fraction of the naive -> oracle gap the pipeline closes
-    (largest label budget)."""
-    m = at_largest_budget(df)
+    """Per seed: naive, deployed and oracle Dice (mean over the scored units) and the fraction of the naive ->
+    oracle gap the pipeline closes (largest label budget)."""
+    m = ev.scored_units(at_largest_budget(df))
     m = m[m.stage.isin([NAIVE, DEPLOYED, ORACLE])].groupby(["domain", "seed", "stage"]).dice.mean().unstack()
     m["gap closed"] = (m[DEPLOYED] - m[NAIVE]) / (m[ORACLE] - m[NAIVE])
     return m.reset_index()[["domain", "seed", NAIVE, DEPLOYED, ORACLE, "gap closed"]]

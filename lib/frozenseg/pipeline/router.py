@@ -27,9 +27,13 @@ def load_routes(path: str | Path | None = None) -> dict[str, Route]:
     raw = _load(str(path or ROUTES_FILE))
     out = {}
     for name, r in raw.items():
-        unknown = set(r) - {"localizer", "skills", "gate", "genome", "params", "note"}
+        unknown = set(r) - {"localizer", "skills", "gate", "genome", "params", "note", "candidates"}
         if unknown or "localizer" not in r:
             raise ConfigError(f"route {name!r} in {path or ROUTES_FILE}: needs 'localizer'; unknown keys {sorted(unknown)}")
+        bad = [c for c in r.get("candidates") or [] if c not in raw]
+        if bad:
+            raise ConfigError(f"route {name!r} in {path or ROUTES_FILE}: candidate route(s) {bad} are not in the file; "
+                              f"known: {sorted(raw)}")
         out[name] = Route(domain=name, localizer=dict(r["localizer"]), skills=list(r.get("skills") or []),
                           gate=dict(r.get("gate") or {}), genome={k: list(v) for k, v in (r.get("genome") or {}).items()},
                           params=dict(r.get("params") or {}), note=r.get("note", ""))
@@ -42,6 +46,14 @@ def get_route(name: str, path: str | Path | None = None) -> Route:
     if name not in routes:
         raise ConfigError(f"no route {name!r}; known routes: {sorted(routes)} (add one to {path or ROUTES_FILE})")
     return routes[name]
+
+
+def candidate_routes(domain: str, path: str | Path | None = None) -> list[Route]:
+    """The routes a domain chooses its deployed one from (its entry's ``candidates`` in routes.yaml, the domain's own
+    route when it lists none); the choice is made by cross-validation on the labels (pipeline.choice)."""
+    get_route(domain, path)
+    names = _load(str(path or ROUTES_FILE))[domain].get("candidates") or [domain]
+    return [get_route(n, path) for n in names]
 
 
 def with_localizer(route: Route, **params) -> Route:
@@ -105,11 +117,8 @@ def route_scores(model, cases, embeddings, candidates=None, seed: int = 0, folds
     k = ROUTING["folds"] if folds_k is None else folds_k
     budget = ROUTING["genome_budget"] if genome_budget is None else genome_budget
     top = ROUTING["finalists"] if finalists is None else finalists
-    routes = load_routes()
-    names = list(candidates or routes)
-    unknown = [n for n in names if n not in routes]
-    if unknown:
-        raise ConfigError(f"unknown candidate route(s) {unknown}; known: {sorted(routes)}")
+    routes = _candidates(candidates)
+    names = list(routes)
     rows = [_score_row(n, "screen", cv_dice(routes[n], model, cases, embeddings, k, 0, seed)) for n in names]
     screen = sorted(rows, key=lambda r: -r["mean"])
     if budget > 0:
@@ -123,6 +132,21 @@ def route_scores(model, cases, embeddings, candidates=None, seed: int = 0, folds
     return df.assign(chosen=(df.route == best) & (df.stage == final.stage.iloc[0]), genome_budget=budget, folds=k)
 
 
+def _candidates(candidates) -> dict[str, Route]:
+    """Candidate routes by name: names from routes.yaml or Route objects (e.g. a drawer with another backend);
+    None: every route of the file."""
+    known = load_routes()
+    out = {}
+    for c in (candidates or list(known)):
+        if not isinstance(c, Route) and c not in known:
+            raise ConfigError(f"unknown candidate route(s) {[c]}; known: {sorted(known)}")
+        r = c if isinstance(c, Route) else known[c]
+        if r.domain in out:
+            raise ConfigError(f"candidate route {r.domain!r} is given twice; name each candidate once")
+        out[r.domain] = r
+    return out
+
+
 def _score_row(route: str, stage: str, cv: pd.DataFrame) -> dict:
     """Mean held-out Dice of one route and stage, with its spread across folds."""
     per_fold = cv.groupby("fold").dice.mean()
@@ -134,7 +158,7 @@ def choose_route(model, cases, embeddings, candidates=None, seed: int = 0, **kw)
     """The route with the best cross-validated Dice on the few labelled cases (``route_scores``), and every route's
     scores with their spread, so a user sees how sure the choice is."""
     scores = route_scores(model, cases, embeddings, candidates, seed, **kw)
-    return get_route(scores.loc[scores.chosen, "route"].iloc[0]), scores
+    return _candidates(candidates)[scores.loc[scores.chosen, "route"].iloc[0]], scores
 
 
 def onboard(folder: str | Path, model, n_labels: int = 10, route: str = "auto", seed: int = 0, cache=None,

@@ -6,13 +6,17 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
+from .. import evaluation as ev
 from .. import viz
-from ..results import fmt_mean_sd, save_results
+from ..results import save_results
+from .choice import SINGLE
 from .experiment import DEPLOYED, NAIVE, ORACLE, ablation_table, gap_closed, run_domain, save_masks, test_cases
 
 
 def chain_figure(df: pd.DataFrame, title: str):
-    """Dice after each stage (bars: mean over cases, dots: per seed), naive and oracle as reference lines."""
+    """Dice after each stage (bars: mean over seeds of the per-seed mean over units, dots: per seed), naive and
+    oracle as reference lines."""
+    df = ev.scored_units(df)
     d = df[df.stage_index >= 0]
     order = d.groupby("stage").stage_index.min().sort_values().index.tolist()
     per_seed = d.groupby(["stage", "seed"]).dice.mean().unstack().loc[order]
@@ -57,87 +61,129 @@ def route_table(info: dict) -> pd.DataFrame:
 
 
 def gap_table(df: pd.DataFrame) -> pd.DataFrame:
-    """Naive, deployed, oracle Dice and the fraction of the gap closed (mean ± sd over seeds)."""
+    """Naive, deployed, oracle Dice and the fraction of the gap closed (``ev.ACROSS_SEEDS``)."""
     g = gap_closed(df)
-    out = {}
-    for col in (NAIVE, DEPLOYED, ORACLE, "gap closed"):
-        v = g[col]
-        out[col] = fmt_mean_sd(v.mean(), v.std(ddof=0) if len(v) > 1 else np.nan)
-    return pd.DataFrame([out])
+    cols = (NAIVE, DEPLOYED, ORACLE, "gap closed")
+    return pd.DataFrame([{col: ev.fmt_mean_sd(*ev.mean_sd(g[col])[:2]) for col in cols}])
 
 
 def budget_table(df: pd.DataFrame) -> pd.DataFrame:
-    """Deployed, naive and oracle Dice per label budget N with the labels each used (mean ± sd over seeds)."""
+    """Deployed, naive and oracle Dice per label budget N (``ev.seed_cell``: ``ev.ACROSS_SEEDS``), the labels each
+    used, and the deployed route (chosen on the labels)."""
     rows = []
-    for n, g in df.groupby("n_labels"):
+    for n, g in ev.scored_units(df).groupby("n_labels"):
         row = {"N": int(n)}
         for stage in (DEPLOYED, NAIVE, ORACLE):
             d = g[g.stage == stage]
-            per_seed = d.groupby("seed").dice.mean()
-            row[f"{stage} Dice"] = fmt_mean_sd(per_seed.mean(), per_seed.std(ddof=0) if len(per_seed) > 1 else np.nan)
+            row[f"{stage} Dice"] = ev.seed_cell(d)
             row[f"{stage} labels used"] = int(d.labels_used.max()) if len(d) else 0
+        if "route" in g:
+            row["deployed route"] = ", ".join(sorted(set(g[g.stage == DEPLOYED].route)))
         rows.append(row)
     return pd.DataFrame(rows)
 
 
-def run_budgets(study, domain: str, seed: int, notebook: str, route=None) -> tuple[pd.DataFrame, dict]:
-    """The pipeline at every label budget N of one seed. A budget whose supports and genome cases are those of a
-    smaller budget (the route's caps were reached) gives the same pipeline, so that run's rows are reused with
-    the new N instead of running it again. Returns (rows, info of the largest budget)."""
+def choice_table(choices: list[dict]) -> pd.DataFrame:
+    """Per seed and set of labels (budgets N that share their labels share one choice): how the deployed route was
+    chosen, on how many labels, the router's cross-validated Dice of each candidate on them
+    (``router.scores_table``) and the route chosen."""
+    from .router import scores_table
+
+    groups: dict = {}
+    for c in choices:
+        groups.setdefault((c["seed"], tuple(c["labels"]), c["how"], c["name"]), []).append(c)
+    parts = []
+    for (seed, labels, how, name), cs in groups.items():
+        head = {"seed": seed, "N": ", ".join(str(c["n_labels"]) for c in cs), "labels": len(labels) or "–",
+                "how": how}
+        scores = cs[0]["scores"]
+        parts.append(pd.DataFrame([{**head, "route": name, "chosen": "✓"}]) if scores.empty
+                     else scores_table(scores).assign(**head))
+    cols = ["seed", "N", "labels", "how", "route", "stage", "held-out Dice", "per fold", "chosen"]
+    t = pd.concat(parts, ignore_index=True)
+    return t[[c for c in cols if c in t]].fillna("")
+
+
+def run_budgets(study, domain: str, seed: int, notebook: str, route=None, candidates=None) -> tuple[pd.DataFrame, dict]:
+    """The pipeline at every label budget N of one seed, its route chosen on each budget's labels (``route``
+    fixes it). A budget whose supports and genome cases are those of a smaller budget (the route's caps were
+    reached) gives the same labels, choice and pipeline, so that run's rows are reused with the new N instead of
+    running it again. Returns (rows, info of the largest budget with ``choices``, one per budget)."""
     from .experiment import budgets, label_sets, settings, with_budget
 
     train, s = study.data(domain).train, settings(study.profile)
-    parts, seen, info = [], {}, None
+    parts, seen, info, choices = [], {}, None, []
     for n in budgets(study.profile, study.data(domain)):
         sup, gen = label_sets(train, n, seed, s)
         key = (tuple(c.case_id for c in sup), tuple(c.case_id for c in gen))
         if key in seen:
             df = with_budget(seen[key], n)
-            info = {**info, "n_labels": n, "genome": {**info["genome"], "n_labels": n}}
+            info = {**info, "n_labels": n, "genome": {**info["genome"], "n_labels": n},
+                    "choice": {**info["choice"], "n_labels": n}}
         else:
-            df, info = run_domain(study, domain, seed, notebook, route=route, n_labels=n)
+            df, info = run_domain(study, domain, seed, notebook, route=route, n_labels=n, candidates=candidates)
             seen[key] = df
         parts.append(df)
-    return pd.concat(parts, ignore_index=True), info
+        choices.append(info["choice"])
+    return pd.concat(parts, ignore_index=True), {**info, "choices": choices}
 
 
-def run_section(study, domain: str, notebook: str, art, route=None) -> pd.DataFrame:
+def run_section(study, domain: str, notebook: str, art, route=None, candidates=None) -> pd.DataFrame:
     """Run every seed at every label budget, save results and the largest budget's masks, and record the
-    section's tables and figures in ``art`` (``route``: the deployed route, None: the domain's own)."""
+    section's tables and figures in ``art``. The deployed route is chosen among ``candidates`` (None: the
+    domain's routes.yaml candidates) by cross-validation on each budget's labels; ``route`` fixes it instead."""
     from IPython.display import display
 
     from .experiment import at_largest_budget
 
     parts, infos = [], {}
     for seed in study.seeds:
-        df, info = run_budgets(study, domain, seed, notebook, route=route)
+        df, info = run_budgets(study, domain, seed, notebook, route=route, candidates=candidates)
         info["masks_saved"] = save_masks(info["masks"], notebook, study.profile.name, domain, seed)
         parts.append(df)
         infos[seed] = info
     df = pd.concat(parts, ignore_index=True)
     save_results(df, notebook, study.profile.name)
     first = infos[study.seeds[0]]
+    choices = [c for i in infos.values() for c in i["choices"]]
     n, top = len(test_cases(study, domain)), int(df.n_labels.max())
+    neg = int(df[(df.stage == DEPLOYED) & (df.seed == study.seeds[0]) & (df.n_labels == top)].negative.sum())
+    units = f"{n} test units" + (f" ({neg} without a target; {ev.EMPTY_RULE})" if neg else "")
+    if any(c["how"] != SINGLE for c in choices):
+        rs = next((c["settings"] for c in choices if c["settings"]), {})
+        how = (f" ({rs['folds']} folds, {rs['finalists']} finalist(s) refitted with a genome budget of "
+               f"{rs['genome_budget']}, from the profile)" if rs else "")
+        display(art.table(choice_table(choices), f"{domain}_route_choice", caption=(
+            f"{study.title(domain)}: how the deployed route was chosen at each label budget N and seed. Each "
+            "candidate is scored by the router's k-fold cross-validation on exactly the labels the pipeline uses at "
+            f"that N{how}: its supports and genome cases, every label held out once, finalists refitted with their "
+            "genome as deployed; the best finalist is deployed. No test image is seen by the choice; a route 'given "
+            "by the caller' was not chosen at all.")))
+    else:
+        c = choices[0]
+        print(art.note(f"{study.title(domain)}: route {c['name']!r} deployed at every N ({c['how']})."))
     display(art.table(budget_table(df), f"{domain}_budgets", caption=(
-        f"{study.title(domain)}: Dice on the {n} test cases at each label budget N (mean ± sd across seeds), with "
-        "how many of the N labelled train cases each method used. The pipeline's supports and genome cases are "
-        "drawn from the same N-label draw the trained networks of section 4 train on; the route caps how many it "
-        "uses (its supports and at most the profile's genome cases), so 'labels used' can be below N; the naive "
-        "localizer uses the supports only, the GT-box oracle no labels.")))
+        f"{study.title(domain)}: Dice on the {units} at each label budget N ({ev.ACROSS_SEEDS}), with "
+        "how many of the N labelled train cases each method used and the route deployed. The pipeline's supports "
+        "and genome cases are drawn from the same N-label draw the trained networks of section 4 train on; the "
+        "route caps how many it uses (its supports and at most the profile's genome cases), so 'labels used' can be "
+        "below N; the naive localizer uses the supports only, the GT-box oracle no labels (an empty mask where a "
+        "unit has no target).")))
     display(art.table(route_table(first), f"{domain}_route", caption=(
         f"Route of {study.title(domain)} at N={top}: GT-free localizer, skills in order (each kept only if the gate "
         f"improves), and parameter values of seed {study.seeds[0]}; 'genome' values were fit on labelled train "
         "cases only, leave one out.")))
     display(art.table(ablation_table(df), f"{domain}_ablation", caption=(
-        f"Skill-by-skill ablation on {n} test cases at N={top}: Dice after each stage (mean ± sd across seeds), "
-        "how often a skill fired and how often its proposal was accepted by the GT-free keep-best gate.")))
+        f"Skill-by-skill ablation on {units} at N={top}: Dice after each stage ({ev.ACROSS_SEEDS}), "
+        "its median over units, the deployed mask's median HD95 (with the units that had no boundary), how often a "
+        "skill fired and how often its proposal was accepted by the GT-free keep-best gate.")))
     display(art.table(gap_table(df), f"{domain}_gap", caption=(
-        f"At N={top}: naive = the domain-agnostic prototype localizer's box decoded once; oracle = the ground-truth "
-        "box; gap closed = (deployed - naive) / (oracle - naive).")))
+        f"At N={top} ({ev.ACROSS_SEEDS}): naive = the domain-agnostic prototype localizer's box decoded once; "
+        "oracle = the ground-truth box; gap closed = (deployed - naive) / (oracle - naive), per seed.")))
     top_df = at_largest_budget(df)
     art.figure(chain_figure(top_df, study.title(domain)), f"{domain}_chain", caption=(
-        f"Dice after each stage of the deployed pipeline at N={top} (bar: mean over seeds; dots: seeds) against the "
-        "naive localizer (dotted) and the GT-box oracle (dashed)."))
+        f"Dice after each stage of the deployed pipeline at N={top} (bar: mean over seeds of the per-seed mean over "
+        "units; dots: seeds) against the naive localizer (dotted) and the GT-box oracle (dashed)."))
     plt.show()
     seed0 = study.seeds[0]
     art.figure(examples_figure(study, domain, top_df[top_df.seed == seed0], first["masks"]), f"{domain}_examples",
@@ -147,11 +193,19 @@ def run_section(study, domain: str, notebook: str, art, route=None) -> pd.DataFr
     return df
 
 
-def alternative_routes(study, domain: str, routes, seed: int, n_worst: int = 4):
+def deployed_name(df: pd.DataFrame, seed: int) -> str:
+    """The route deployed at the largest budget for one seed (chosen on the labels), from a section's rows."""
+    from .experiment import at_largest_budget
+
+    d = at_largest_budget(df)
+    return str(d[(d.seed == seed) & (d.stage == DEPLOYED)].route.iloc[0])
+
+
+def alternative_routes(study, domain: str, routes, seed: int, deployed: str | None = None, n_worst: int = 4):
     """(table, figure): each route fitted at the largest budget the same way (genome leave one out) and run on the
-    same test cases; the figure shows the worst cases of the last route (ground truth green, prediction red, its
-    box yellow)."""
-    from ..evaluation.metrics import dice
+    same test units, scored by ``ev.score_case``: a side-by-side comparison only (the deployed route, named by
+    ``deployed``, was chosen on the labels, not on these numbers). The figure shows the worst cases of the last
+    route (ground truth green, prediction red, its box yellow)."""
     from .experiment import fit_domain
 
     cases = test_cases(study, domain)
@@ -160,12 +214,13 @@ def alternative_routes(study, domain: str, routes, seed: int, n_worst: int = 4):
     for route in routes:
         pipe, rec = fit_domain(study, domain, seed, route=route)
         runs = [(c, pipe.run(c.image, e)) for c, e in zip(cases, embs)]
-        loc = [dice(tr.stages[0].mask, c.mask) for c, tr in runs]
-        dep = [dice(tr.final, c.mask) for c, tr in runs]
+        loc = [ev.score_case(tr.stages[0].mask, c, with_hd95=False)["dice"] for c, tr in runs]
+        dep = [ev.score_case(tr.final, c, with_hd95=False)["dice"] for c, tr in runs]
         name = route.localizer["name"] + (f" ({route.localizer['backend']})" if route.localizer.get("backend") else "")
-        rows.append({"localizer": name, "N": rec["n_labels"], "labels used": rec["labels_used"],
-                     "localize Dice": f"{np.mean(loc):.3f}", "deployed Dice": f"{np.mean(dep):.3f}",
-                     "test cases below 0.5": f"{sum(d < 0.5 for d in dep)} / {len(dep)}"})
+        rows.append({"route": route.domain, "localizer": name, "deployed": "✓" if route.domain == deployed else "",
+                     "N": rec["n_labels"], "labels used": rec["labels_used"], "localize Dice": f"{np.mean(loc):.3f}",
+                     "deployed Dice": f"{np.mean(dep):.3f}",
+                     "test units below 0.5": f"{sum(d < 0.5 for d in dep)} / {len(dep)}"})
         last = sorted(zip(dep, runs), key=lambda t: t[0])[:n_worst]
     fig, axes = plt.subplots(1, max(len(last), 1), figsize=(2.6 * max(len(last), 1), 2.8), squeeze=False)
     for ax, (d, (c, tr)) in zip(axes[0], last):
