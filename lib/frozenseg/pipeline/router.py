@@ -10,6 +10,7 @@ import pandas as pd
 import yaml
 
 from ..errors import ConfigError
+from .. import evaluation as ev
 from ..evaluation.metrics import dice
 from .core import Pipeline, Route
 
@@ -150,7 +151,7 @@ def _candidates(candidates) -> dict[str, Route]:
 def _score_row(route: str, stage: str, cv: pd.DataFrame) -> dict:
     """Mean held-out Dice of one route and stage, with its spread across folds."""
     per_fold = cv.groupby("fold").dice.mean()
-    return {"route": route, "stage": stage, "mean": float(cv.dice.mean()), "sd": float(per_fold.std(ddof=1)),
+    return {"route": route, "stage": stage, "mean": float(cv.dice.mean()), "sd": ev.mean_sd(per_fold)[1],
             "fold_means": [round(float(v), 4) for v in per_fold], "cases": len(cv)}
 
 
