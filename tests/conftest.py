@@ -41,3 +41,29 @@ def ellipse_image():
     mask = ((yy - 95) / 45) ** 2 + ((xx - 120) / 65) ** 2 < 1
     img[mask] = 40
     return img, mask
+
+
+@pytest.fixture
+def native_pair(tmp_path, monkeypatch):
+    """A folder domain of two 1000x800 images loaded at 512 px (caches in tmp_path): 'a' whose mask has one-pixel
+    stripes that shrinking changes, 'b' without a target; returns (cases, a's full-size mask)."""
+    import warnings
+
+    from PIL import Image
+
+    from frozenseg.data import load_folder
+
+    monkeypatch.setenv("FROZENSEG_CACHE", str(tmp_path / "cache"))
+    root = tmp_path / "native"
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    truth = np.zeros((1000, 800), bool)
+    truth[200:700, 150:600] = True
+    truth[100:900:7, 50:750] = True
+    for name, m in (("a", truth), ("b", np.zeros_like(truth))):
+        Image.fromarray(np.full((1000, 800, 3), 90, np.uint8)).save(root / "images" / f"{name}.png")
+        Image.fromarray(m.astype(np.uint8) * 255).save(root / "masks" / f"{name}.png")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")          # 'b' has an empty mask, on purpose
+        cases = load_folder(root, "mine", max_side=512)
+    return cases, truth

@@ -501,27 +501,13 @@ def test_training_curve_dot_sits_at_the_kept_step_not_the_loss_minimum():
 # ----------------------------------------------------------------------------- issue 20: native size, negatives
 
 
-def test_test_predictions_are_scored_at_native_size_and_negatives_count(tmp_path, monkeypatch):
-    from PIL import Image
-
-    from frozenseg.data import load_folder
-
-    monkeypatch.setenv("FROZENSEG_CACHE", str(tmp_path / "cache"))
-    root = tmp_path / "f"
-    (root / "images").mkdir(parents=True)
-    (root / "masks").mkdir(parents=True)
-    truth = np.zeros((1000, 800), np.uint8)
-    truth[200:700, 150:600] = 255
-    truth[100:900:7, 50:750] = 255                 # thin stripes the 512 px copy loses
-    for name, m in (("big", truth), ("empty", np.zeros_like(truth))):
-        Image.fromarray(np.full((1000, 800, 3), 128, np.uint8)).save(root / "images" / f"{name}.png")
-        Image.fromarray(m).save(root / "masks" / f"{name}.png")
-    big, empty = load_folder(root, "mine", max_side=512)
+def test_test_predictions_are_scored_at_native_size_and_negatives_count(native_pair, monkeypatch):
+    (big, empty), truth = native_pair
     assert big.mask.shape == (512, 410)
     # the network predicts at the loaded size: here exactly the shrunk ground truth, and nothing on the negative
     monkeypatch.setattr(sweep, "predict_masks", lambda net, images, side: [big.mask, np.zeros_like(empty.mask)])
     rows = sweep.score_rows(None, [big, empty], [], 32)
-    assert rows[0]["dice"] == pytest.approx(ev.dice(ev.upsample(big.mask, (1000, 800)), truth > 0))
+    assert rows[0]["dice"] == pytest.approx(ev.dice(ev.upsample(big.mask, (1000, 800)), truth))
     assert rows[0]["dice"] < 0.99, "scored against the 1000 px mask, not the 512 px copy"
     assert rows[1]["negative"] and rows[1]["dice"] == 1.0 and not rows[0]["negative"]
 

@@ -80,20 +80,8 @@ def test_validity_uses_the_evaluation_core_not_copies():
         "no interval", f"{ev.MIN_UNITS - 1} cases: no interval"
 
 
-def test_candidates_of_a_test_image_are_scored_at_native_resolution(tmp_path, monkeypatch):
-    from PIL import Image
-
-    from frozenseg.data import load_folder
-
-    monkeypatch.setenv("FROZENSEG_CACHE", str(tmp_path / "cache"))
-    (tmp_path / "f" / "images").mkdir(parents=True)
-    (tmp_path / "f" / "masks").mkdir()
-    truth = np.zeros((1000, 800), bool)
-    truth[200:700, 150:600] = True
-    truth[100:900:7, 50:750] = True                       # thin stripes that shrinking changes
-    Image.fromarray(np.full((1000, 800, 3), 90, np.uint8)).save(tmp_path / "f" / "images" / "a.png")
-    Image.fromarray(truth.astype(np.uint8) * 255).save(tmp_path / "f" / "masks" / "a.png")
-    case = load_folder(tmp_path / "f", "mine", max_side=512)[0]
+def test_candidates_of_a_test_image_are_scored_at_native_resolution(native_pair):
+    case = native_pair[0][0]
     cand = [{"origin": "localize", "stage": "localize", "mask": case.mask, "gate": 0.5, "loop": True}]
     row, = V.score_candidates(cand, case, case.mask, case.mask)
     assert row["dice"] == pytest.approx(ev.score_case(case.mask, case, with_hd95=False)["dice"]) and row["dice"] < 0.99

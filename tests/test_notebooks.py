@@ -113,3 +113,84 @@ def test_every_comparison_shows_the_labels_each_method_used(smoke_report):
     assert {"GT-box oracle", "training-free pipeline", "few-shot tuned decoder", "concept search"} <= set(cmp.family)
     fewshot = load_results("07_fewshot_decoder", "smoke")
     assert {"gt_box", "localizer", "mean_box"} <= set(fewshot.arm)
+
+
+# The functions of frozenseg.evaluation that decide which rows are units and how they are summarised.
+ROW_RULES = ("scored_units", "test_units", "negatives")
+SUMMARIES = ("seed_summary", "per_seed", "seed_cell", "mean_sd", "unit_interval", "mean_interval",
+             "spearman_interval", "cluster_bootstrap", "select_best", "hd95_summary")
+
+
+def _summary_paths(profile: str = "smoke") -> dict:
+    """Per notebook (and the README): a call of the functions its tables are made with, on the smoke results."""
+    from frozenseg.baselines import pretraining
+    from frozenseg.baselines import summary as nn
+    from frozenseg.concept import compare as cmp
+    from frozenseg.concept import summary as cs
+    from frozenseg.config import DOMAINS
+    from frozenseg.data.cards import cards_table
+    from frozenseg.finetune import summarize_fewshot
+    from frozenseg.oracle import sensitivity_summary, summarize_oracle
+    from frozenseg.pipeline import gallery, routing
+    from frozenseg.pipeline import validity as V
+    from frozenseg.pipeline.experiment import ablation_table
+    from frozenseg.pipeline.section import budget_table, gap_table
+    from frozenseg.pipeline.volume import volume_ablation_table, volume_gap_table
+    from frozenseg.readme import sample_rows
+    from frozenseg.study import setup
+
+    r = lambda nb: load_results(nb, profile)  # noqa: E731
+    section = lambda nb: (budget_table(r(nb)), ablation_table(r(nb)), gap_table(r(nb)))  # noqa: E731
+
+    def baselines():
+        pipe, origin = nn.pipeline_per_seed(profile, DOMAINS)
+        return nn.headline(r("06_trained_baselines"), pipe, origin, nn.decoder_per_seed(profile))
+
+    def router():
+        df = r("09_router")
+        return routing.routing_table(df[df.part == "routing"]), routing.route_scores_table(df[df.part == "routing"])
+
+    def concept():
+        df = r("11_concept_search")
+        return (cs.dice_curves(df), cs.correlation_table(df, n_boot=50),
+                cmp.comparison_table(cmp.method_rows(profile, DOMAINS, df)))
+
+    def data_cards():
+        study = setup(profile=profile, seeds=SEEDS, verbose=False)
+        return cards_table({d: study.data(d) for d in study.domains})
+
+    return {"00_data": data_cards,
+            "01_frozen_oracle": lambda: (summarize_oracle(r("01_frozen_oracle")),
+                                         sensitivity_summary(r("01_frozen_oracle"))),
+            "02_isic": lambda: section("02_isic"),
+            "03_spleen": lambda: (volume_ablation_table(r("03_spleen")), volume_gap_table(r("03_spleen")),
+                                  budget_table(r("03_spleen"))),
+            "04_kvasir": lambda: section("04_kvasir"), "05_cxr": lambda: section("05_cxr"),
+            "06_trained_baselines": baselines,
+            "07_fewshot_decoder": lambda: summarize_fewshot(r("07_fewshot_decoder")),
+            "08_medical_pretraining": lambda: pretraining.pretraining_table(r("08_medical_pretraining"),
+                                                                            pretraining.model_status()),
+            "09_router": router,
+            "10_gate_validity": lambda: V.correlation_table(r("10_gate_validity"), n_boot=50, seed=0),
+            "11_concept_search": concept,
+            "12_gallery": lambda: gallery.pick_cases(r("02_isic")),
+            "README": lambda: sample_rows(profile)}
+
+
+def test_every_table_is_made_by_the_evaluation_core(smoke_report, monkeypatch):
+    """Each notebook's summary path (and the README's table) decides which rows count and summarises them through
+    frozenseg.evaluation: run on this session's smoke results with every evaluation function spied on."""
+    from frozenseg import evaluation as ev
+
+    calls: list[str] = []
+    for name in ROW_RULES + SUMMARIES:
+        real = getattr(ev, name)
+        monkeypatch.setattr(ev, name, lambda *a, _r=real, _n=name, **k: calls.append(_n) or _r(*a, **k))
+    paths_ = _summary_paths()
+    assert set(paths_) == set(notebook_sources()) | {"README"}, "a notebook without a known summary path"
+    for name, run in paths_.items():
+        calls.clear()
+        run()
+        assert set(calls) & set(ROW_RULES), f"{name}: no rows-that-count rule of frozenseg.evaluation was called"
+        if name not in ("00_data", "12_gallery"):       # a data card counts units; the gallery picks cases to show
+            assert set(calls) & set(SUMMARIES), f"{name}: its table is not summarised by frozenseg.evaluation"

@@ -3,10 +3,8 @@ labelled reference only, and test units (negatives included) are scored through 
 import numpy as np
 import pandas as pd
 import pytest
-from PIL import Image
 
 from frozenseg import evaluation as ev
-from frozenseg.data import load_folder
 from frozenseg.data.types import Case, DomainData
 from frozenseg.pipeline import routing as R
 
@@ -46,18 +44,8 @@ class _Study:
         return self._d
 
 
-def test_router_test_units_keep_negatives_and_score_at_native_resolution(tmp_path, monkeypatch):
-    monkeypatch.setenv("FROZENSEG_CACHE", str(tmp_path / "cache"))
-    (tmp_path / "f" / "images").mkdir(parents=True)
-    (tmp_path / "f" / "masks").mkdir()
-    truth = np.zeros((1000, 800), bool)
-    truth[200:700, 150:600] = True
-    truth[100:900:7, 50:750] = True                       # thin stripes that shrinking changes
-    for name, m in (("a", truth), ("b", np.zeros_like(truth))):
-        Image.fromarray(np.full((1000, 800, 3), 90, np.uint8)).save(tmp_path / "f" / "images" / f"{name}.png")
-        Image.fromarray(m.astype(np.uint8) * 255).save(tmp_path / "f" / "masks" / f"{name}.png")
-    with pytest.warns(UserWarning, match="empty mask"):
-        cases = load_folder(tmp_path / "f", "mine", max_side=512)
+def test_router_test_units_keep_negatives_and_score_at_native_resolution(native_pair):
+    cases, _ = native_pair
     study = _Study(DomainData("mine", "folder", train=[], test=cases))
     assert [c.case_id for c in ev.test_units(study.data("mine"), 2)] == ["a", "b"], "the negative stays"
     fp = np.zeros_like(cases[1].mask)

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import DataError
-from .base import PromptableModel, minmax01, resize_longest
+from .base import PromptableModel, minmax01
 
 
 class SamCheckpoint(PromptableModel):
