@@ -191,6 +191,7 @@ def test_every_table_is_made_by_the_evaluation_core(smoke_report, monkeypatch):
     for name, run in paths_.items():
         calls.clear()
         run()
-        assert set(calls) & set(ROW_RULES), f"{name}: no rows-that-count rule of frozenseg.evaluation was called"
+        if name != "10_gate_validity":      # its rows are a test image's candidate masks, not test units
+            assert set(calls) & set(ROW_RULES), f"{name}: no rows-that-count rule of frozenseg.evaluation was called"
         if name not in ("00_data", "12_gallery"):       # a data card counts units; the gallery picks cases to show
             assert set(calls) & set(SUMMARIES), f"{name}: its table is not summarised by frozenseg.evaluation"
