@@ -10,7 +10,8 @@ from frozenseg.boxes import mask_to_box
 from frozenseg.data.types import Case
 from frozenseg.errors import ConfigError
 from frozenseg.finetune import (STATUS_FAILED, TuningFailedError, labelled_set, predict_rows, static_fewshot_box,
-                                tune_decoder, validation_split)
+                                tune_decoder)
+from frozenseg.training import validation_split
 
 FAST = {"epochs": 2, "lr": 5e-4, "batch_size": 2, "patience": 2}
 
@@ -88,7 +89,7 @@ def test_paired_batch_matches_decode_tensors_in_logits_and_weight_gradients(lite
     (ref * weight).sum().backward()
     g_ref = {n: p.grad.clone() for n, p in view.mask_decoder.named_parameters() if p.grad is not None}
     view.mask_decoder.zero_grad(set_to_none=True)
-    out = finetune._logits(view, batch, idx)
+    out = finetune.decoder_logits(view, batch, idx)
     (out * weight).sum().backward()
     assert torch.allclose(out, ref, atol=1e-3, rtol=1e-4)
     # A key bias shifts every attention score of a query by the same amount, which softmax ignores: its true
@@ -128,13 +129,13 @@ def test_early_stopping_reads_only_the_validation_split(litemedsam, toy):
 
 
 def test_nan_loss_stops_the_run_as_failed(litemedsam, toy, monkeypatch):
-    real, calls = finetune.segmentation_loss, {"n": 0}
+    real, calls = finetune.tuner.dice_bce_loss, {"n": 0}
 
     def flaky(*a):
         calls["n"] += 1
         return real(*a) * (math.nan if calls["n"] >= 3 else 1.0)
 
-    monkeypatch.setattr(finetune.tuner, "segmentation_loss", flaky)
+    monkeypatch.setattr(finetune.tuner, "dice_bce_loss", flaky)
     run = _tune(litemedsam, toy, epochs=3)
     assert run.status == STATUS_FAILED and "non-finite" in run.message
     with pytest.raises(TuningFailedError):

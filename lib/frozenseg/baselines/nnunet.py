@@ -18,9 +18,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .. import evaluation as ev
 from ..config import DOMAINS
 from ..errors import ConfigError, DataError
 from ..io import atomic_path, write_json_atomic
+from .runs import check_budget, runs_root, test_units, train_volume
 
 TARGETS = {"isic": "lesion", "spleen": "spleen", "kvasir": "polyp", "cxr": "lung"}
 IGNORE = 2          # nnU-Net's ignore label (the highest label): spleen slices outside the N labelled ones
@@ -108,7 +110,6 @@ def dataset_json(domain: str, n_channels: int, n_training: int, ignore: bool) ->
 def write_dataset(study, domain: str, n: int, seed: int, budgets, raw_root: Path) -> Path:
     """Write imagesTr/labelsTr/imagesTs/dataset.json/cases.json of one (domain, N, seed); returns the folder."""
     from ..data.splits import subsample_train
-    from .sweep import check_budget, test_units, train_volume
 
     data = study.data(domain)
     check_budget(domain, n, len(data.train))
@@ -213,9 +214,6 @@ def import_predictions(study, folder: Path, pred_dir: Path, seed: int, n: int,
     """Score nnU-Net's predictions of the test split into results rows (arch 'nnunet', init 'from scratch'): 2D cases
     at the file's native size (``ev.score_case``), volumes in 3D (``ev.score_volume``); ``val_dice`` is its own fold
     validation Dice (:func:`fold_val_dice`)."""
-    from .. import evaluation as ev
-    from .sweep import test_units
-
     info = json.loads((folder / "cases.json").read_text(encoding="utf-8"))
     domain = info["domain"]
     cases, volumes = test_units(study, domain, None)
@@ -237,8 +235,6 @@ def import_predictions(study, folder: Path, pred_dir: Path, seed: int, n: int,
 
 def nnunet_sweep(study, params: dict, root: Path | None = None) -> list[pd.DataFrame]:
     """Write, run and import every (domain, N, seed) when nnU-Net is installed; finished imports are read back."""
-    from .sweep import runs_root
-
     if not nnunet_available():
         print("nnU-Net not installed: its rows are skipped (pip install -e '.[nnunet]', see notebook 06)")
         return []

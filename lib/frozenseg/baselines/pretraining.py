@@ -51,7 +51,7 @@ def reusable_07(study, params: dict, key: str) -> pd.DataFrame | None:
 def gt_box_rows(study, domain: str, seed: int, params: dict) -> pd.DataFrame:
     """Frozen (once) and tuned GT-box rows of one domain and seed at every budget (notebook 07's arm, alone)."""
     from ..data import budgets_for
-    from ..finetune import _method, gt_box_provider, labelled_set, predict_rows, run_info, tune_arm, volume_scores
+    from ..finetune import gt_box_provider, labelled_set, method_name, predict_rows, run_info, tune_arm, volume_scores
 
     data = study.data(domain)
     test = ev.test_units(data, params["n_test"])
@@ -62,7 +62,7 @@ def gt_box_rows(study, domain: str, seed: int, params: dict) -> pd.DataFrame:
         run = tune_arm(study.model, labelled, study.embeddings(labelled, desc=f"{domain} N={n}"), gt_box_provider,
                        params, seed)
         for dec, n_lab, r in [("tuned", n, run)] + ([("frozen", 0, None)] if i == 0 else []):
-            meta = {"arm": "gt_box", "decoder": dec, "n_labels": n_lab, "method": _method(dec, "gt_box", n_lab),
+            meta = {"arm": "gt_box", "decoder": dec, "n_labels": n_lab, "method": method_name(dec, "gt_box", n_lab),
                     **run_info(r)}
             rows += [{**row, **meta} for row in predict_rows(study.model, test, test_embs, box_of, r, study.masks)]
     tags = {"domain": domain, "seed": seed, "perturbation": "none", "level": 0.0}

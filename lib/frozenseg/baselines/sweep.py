@@ -11,13 +11,12 @@ import numpy as np
 import pandas as pd
 
 from .. import evaluation as ev
-from .. import paths
-from ..errors import ConfigError
 from ..io import atomic_path, write_json_atomic
 from .nets import SMALL_ARCHS, STUDY_ARCHS, arch_label, build_net, check_arch
+from .nnunet import nnunet_sweep
+from .runs import NOTEBOOK, check_budget, runs_root, test_units, train_volume  # noqa: F401 (public names re-exported)
 from .train import STATUS_FAILED, TrainRun, predict_masks, prepare, train_net
 
-NOTEBOOK = "06_trained_baselines"
 # Sizes when a profile leaves them open (Profile.baselines overrides; budgets None = Profile.budgets).
 DEFAULTS = {"archs": STUDY_ARCHS, "budgets": None, "image_side": 256, "batch_size": 8, "steps": 2000,
             "eval_every": 100, "patience": 5, "min_delta": 0.0, "monitor": "val_loss", "precision": "fp32", "lr": 3e-4,
@@ -92,18 +91,6 @@ def plan_runs(domains, archs, budgets, seeds) -> list[RunKey]:
     return [RunKey(d, a, int(n), int(s)) for d in domains for n in budgets for s in seeds for a in archs]
 
 
-def runs_root(profile: str) -> Path:
-    """Where run folders live: ``results/<profile>/06_trained_baselines/runs/``."""
-    return paths.results_dir(profile) / NOTEBOOK / "runs"
-
-
-def check_budget(domain: str, n: int, pool: int) -> None:
-    """Raise a ConfigError naming the pool size when N exceeds the train pool."""
-    if n < 1 or n > pool:
-        raise ConfigError(f"N={n} labelled cases asked for domain {domain!r}, but its train pool holds {pool}; "
-                          "use budgets <= the pool size or a profile with a larger n_train")
-
-
 # ---------------------------------------------------------------- training data
 
 
@@ -128,25 +115,7 @@ def background_slices(study, domain: str, labelled, k: int, seed: int) -> list:
     return [vols[vid].slice_case(z) for vid, z in background_draw(vols.values(), k, seed)]
 
 
-def train_volume(study, domain: str, volume_id: str):
-    """A train volume by id (the DomainData keeps them), or None when the domain has none (2D folders)."""
-    data = study.data(domain)
-    if volume_id not in data.meta.get("train_volumes", []):
-        raise ConfigError(f"{volume_id!r} is not a train volume of {domain!r}")
-    return data.train_volumes.get(volume_id)
-
-
 # ---------------------------------------------------------------- test scoring
-
-
-def test_units(study, domain: str, n_test: int | None) -> tuple[list, list]:
-    """(2D test cases, test volumes): ``ev.test_units`` (2D negatives kept; spleen: whole volumes, every slice
-    predicted)."""
-    data = study.data(domain)
-    test = ev.test_units(data, n_test)
-    if data.volumes:
-        return [], [data.volumes[v] for v in dict.fromkeys(c.volume_id for c in test)]
-    return test, []
 
 
 def units_note(study, n_test: int | None, titles: dict[str, str] | None = None) -> str:
@@ -214,8 +183,9 @@ def signature(study, key: RunKey, params: dict) -> dict:
 def code_hash() -> str:
     """Hash of the code that trains and scores a run (an edit retrains, as the runner reruns edited notebooks)."""
     h = hashlib.sha256()
-    for name in ("nets.py", "train.py", "sweep.py"):
-        h.update((Path(__file__).parent / name).read_bytes())
+    here = Path(__file__).parent
+    for path in (here / "nets.py", here / "train.py", here / "runs.py", here / "sweep.py", here.parent / "training.py"):
+        h.update(path.read_bytes())
     return h.hexdigest()[:16]
 
 
@@ -336,8 +306,6 @@ def run_sweep(study, params: dict | None = None, root: Path | None = None, noteb
     parts = [df.assign(source=study.source_of(key.domain)) for key, (df, _) in zip(keys, outs)]
     trained = sum(new for _, new in outs)
     if params.get("nnunet"):
-        from .nnunet import nnunet_sweep
-
         parts += nnunet_sweep(study, params, root)
     print(f"{trained} run(s) trained, {len(keys) - trained} finished run(s) read back")
     out = pd.concat(parts, ignore_index=True)

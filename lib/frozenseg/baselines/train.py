@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import ConfigError, DataError
+from ..training import dice_bce_loss, hard_dice, validation_split
 
 STATUS_OK, STATUS_FAILED = "ok", "failed"
 MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
@@ -90,17 +91,13 @@ def augment(x: torch.Tensor, y: torch.Tensor, gen: torch.Generator, flip: bool) 
 
 
 def loss_fn(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Soft Dice + BCE, mean over the batch (the few-shot decoder's loss, every pixel valid)."""
-    from ..finetune import segmentation_loss
-
-    return segmentation_loss(logits[:, 0], target[:, 0], torch.ones_like(target[:, 0]))
+    """Soft Dice + BCE of (N, 1, H, W) logits, mean over the batch (the decoder tuner's loss, every pixel valid)."""
+    return dice_bce_loss(logits[:, 0], target[:, 0], torch.ones_like(target[:, 0]))
 
 
 @torch.no_grad()
 def _evaluate(net, x, y, idx: list[int], batch_size: int) -> tuple[float, float]:
     """(mean loss, mean hard Dice) on the samples ``idx`` in eval mode."""
-    from ..finetune import hard_dice
-
     if not idx:
         return math.nan, math.nan
     net.eval()
@@ -131,8 +128,6 @@ def train_net(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, steps: 
         raise ConfigError(f"monitor must be 'val_loss' or 'val_dice', got {monitor!r}")
     if precision not in ("fp32", "bf16"):
         raise ConfigError(f"precision must be 'fp32' or 'bf16', got {precision!r}")
-    from ..finetune import validation_split
-
     if steps < 1 or batch_size < 1 or eval_every < 1 or patience < 1:
         raise ConfigError(f"need steps, batch_size, eval_every, patience >= 1 (got {steps}, {batch_size}, "
                           f"{eval_every}, {patience})")

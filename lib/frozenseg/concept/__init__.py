@@ -1,6 +1,7 @@
 """Mask to Concept (M2C) on a frozen decoder: concept search, HUE uncertainty and the annotation loop."""
-from .core import (FLAG_COLLAPSED, FLAG_SINGLE, Concept, ConceptCollapsedError, DecoderBackend,  # noqa: F401
-                   FitSettings, fit_concept, predict, predict_logits)
+from ..models.decoder_backend import DecoderBackend  # noqa: F401
+from .core import (FLAG_COLLAPSED, FLAG_SINGLE, Concept, ConceptCollapsedError, FitSettings, fit_concept,  # noqa: F401
+                   predict, predict_logits)
 from .hue import EMPTY_U, P_HI, P_LO, Hue, hue_from_logits, hue_scores, mean_uncertain_entropy  # noqa: F401
 from .loop import (LOWEST_U_SPLIT, LoopConfig, LoopState, annotation_loop, ground_truth_annotator,  # noqa: F401
                    lowest_u_picks, merge_picks, select, start_indices, support)

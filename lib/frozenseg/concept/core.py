@@ -6,9 +6,10 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from ..errors import ConfigError, DataError, FrozenSegError
+from ..models.decoder_backend import DecoderBackend  # noqa: F401 (the default backend, re-exported)
+from ..training import focal_loss, soft_dice_loss
 
 FLAG_COLLAPSED = "concept_collapsed"
 FLAG_SINGLE = "single_support"
@@ -71,130 +72,14 @@ class Concept:
         return torch.as_tensor(np.asarray(self.tokens, dtype=np.float32), device=device)
 
 
-class DecoderBackend:
-    """Concept search through a frozen PromptableModel (LiteMedSAM default): concept = sparse prompt tokens."""
-
-    def __init__(self, model, cache=None, fast: bool = True):
-        from ..cache import EmbeddingCache
-
-        self.model, self.fast = model, fast
-        self.cache = cache or EmbeddingCache()
-        self.key = model.key
-        self.dim = int(model.prompt_encoder.embed_dim)
-
-    @property
-    def cache_id(self) -> str:
-        """What the cached features depend on besides the image (the model's weights and preprocessing)."""
-        return self.model.cache_id
-
-    def features(self, images, desc: str = "encoding") -> list:
-        """Cached embeddings of images (never re-encoded once on disk)."""
-        return self.cache.get_many(self.model, list(images), desc=desc, progress=False)
-
-    def _dense(self, b: int) -> torch.Tensor:
-        """The prompt encoder's no-mask dense embedding, repeated for ``b`` images."""
-        _, dense = self.model.prompt_encoder(points=None, boxes=None, masks=None)
-        return dense.expand(b, -1, -1, -1)
-
-    def prepare(self, feats):
-        """``f(tokens, idx=None) -> (B, S, S)`` logits on fixed ``feats``, with concept-independent parts precomputed."""
-        from ..models.fast_decoder import PreparedDecoder, supports
-
-        if self.fast and supports(self.model):
-            return PreparedDecoder(self.model, feats)
-        return lambda tokens, idx=None: self.reference_logits(feats if idx is None else feats[idx], tokens)
-
-    def logits(self, feats, tokens: torch.Tensor) -> torch.Tensor:
-        """Differentiable low-res logits (B, S, S) of the concept ``tokens`` (k, C) on ``feats``."""
-        return self.prepare(list(feats))(tokens)
-
-    def reference_logits(self, feats, tokens: torch.Tensor) -> torch.Tensor:
-        """``logits`` through the model's own per-image ``decode_tensors`` (the slow reference path)."""
-        dev = self.model.device
-        img = torch.cat([e.tensor() for e in feats]).to(dev)
-        sparse = tokens.to(dev)[None].expand(len(feats), -1, -1)
-        low, _ = self.model.decode_tensors(img, sparse, self._dense(len(feats)), multimask=False)
-        return low[:, 0]
-
-    def valid_size(self, feat, side: int) -> tuple[int, int]:
-        """(h, w) of the image inside a ``side``-pixel low-res frame (the rest is padding)."""
-        h, w = feat.input_size
-        s = side / self.model.input_frame
-        return max(1, int(round(h * s))), max(1, int(round(w * s)))
-
-    def target(self, mask: np.ndarray, feat, side: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Mask mapped into the model's low-res frame (soft, resize + pad) and the valid-region mask."""
-        h, w = self.valid_size(feat, side)
-        m = torch.as_tensor(np.asarray(mask, dtype=np.float32))[None, None]
-        m = F.interpolate(m, size=(h, w), mode="area")[0, 0]
-        tgt = torch.zeros(side, side)
-        tgt[:h, :w] = m
-        valid = torch.zeros(side, side, dtype=torch.bool)
-        valid[:h, :w] = True
-        return tgt, valid
-
-    def to_image(self, low: torch.Tensor, feat) -> np.ndarray:
-        """(S, S) low-res logits -> (H, W) logits at the original image size."""
-        side = low.shape[-1]
-        h, w = self.valid_size(feat, side)
-        up = F.interpolate(low[None, None, :h, :w].float().cpu(), size=tuple(feat.original_size), mode="bilinear",
-                           align_corners=False)
-        return up[0, 0].numpy()
-
-    def box_logits(self, feat, box) -> np.ndarray:
-        """(H, W) logits of the frozen model prompted with one xyxy box in original pixels."""
-        return self.model.decode(feat, boxes=np.asarray(box, dtype=np.float64)).logits[0]
-
-    @torch.no_grad()
-    def box_logits_many(self, feats, boxes, batch: int = 8) -> list[np.ndarray]:
-        """``box_logits`` of one xyxy box per image, decoded in batches through the prepared decoder."""
-        from ..models.fast_decoder import PreparedDecoder, supports
-
-        if not (self.fast and supports(self.model)):
-            return [self.box_logits(f, b) for f, b in zip(feats, boxes)]
-        out = []
-        for i in range(0, len(feats), batch):
-            chunk = list(feats[i:i + batch])
-            sparse = torch.cat([self.model.prompt_embeddings(f, boxes=np.asarray(b, dtype=np.float64))[0]
-                                for f, b in zip(chunk, boxes[i:i + batch])])
-            low = PreparedDecoder(self.model, chunk)(sparse)
-            out += [self.model.upscale(lo[None, None], f.original_size, f.input_size)[0, 0].float().cpu().numpy()
-                    for lo, f in zip(low, chunk)]
-        return out
-
-    def tokens_like(self, k: int) -> tuple[int, int]:
-        """Shape of a concept with ``k`` tokens."""
-        return (k, self.dim)
-
-
 # ---------------------------------------------------------------- losses
 
 
-def focal_loss(logits: torch.Tensor, target: torch.Tensor, valid: torch.Tensor, alpha=0.25, gamma=2.0,
-               p: torch.Tensor | None = None) -> torch.Tensor:
-    """Sigmoid focal loss (RetinaNet form) averaged over valid pixels, per image -> (B,); ``p``: sigmoid(logits)."""
-    p = logits.sigmoid() if p is None else p
-    ce = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
-    p_t = p * target + (1 - p) * (1 - target)
-    a_t = alpha * target + (1 - alpha) * (1 - target)
-    loss = a_t * ce * (1 - p_t) ** gamma * valid
-    return loss.flatten(1).sum(1) / valid.flatten(1).sum(1).clamp(min=1)
-
-
-def dice_loss(logits: torch.Tensor, target: torch.Tensor, valid: torch.Tensor, eps=1.0,
-              p: torch.Tensor | None = None) -> torch.Tensor:
-    """Soft Dice loss over valid pixels, per image -> (B,); ``p``: sigmoid(logits)."""
-    p = (logits.sigmoid() if p is None else p) * valid
-    t = target * valid
-    inter = (p * t).flatten(1).sum(1)
-    return 1 - (2 * inter + eps) / (p.flatten(1).sum(1) + t.flatten(1).sum(1) + eps)
-
-
 def concept_loss(logits, target, valid, s: FitSettings) -> torch.Tensor:
-    """Weighted focal + Dice, mean over the batch."""
+    """Weighted focal + soft Dice (``FitSettings`` weights), mean over the batch."""
     p = logits.sigmoid()
     return (s.focal_weight * focal_loss(logits, target, valid, p=p)
-            + s.dice_weight * dice_loss(logits, target, valid, p=p)).mean()
+            + s.dice_weight * soft_dice_loss(logits, target, valid, p=p)).mean()
 
 
 # ---------------------------------------------------------------- fit / predict

@@ -17,16 +17,14 @@ import struct
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import Callable
 
 import numpy as np
 
 from .. import paths
 from ..manifest import sha256_file
 from ..io import atomic_path
-
-if TYPE_CHECKING:
-    from .loaders import Pair
+from .types import Pair
 
 log = logging.getLogger(__name__)
 _SOURCES = ("files.py", "loaders.py", "decoded.py")   # the decode rules and this storage format

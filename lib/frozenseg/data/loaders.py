@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import re
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -35,21 +34,11 @@ from .files import (CT_LEVEL, CT_WIDTH, IMAGE_EXTS, ORIENTATIONS, FileInfo,  # n
                     _image_pixels, _intensity_uint8, _is_nifti, _mask_pixels, _minmax_uint8, _resize_image,
                     _resize_mask, _squeeze2d, _stem, _visible, binarize_mask, check_finite, fit_size, natural_key,
                     read_image, read_mask, read_nifti, to_rgb_uint8, window_ct)
-from .types import Case, Volume
+from .types import Case, Pair, Volume  # noqa: F401 (Pair re-exported)
 
 MASK_SUFFIXES = ("", "_mask", "_segmentation")
 FOLDER_LAYOUT = ("<root>/images/<stem>.{png,jpg,tif,nii.gz} and <root>/masks/<stem>[_mask|_segmentation]"
                  ".{png,jpg,tif,nii.gz}, one mask per image with matching stems")
-
-
-@dataclass(frozen=True)
-class Pair:
-    """Paths of one labelled 2D case (several mask files are united, e.g. left + right lung)."""
-
-    case_id: str
-    image: Path
-    masks: tuple[Path, ...]
-    dataset: str
 
 
 # ----------------------------------------------------------------------------- 3D volumes

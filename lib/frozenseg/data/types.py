@@ -1,11 +1,22 @@
-"""The data records every loader and phantom generator returns."""
+"""The data records every loader and phantom generator returns, and the file paths a loader reads one 2D case from."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
 from ..errors import DataError
+
+
+@dataclass(frozen=True)
+class Pair:
+    """Paths of one labelled 2D case (several mask files are united, e.g. left + right lung)."""
+
+    case_id: str
+    image: Path
+    masks: tuple[Path, ...]
+    dataset: str
 
 
 @dataclass

@@ -227,12 +227,12 @@ def budget_rows(study, domain: str, seed: int, n: int, params: dict, test, test_
             variants.append(("frozen", 0 if arm == "gt_box" else n, None, boxes.labels_used))
         for decoder, n_lab, r, used in variants:
             meta = {"arm": arm, "decoder": decoder, "n_labels": n_lab, "labels_used": used, "localizer": boxes.source,
-                    "method": _method(decoder, arm, n_lab), **run_info(r)}
+                    "method": method_name(decoder, arm, n_lab), **run_info(r)}
             rows += [{**row, **meta} for row in predict_rows(study.model, test, test_embs, boxes.test, r, study.masks)]
     return rows
 
 
-def _method(decoder: str, arm: str, n: int) -> str:
+def method_name(decoder: str, arm: str, n: int) -> str:
     """Unique method name, e.g. 'tuned_gt_box_n25' or 'frozen_gt_box'."""
     return f"{decoder}_{arm}" + (f"_n{n}" if n else "")
 

@@ -10,10 +10,11 @@ from typing import Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from ..errors import ConfigError, DataError, FrozenSegError
 from ..models.base import Embedding, Prediction, PromptableModel, state_dict_hash
+from ..models.fast_decoder import PreparedDecoder, supports
+from ..training import dice_bce_loss, frame_targets, hard_dice, validation_split
 
 STATUS_OK, STATUS_FAILED = "ok", "failed"
 
@@ -72,24 +73,6 @@ def trainable_copy(decoder: torch.nn.Module) -> torch.nn.Module:
     return dec
 
 
-def validation_split(n: int, val_fraction: float, seed: int) -> tuple[list[int], list[int]]:
-    """Seeded (train, val) index lists of the N labels: at least one of each when n >= 2, no val when n < 2."""
-    if not 0.0 <= val_fraction < 1.0:
-        raise ConfigError(f"val_fraction must lie in [0, 1), got {val_fraction}")
-    k = 0 if n < 2 or val_fraction == 0 else min(n - 1, max(1, int(round(n * val_fraction))))
-    perm = np.random.default_rng([int(seed), 0x7A1D]).permutation(n)
-    return sorted(int(i) for i in perm[k:]), sorted(int(i) for i in perm[:k])
-
-
-def frame_targets(model: PromptableModel, masks, embeddings, side: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """GT masks mapped into the model's low-res frame (resize + pad) and the valid (unpadded) region, (N, S, S)."""
-    from ..concept.core import DecoderBackend
-
-    backend = DecoderBackend(model)
-    pairs = [backend.target(m, e, side) for m, e in zip(masks, embeddings)]
-    return torch.stack([p[0] for p in pairs]), torch.stack([p[1] for p in pairs]).float()
-
-
 @torch.no_grad()
 def prompt_tensors(model: PromptableModel, embeddings, boxes) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(images (N,C,h,w), sparse (N,k,C), dense (N,C,h,w)) from the frozen prompt encoder, computed once."""
@@ -98,30 +81,10 @@ def prompt_tensors(model: PromptableModel, embeddings, boxes) -> tuple[torch.Ten
     return imgs, torch.cat(sp), torch.cat(de)
 
 
-def segmentation_loss(logits: torch.Tensor, target: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-    """Soft Dice + BCE over the valid (unpadded) pixels, mean over the batch."""
-    from ..concept.core import dice_loss
-
-    bce = F.binary_cross_entropy_with_logits(logits, target, reduction="none") * valid
-    bce = bce.flatten(1).sum(1) / valid.flatten(1).sum(1).clamp(min=1)
-    return (bce + dice_loss(logits, target, valid)).mean()
-
-
-def hard_dice(logits: torch.Tensor, target: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-    """Per-image Dice of ``logits > 0`` against ``target > 0.5`` on the valid region, (B,)."""
-    p, t = (logits > 0).float() * valid, (target > 0.5).float() * valid
-    s = p.flatten(1).sum(1) + t.flatten(1).sum(1)
-    return torch.where(s > 0, 2 * (p * t).flatten(1).sum(1) / s.clamp(min=1), torch.ones_like(s))
-
-
-def _logits(view: PromptableModel, batch: dict, idx) -> torch.Tensor:
-    """Low-res logits (B, S, S) of the view's decoder on the samples ``idx``.
-
-    SAM-style decoders run as one paired batch through ``PreparedDecoder(trainable=True)`` (same arithmetic,
-    gradients to every decoder weight); others through the model's own ``decode_tensors``.
-    """
-    from ..models.fast_decoder import PreparedDecoder, supports
-
+def decoder_logits(view: PromptableModel, batch: dict, idx) -> torch.Tensor:
+    """Low-res logits (B, S, S) of the view's decoder on the samples ``idx`` of a prompt batch (:func:`prompt_tensors`)."""
+    # SAM-style decoders run as one paired batch through PreparedDecoder(trainable=True) (same arithmetic, gradients
+    # to every decoder weight); others through the model's own decode_tensors.
     if supports(view):
         dec = PreparedDecoder(view, images=batch["img"][idx], dense=batch["dense"][idx], trainable=True)
         return dec(batch["sparse"][idx])
@@ -133,9 +96,9 @@ def _evaluate(view: PromptableModel, batch: dict, idx: list[int]) -> tuple[float
     """(mean loss, mean hard Dice) on the samples ``idx`` (no gradient)."""
     if not idx:
         return math.nan, math.nan
-    lo = _logits(view, batch, idx)
+    lo = decoder_logits(view, batch, idx)
     t, v = batch["target"][idx], batch["valid"][idx]
-    return float(segmentation_loss(lo, t, v)), float(hard_dice(lo, t, v).mean())
+    return float(dice_bce_loss(lo, t, v)), float(hard_dice(lo, t, v).mean())
 
 
 def _check_inputs(embeddings, masks, boxes) -> None:
@@ -164,7 +127,7 @@ def tune_decoder(model: PromptableModel, embeddings: Sequence[Embedding], masks,
     decoder = trainable_copy(model.mask_decoder)
     view = decoder_view(model, decoder)
     img, sparse, dense = prompt_tensors(model, embeddings, boxes)
-    side = int(_logits(view, {"img": img, "sparse": sparse, "dense": dense}, [0]).shape[-1])
+    side = int(decoder_logits(view, {"img": img, "sparse": sparse, "dense": dense}, [0]).shape[-1])
     target, valid = frame_targets(model, masks, embeddings, side)
     batch = {"img": img, "sparse": sparse, "dense": dense, "target": target.to(img.device), "valid": valid.to(img.device)}
     tr, va = validation_split(len(masks), val_fraction, seed)
@@ -190,7 +153,7 @@ def _fit(run: TunedDecoder, batch: dict, *, epochs, lr, batch_size, patience, se
         losses = []
         for s in range(0, len(order), batch_size):
             idx = order[s:s + batch_size]
-            loss = segmentation_loss(_logits(view, batch, idx), batch["target"][idx], batch["valid"][idx])
+            loss = dice_bce_loss(decoder_logits(view, batch, idx), batch["target"][idx], batch["valid"][idx])
             if not torch.isfinite(loss):
                 return _fail(run, epoch, f"non-finite training loss at epoch {epoch}, step {s // batch_size + 1}")
             opt.zero_grad()
