@@ -160,6 +160,19 @@ def test_sweep_resumes_after_a_kill_without_retraining(tmp_path, monkeypatch):
     assert len(calls) == 4 and (changed.steps_run == 1).all()  # a changed setting retrains (stale signature)
 
 
+def test_the_run_signature_hashes_the_training_module_the_networks_train_with():
+    """A run retrains when frozenseg.training (its loss, hard Dice, validation split) or the run helpers change."""
+    import ast
+    from pathlib import Path
+
+    root = Path(sweep.__file__).parents[1]
+    tree = ast.parse((root / "baselines" / "train.py").read_text(encoding="utf-8"))
+    used = {f"{n.module.replace('.', '/')}.py" for n in ast.walk(tree)
+            if isinstance(n, ast.ImportFrom) and n.level == 2 and n.module not in (None, "errors")}
+    assert "training.py" in used and used | {"baselines/runs.py"} <= set(sweep.CODE_FILES)
+    assert all((root / name).is_file() for name in sweep.CODE_FILES)
+
+
 def test_nan_loss_is_recorded_as_a_failed_run_and_never_averaged(tmp_path, monkeypatch):
     study, params = ToyStudy(["toy"], [0, 1]), {**TINY, "archs": ("unet_r34",), "budgets": (3,)}
     real_loss = train.loss_fn

@@ -144,6 +144,25 @@ def test_nan_loss_stops_the_run_as_failed(litemedsam, toy, monkeypatch):
     assert all(r["flag"] == "tuning_failed" and math.isnan(r["dice"]) for r in rows)
 
 
+def test_frame_targets_pad_below_a_wide_image_and_concept_search_reads_the_same(litemedsam, toy):
+    """The decoder tuner's targets (frozenseg.training) are concept search's: the mask area-resized into the low-res
+    frame, the rows below a wide image padding (zero, invalid)."""
+    from frozenseg.concept import DecoderBackend
+    from frozenseg.training import frame_targets
+
+    cases, embs = toy
+    side = 64
+    tgt, valid = frame_targets(litemedsam, [c.mask for c in cases], embs, side)
+    rows, cols = cases[0].mask.shape
+    h = round(side * rows / cols)
+    assert tgt.shape == valid.shape == (len(cases), side, side)
+    assert valid[:, :h].all() and not valid[:, h:].any() and not tgt[:, h:].any()
+    for i, c in enumerate(cases):
+        assert abs(float(tgt[i, :h].mean()) - c.mask.mean()) < 0.02      # area resizing keeps the foreground share
+        t, v = DecoderBackend(litemedsam).target(c.mask, embs[i], side)
+        assert torch.equal(t, tgt[i]) and torch.equal(v.float(), valid[i])
+
+
 def test_budget_larger_than_the_pool_is_a_clear_error():
     cases = [_ellipse_case(i) for i in range(3)]
     with pytest.raises(ConfigError, match="N=5"):

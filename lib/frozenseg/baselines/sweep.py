@@ -26,6 +26,8 @@ DEFAULTS = {"archs": STUDY_ARCHS, "budgets": None, "image_side": 256, "batch_siz
 TRAIN_KEYS = ("steps", "batch_size", "lr", "weight_decay", "eval_every", "patience", "min_delta", "monitor",
               "precision", "val_fraction")
 FLIP_DOMAINS = frozenset({"isic", "kvasir"})   # no laterality there: flips keep the label valid
+# The code a run's rows depend on (paths under lib/frozenseg), hashed into its signature: an edit retrains.
+CODE_FILES = ("baselines/nets.py", "baselines/train.py", "baselines/runs.py", "baselines/sweep.py", "training.py")
 RUN_FILE, ROWS_FILE, CURVE_FILE, CKPT_FILE = "run.json", "rows.parquet", "curve.csv", "best.pt"
 INFO_COLUMNS = ["arch", "n_labels", "labels_used", "init", "status", "stop", "steps_run", "best_step", "val_dice",
                 "train_s", "n_fit", "n_val", "n_bg", "image_side", "message"]
@@ -183,9 +185,9 @@ def signature(study, key: RunKey, params: dict) -> dict:
 def code_hash() -> str:
     """Hash of the code that trains and scores a run (an edit retrains, as the runner reruns edited notebooks)."""
     h = hashlib.sha256()
-    here = Path(__file__).parent
-    for path in (here / "nets.py", here / "train.py", here / "runs.py", here / "sweep.py", here.parent / "training.py"):
-        h.update(path.read_bytes())
+    root = Path(__file__).parents[1]
+    for name in CODE_FILES:
+        h.update((root / name).read_bytes())
     return h.hexdigest()[:16]
 
 
