@@ -171,6 +171,8 @@ def test_the_run_signature_hashes_the_training_module_the_networks_train_with():
             if isinstance(n, ast.ImportFrom) and n.level == 2 and n.module not in (None, "errors")}
     assert "training.py" in used and used | {"baselines/runs.py"} <= set(sweep.CODE_FILES)
     assert all((root / name).is_file() for name in sweep.CODE_FILES)
+    scoring = {"evaluation/metrics.py", "evaluation/units.py", "data/native.py"}
+    assert scoring <= set(sweep.CODE_FILES), "a change in how test predictions are scored must rescore finished runs"
 
 
 def test_nan_loss_is_recorded_as_a_failed_run_and_never_averaged(tmp_path, monkeypatch):

@@ -27,7 +27,9 @@ TRAIN_KEYS = ("steps", "batch_size", "lr", "weight_decay", "eval_every", "patien
               "precision", "val_fraction")
 FLIP_DOMAINS = frozenset({"isic", "kvasir"})   # no laterality there: flips keep the label valid
 # The code a run's rows depend on (paths under lib/frozenseg), hashed into its signature: an edit retrains.
-CODE_FILES = ("baselines/nets.py", "baselines/train.py", "baselines/runs.py", "baselines/sweep.py", "training.py")
+# The code a finished run's rows depend on: training, and the scoring of its test predictions (an edit reruns it).
+CODE_FILES = ("baselines/nets.py", "baselines/train.py", "baselines/runs.py", "baselines/sweep.py", "training.py",
+              "evaluation/metrics.py", "evaluation/units.py", "data/native.py")
 RUN_FILE, ROWS_FILE, CURVE_FILE, CKPT_FILE = "run.json", "rows.parquet", "curve.csv", "best.pt"
 INFO_COLUMNS = ["arch", "n_labels", "labels_used", "init", "status", "stop", "steps_run", "best_step", "val_dice",
                 "train_s", "n_fit", "n_val", "n_bg", "image_side", "message"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import time
 
-from . import machine_gflops
+from .speed import machine_gflops
 
 CONCEPT_TARGETS = {"fit_max_s": 30.0, "loop_max_s": 180.0}
 # The timed loop is the source's size, not the profile's: start 5, 5 rounds of 5 images, 60 epochs for the

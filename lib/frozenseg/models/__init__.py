@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 from ..errors import ConfigError
-from .base import Embedding, Prediction, PromptableModel  # noqa: F401
+from .base import Embedding, Prediction, PromptableModel, default_device  # noqa: F401
 from .litemedsam import LiteMedSAM
 from .sam import MedSAM, SamCheckpoint
 
@@ -64,13 +64,6 @@ def keep_freed_memory() -> bool:
     except OSError:
         return False
     return bool(libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(libc.mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD))
-
-
-def default_device() -> str:
-    """'cuda' when a GPU is visible (the full profile), else 'cpu' (``FROZENSEG_DEVICE`` overrides)."""
-    import os
-
-    return os.environ.get("FROZENSEG_DEVICE") or ("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def load_model(key: str = "litemedsam", checkpoint: str | None = None, device: str | None = None) -> PromptableModel:

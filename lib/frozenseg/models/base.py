@@ -259,3 +259,10 @@ def state_dict_hash(*modules) -> str:
             h.update(k.encode())
             h.update(v.detach().cpu().numpy().tobytes())
     return h.hexdigest()
+
+
+def default_device() -> str:
+    """'cuda' when a GPU is visible (the full profile), else 'cpu' (``FROZENSEG_DEVICE`` overrides)."""
+    import os
+
+    return os.environ.get("FROZENSEG_DEVICE") or ("cuda" if torch.cuda.is_available() else "cpu")

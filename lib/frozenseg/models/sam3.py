@@ -252,7 +252,7 @@ def tiny_config(image_size: int = 56):
 
 def load_sam3(path: str | Path | None = None, cache=None, device: str | None = None) -> Sam3Concept:
     """SAM3 from ``path`` or the manifest's ``sam3`` folder under FROZENSEG_DATA (weights loaded once per process)."""
-    from . import default_device
+    from .base import default_device
     from ..manifest import locate, require
 
     folder = require(MANIFEST_KEY, path) if path is not None else locate(MANIFEST_KEY)
