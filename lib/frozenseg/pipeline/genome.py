@@ -145,6 +145,7 @@ def fit_genome(pipeline, cases, embeddings, budget: int = 40, seed: int = 0, sup
     built: dict = {}
 
     def objective(vals: dict) -> float:
+        """Mean Dice of the genome cases with these values (the leave-one-out pipelines are built on the first call)."""
         if not built:
             pipes = loo_pipelines(pipeline, cases, support, support_embeddings)
             frames = [p.frame(c.image, e) for p, c, e in zip(pipes, cases, embeddings)]
