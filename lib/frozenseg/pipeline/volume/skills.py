@@ -159,4 +159,3 @@ class Pyramid(VolumeSkill):
         full[y0:y0 + small.shape[0], x0:x0 + small.shape[1]] = small
         return [Candidate(mask=full, box=mask_to_box(full) if full.any() else None, pred_iou=float(pred.iou[0]),
                           origin="pyramid")]
-

@@ -133,6 +133,10 @@ class VolumeSkill:
         """Candidate masks for slice ``z`` to compare with the current one under the gate."""
         raise NotImplementedError
 
+    def p(self, state: VolumeState, key: str):
+        """This skill's parameter ``key`` (``params["<skill>.<key>"]``, like a 2D skill's)."""
+        return state.params[f"{self.name}.{key}"]
+
     def __call__(self, state: VolumeState) -> tuple[list, list]:
         """Run over the slices inside the extent; returns (slices fired on, slices whose proposal was kept)."""
         fired, accepted = [], []
@@ -142,8 +146,3 @@ class VolumeSkill:
                 if state.keep_best(z, self.propose(state, z)):
                     accepted.append(z)
         return fired, accepted
-
-
-    def p(self, state: VolumeState, key: str):
-        """This skill's parameter ``key`` (``params["<skill>.<key>"]``, like a 2D skill's)."""
-        return state.params[f"{self.name}.{key}"]

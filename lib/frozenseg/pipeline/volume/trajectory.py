@@ -185,4 +185,3 @@ class WithinVolumePrior(VolumeSkill):
                 if state.keep_best(z, self.propose(state, z)):
                     accepted.add(z)
         return sorted(fired), sorted(accepted)
-
