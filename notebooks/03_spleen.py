@@ -13,7 +13,7 @@
 #
 # The labelled **train volumes** give a 3D prior: the normalised (x, y, z) extent of the spleen. It says which
 # slices of a test volume to process (the train organs' z-range, never the test mask's slices) and places a
-# **volume-prior box** on each. Then, each proposal kept only if a GT-free **soft-tissue gate** (decoder IoU,
+# **volume-prior box** on each. Then, each proposal kept only if a GT-free **gate** (decoder IoU,
 # compactness, edge contrast, the organ's grey level learned from the support, and the trajectory) improves:
 # a **within-volume prior** (a smooth trajectory of extent, centroid and area fit to the confident slices;
 # slices outside it emptied; slices that disagree re-decoded from a sibling-mask seed), a **selective
@@ -40,8 +40,8 @@ from IPython.display import display
 from frozenseg import evaluation as ev
 from frozenseg.pipeline.experiment import at_largest_budget, budgets, save_masks
 from frozenseg.pipeline.section import budget_table, chain_figure
-from frozenseg.pipeline.volume import (GENOME_OBJECTIVE, gallery_figure, run_spleen, volume_ablation_table,
-                                       volume_gap_table, volume_genome_table)
+from frozenseg.experiments.spleen import (GENOME_OBJECTIVE, gallery_figure, run_spleen, volume_ablation_table,
+                                          volume_gap_table, volume_genome_table)
 from frozenseg.report import source_chain_note
 from frozenseg.results import save_results
 from frozenseg.study import setup
@@ -104,7 +104,7 @@ if ACTIVE:
     vp = first["pipeline"]
     display(art.table(vp.describe(), "spleen_route", caption=(
         f"Route of {study.title(DOMAIN)} at N={vp.n_labels}: the 3D volume prior learned from the N labelled train "
-        f"slices, the skills in order (each kept only if the soft-tissue gate improves) and every parameter of seed "
+        f"slices, the skills in order (each kept only if the gate improves) and every parameter of seed "
         f"{study.seeds[0]}. Parameters marked 'genome' were fit by bounded Powell on train volumes the labels fall "
         "in, each segmented by a pipeline whose prior and prototypes came from the other volumes' labels (leave "
         f"one out); the objective: {GENOME_OBJECTIVE}. The rest are fixed defaults. Test volumes are never used.")))

@@ -1,5 +1,8 @@
 """The training-free pipeline: routes, gates, keep-best skills, the localizer fallback, the genome, onboarding,
 and the result helpers behind notebooks 02-05."""
+import ast
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -255,3 +258,108 @@ def test_section_tables_summarise_across_seeds_through_the_evaluation_core(monke
     assert gap_table(df)["deployed"].iloc[0] == f"0.500 ± {sd}"
     assert budget_table(df)["deployed Dice"].iloc[0] == f"0.500 ± {sd}"
     assert {"scored_units", "seed_summary", "seed_cell", "mean_sd", "hd95_summary"} <= set(calls)
+
+
+def test_a_2d_genome_fit_is_cached_under_the_key_its_caller_gives(litemedsam, cxr):
+    """fit_genome through the one cached fit: the second call with the same key reads the record, sets the same
+    parameters and evaluates nothing."""
+    cases, embs = cxr
+    pipe = Pipeline(get_route("cxr"), litemedsam).fit(cases[:4], embs[:4])
+    key = {"test": "2d cache", "cases": [c.case_id for c in cases[:4]]}
+    rec = fit_genome(pipe, cases[:4], embs[:4], budget=2, cache=key, extra={"domain": "cxr"})
+    assert not rec["cached"] and rec["domain"] == "cxr" and rec["evals"] >= 1
+    again = Pipeline(get_route("cxr"), litemedsam).fit(cases[:4], embs[:4])
+    back = fit_genome(again, cases[:4], embs[:4], budget=2, cache=key)
+    assert back["cached"] and back["params"] == rec["params"] and back["history"] == rec["history"]
+    assert all(again.params[k] == v for k, v in rec["params"].items())
+
+
+# ---------------------------------------------------------------- the house: the method package's shape
+
+PIPELINE = Path(__file__).resolve().parents[1] / "lib" / "frozenseg" / "pipeline"
+# the method modules of this package (router and the notebook code beside them are checked where they live)
+METHOD = ("core", "frame", "gates", "genome", "prior", "skills")
+
+
+def _module(path: Path) -> str:
+    rel = path.relative_to(PIPELINE.parent.parent).with_suffix("")
+    parts = rel.parts[:-1] if rel.name == "__init__" else rel.parts
+    return ".".join(parts)
+
+
+def _imports(path: Path) -> list[tuple[str, bool]]:
+    """(absolute module name, imported inside a function) of every import in one module."""
+    tree = ast.parse(path.read_text())
+    here = _module(path).split(".")
+    package = here if path.name == "__init__.py" else here[:-1]
+    inside = {id(n) for f in ast.walk(tree) if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef))
+              for n in ast.walk(f)}
+    out = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            out += [(a.name, id(node) in inside) for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = ".".join(package[:len(package) - node.level + 1] + ([node.module] if node.module else [])) \
+                if node.level else node.module
+            out.append((base, id(node) in inside))
+            out += [(f"{base}.{a.name}", id(node) in inside) for a in node.names]
+    return out
+
+
+def _method_files() -> list[Path]:
+    """The method modules, the volume pipeline's included (a package, or the one file it once was)."""
+    volume = sorted(PIPELINE.glob("volume.py")) + sorted((PIPELINE / "volume").glob("*.py"))
+    return [PIPELINE / f"{m}.py" for m in METHOD] + volume
+
+
+def test_no_file_of_the_pipeline_package_is_over_500_lines():
+    sizes = {str(p.relative_to(PIPELINE)): len(p.read_text().splitlines()) for p in PIPELINE.rglob("*.py")}
+    assert max(sizes.values()) <= 500, {k: v for k, v in sizes.items() if v > 500}
+    assert (PIPELINE / "volume" / "__init__.py").is_file() and not (PIPELINE / "volume.py").exists()
+
+
+def test_pipeline_modules_import_no_experiment_report_or_notebook_code():
+    """No module of the package imports the experiments, the report or notebooks; the method modules also draw no
+    figure and set up no study (that is the experiments' job)."""
+    for path in PIPELINE.rglob("*.py"):
+        bad = [m for m, _ in _imports(path)
+               if m.startswith(("frozenseg.experiments", "frozenseg.report", "frozenseg.runner", "notebooks"))]
+        assert not bad, (path.name, bad)
+    for path in _method_files():
+        bad = [m for m, _ in _imports(path)
+               if m.startswith(("matplotlib", "IPython", "frozenseg.viz", "frozenseg.study", "frozenseg.results"))]
+        assert not bad, (path.name, bad)
+
+
+def test_the_spleen_experiment_lives_in_the_experiments_room():
+    from frozenseg.experiments import spleen
+    from frozenseg.pipeline import volume
+
+    for name in ("run_spleen", "fit_volume_pipeline", "volume_ablation_table", "volume_genome_table",
+                 "volume_gap_table", "slice_dice_rows", "gallery_figure"):
+        assert hasattr(spleen, name) and not hasattr(volume, name), name
+
+
+def test_method_modules_import_at_module_level_and_sit_in_no_import_circle():
+    """A function-level import hides a circle: the method modules have none, and no circle of imports (at any
+    level) among the package's modules passes through one of them."""
+    for path in _method_files():
+        hidden = [m for m, inside in _imports(path) if inside and m.startswith("frozenseg")]
+        assert not hidden, (path.name, hidden)
+    files = {_module(p): p for p in PIPELINE.rglob("*.py")}
+    # a module's own parent packages are imported before it whatever it says, so they are no edge of a circle
+    graph = {m: {t for t, _ in _imports(p) if t in files and not (m + ".").startswith(t + ".")} for m, p in files.items()}
+
+    def reach(m):
+        seen, todo = set(), [m]
+        while todo:
+            for t in graph[todo.pop()]:
+                if t not in seen:
+                    seen.add(t)
+                    todo.append(t)
+        return seen
+
+    method = {_module(p) for p in _method_files()}
+    for m in method:
+        back = {t for t in reach(m) if m in reach(t)}
+        assert not back, f"{m} is in an import circle with {sorted(back)}"

@@ -6,9 +6,13 @@ import pytest
 from frozenseg.data import DomainData, Volume
 from frozenseg.data.phantoms import make_phantom_volume
 from frozenseg.errors import ConfigError, DataError
+from frozenseg.experiments import spleen as S
+from frozenseg.experiments.spleen import run_spleen
+from frozenseg.pipeline import volume as V
 from frozenseg.pipeline.frame import Candidate
-from frozenseg.pipeline.volume import (STAGES, SliceFrame, SoftTissueGate, VolumePipeline, VolumePrior, VolumeSkill,
-                                       VolumeState, run_spleen)
+from frozenseg.pipeline.gates import Gate
+from frozenseg.pipeline.volume import (DEFAULT_GATE, STAGES, SliceFrame, VolumePipeline, VolumePrior, VolumeSkill,
+                                       VolumeState)
 
 SIZE, DEPTH = 64, 8
 
@@ -88,7 +92,7 @@ class Worse(VolumeSkill):
 def test_skill_that_cannot_improve_the_gate_is_rejected(tiny):
     train, test = tiny
     prior = VolumePrior.fit([c for v in train for c in slices(v)])
-    gate = SoftTissueGate()
+    gate = Gate(dict(DEFAULT_GATE))
     frames, cur = {}, {}
     for z in test.foreground_slices()[2:5]:
         c = test.slice_case(z)
@@ -137,7 +141,6 @@ def test_prediction_never_reads_the_test_mask(tiny_run):
 def test_volume_genome_fits_on_train_volumes_leaving_each_out_and_is_cached(tiny, litemedsam, monkeypatch):
     import torch
 
-    from frozenseg.pipeline import volume as V
     from frozenseg.study import setup
 
     torch.set_num_threads(1)
@@ -160,7 +163,7 @@ def test_volume_genome_fits_on_train_volumes_leaving_each_out_and_is_cached(tiny
         return real_fit(self, train_slices, support, support_embeddings)
 
     monkeypatch.setattr(V.VolumePipeline, "fit", spy)
-    vp = V.fit_volume_pipeline(study, 0, params={"range_margin": 0})
+    vp = S.fit_volume_pipeline(study, 0, params={"range_margin": 0})
     rec = vp.genome
     assert not rec["cached"] and 1 <= rec["evals"] <= 2 + 2 and rec["fit_dice"] >= rec["start_dice"]
     assert set(rec["params"]) == set(V.VOLUME_GENOME)
@@ -182,17 +185,16 @@ def test_volume_genome_fits_on_train_volumes_leaving_each_out_and_is_cached(tiny
     assert vp.background and set(vp.background) == {c for c in net_bg if c.startswith(held + "_")}
     assert set(vp.labels) == {c.case_id for c in cases if c.mask.any()} | set(vp.background)
     assert rec["n_background"] == len(vp.background) and "organ-free" in rec["objective"]
-    again = V.fit_volume_pipeline(study, 0, params={"range_margin": 0})
+    again = S.fit_volume_pipeline(study, 0, params={"range_margin": 0})
     assert again.genome["cached"] and again.genome["params"] == rec["params"]
 
 
 def test_volume_genome_bad_input(tiny):
     train, _ = tiny
     with pytest.raises(ConfigError, match="unknown"):
-        from frozenseg.pipeline.volume import fit_volume_genome
-        fit_volume_genome(None, train[:1], [], [], [], None, spec={"no_such": (0, 1)})
+        V.fit_volume_genome(None, train[:1], [], [], [], None, spec={"no_such": (0, 1)})
     with pytest.raises(DataError, match="two or more"):
-        fit_volume_genome(None, train[:1], slices(train[0]), [], [], None)
+        V.fit_volume_genome(None, train[:1], slices(train[0]), [], [], None)
 
 
 class _Planted:
@@ -210,7 +212,6 @@ def test_genome_objective_penalises_false_positives_on_organ_free_slices(tiny, m
     slice: the labelled-slices-only objective cannot see it; with the networks' organ-free slices the fit shrinks
     the margin."""
     from frozenseg import evaluation
-    from frozenseg.pipeline import volume as V
 
     train, _ = tiny
     a, b = train[0], train[1]
@@ -270,7 +271,7 @@ def _planted_rows():
 def test_volume_tables_use_the_evaluation_core(monkeypatch):
     """Across seeds: sd with n - 1 of the per-seed means; HD95's median says how many volumes had no boundary."""
     from frozenseg import evaluation
-    from frozenseg.pipeline.volume import volume_ablation_table, volume_gap_table
+    from frozenseg.experiments.spleen import volume_ablation_table, volume_gap_table
 
     calls = []
     real = evaluation.seed_cell
@@ -282,3 +283,106 @@ def test_volume_tables_use_the_evaluation_core(monkeypatch):
     assert gap["deployed"] == "0.550 ± 0.071" and gap["oracle"] == "0.800 ± 0.000"
     assert gap["gap closed"] == "0.583 ± 0.118"                           # per seed 0.5, 0.667 (ddof 0: 0.083)
     assert calls
+
+
+# ---------------------------------------------------------------- one keep-best rule, one gate, one genome fit
+
+def _cxr_pipeline(model):
+    from frozenseg.data.phantoms import make_phantom_case
+    from frozenseg.pipeline import Pipeline, get_route
+
+    cases = [make_phantom_case("cxr", i, 96, 0) for i in range(4)]
+    embs = [model.encode(c.image) for c in cases]
+    return Pipeline(get_route("cxr"), model).fit(cases[:3], embs[:3]), cases, embs
+
+
+def test_one_keep_best_rule_decides_for_the_2d_and_the_volume_pipeline(tiny, litemedsam, monkeypatch):
+    """Pipeline.run and the volume skills both call gates.keep_best: a spy sees both, and a rule that never keeps
+    makes both keep nothing."""
+    from frozenseg.pipeline import gates
+
+    calls, real = [], gates.keep_best
+    monkeypatch.setattr(gates, "keep_best", lambda *a, **k: calls.append(type(a[0]).__name__) or real(*a, **k))
+    pipe, cases, embs = _cxr_pipeline(litemedsam)
+    tr = pipe.run(cases[3].image, embs[3])
+    n2d = len(calls)
+    assert n2d == sum(s.fired for s in tr.stages[1:]) >= 1
+    train, test = tiny
+    prior = VolumePrior.fit([c for v in train for c in slices(v)])
+    vp = VolumePipeline(None)
+    frames, cur = {}, {}
+    for z in test.foreground_slices()[2:5]:
+        c = test.slice_case(z)
+        frames[z] = SliceFrame(image=c.image, embedding=None, model=None, prior=prior.domain, gate=vp.gate, z=z,
+                               vprior=prior)
+        cur[z] = Candidate(mask=c.mask.copy(), origin="given")
+    state = VolumeState(frames, dict(cur), DEPTH, prior, vp.params)
+    Worse()(state)
+    assert len(calls) == n2d + len(frames)
+
+    class Better(VolumeSkill):
+        name = "better"
+
+        def propose(self, state, z):
+            return [Candidate(mask=test.mask[:, :, z].copy(), origin="truth")]
+
+    state = VolumeState(frames, {z: Candidate(mask=np.roll(m.mask, 9, 1), origin="off") for z, m in cur.items()},
+                        DEPTH, prior, vp.params)
+    assert Better()(state)[1], "the truth beats a shifted mask under the gate"
+    monkeypatch.setattr(gates, "keep_best", lambda current, proposals, gate_of, min_gain: (current, False, []))
+    state = VolumeState(frames, {z: Candidate(mask=np.roll(m.mask, 9, 1), origin="off") for z, m in cur.items()},
+                        DEPTH, prior, vp.params)
+    assert Better()(state)[1] == []
+    assert not any(s.accepted for s in pipe.run(cases[3].image, embs[3]).stages[1:])
+
+
+def test_one_gate_class_takes_the_volume_cues_when_weighted_and_supplied(tiny):
+    """SoftTissueGate is gone: Gate weighs the tissue cue when the frame carries a volume prior and the trajectory
+    cue when it carries an expectation; on a 2D frame they are absent, so a weight on them changes nothing."""
+    from frozenseg.pipeline import gates
+    from frozenseg.pipeline.frame import Frame
+
+    assert not hasattr(V, "SoftTissueGate") and not hasattr(gates, "SoftTissueGate")
+    assert type(VolumePipeline(None).gate) is Gate and set(gates.OPTIONAL_CUES) == {"tissue", "trajectory"}
+    train, test = tiny
+    prior = VolumePrior.fit([c for v in train for c in slices(v)])
+    z = test.foreground_slices()[3]
+    c = test.slice_case(z)
+    gate = Gate(dict(DEFAULT_GATE))
+    fr = SliceFrame(image=c.image, embedding=None, model=None, prior=prior.domain, gate=gate, z=z, vprior=prior)
+    cues = gate.cues(fr, c.mask, 0.9)
+    assert "tissue" in cues and "trajectory" not in cues and 0 < cues["tissue"] <= 1
+    ys, xs = np.nonzero(c.mask)
+    fr.expect = {"cx": float(xs.mean()), "cy": float(ys.mean()), "area": float(c.mask.sum())}
+    cues = gate.cues(fr, c.mask, 0.9)
+    assert cues["trajectory"] == pytest.approx(1.0)
+    w = {k: v for k, v in DEFAULT_GATE.items()}
+    assert gate.score(fr, c.mask, 0.9) == pytest.approx(sum(w[k] * cues[k] for k in w) / sum(w.values()))
+    flat = Frame(image=c.image, embedding=None, model=None, prior=prior.domain)
+    image_only = {k: v for k, v in DEFAULT_GATE.items() if k in gates.CUES}
+    assert set(gate.cues(flat, c.mask, 0.9)) == set(gates.CUES)
+    assert gate.score(flat, c.mask, 0.9) == pytest.approx(Gate(image_only).score(flat, c.mask, 0.9))
+    with pytest.raises(ConfigError, match="shine"):
+        Gate({"tissue": 1.0, "shine": 1.0})
+
+
+def test_one_powell_fit_serves_the_2d_and_the_volume_genome(tiny, litemedsam, monkeypatch):
+    """fit_genome and fit_volume_genome both run genome.fit_powell (a spy sees the 2D route's spec and the volume's)."""
+    from frozenseg.pipeline import fit_genome, genome
+
+    specs, real = [], genome.fit_powell
+    monkeypatch.setattr(genome, "fit_powell", lambda objective, spec, *a, **k: specs.append(set(spec))
+                        or real(objective, spec, *a, **k))
+    pipe, cases, embs = _cxr_pipeline(litemedsam)
+    rec = fit_genome(pipe, cases[:3], embs[:3], budget=2)
+    assert specs == [set(pipe.route.genome)] and rec["evals"] >= 1
+    train, _ = tiny
+    a, b = train[0], train[1]
+
+    def run(self, image, embed, embed_crop=None, slices=None, frame_cache=None):
+        return _Planted(a.mask.copy())
+
+    monkeypatch.setattr(V.VolumePipeline, "run", run)
+    rec = V.fit_volume_genome(None, [a], slices(a) + slices(b), [], [], lambda cases: [None] * len(cases),
+                              spec={"box_margin": (0.0, 0.3)}, skills=("within_volume_prior",), budget=2)
+    assert specs[1:] == [{"box_margin"}] and rec["fit_dice"] == 1.0

@@ -10,9 +10,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..boxes import mask_to_box
+from ..errors import ConfigError
 from ..localizers import make_localizer
 from ..localizers.base import grow_box
+from . import gates
 from .frame import Candidate, Frame
 from .gates import Gate
 from .prior import DomainPrior
@@ -96,8 +97,6 @@ class Pipeline:
         self.prior = DomainPrior.fit(support)
         loc = dict(self.route.localizer)
         self.localizer = make_localizer(loc.pop("name"), model=self.model, **loc).fit(support, support_embeddings)
-        from .genome import apply_localizer_params
-
         apply_localizer_params(self, self.params)
         return self
 
@@ -126,18 +125,22 @@ class Pipeline:
         stages = [Stage(LOCALIZE, cur.mask, frame.gate_value(cur), origin=cur.origin)]
         params = self.params
         for skill in self.skills:
-            g_cur = frame.gate_value(cur)
             fired = skill.fires(frame, cur, params)
             accepted, proposed = False, []
             if fired:
-                props = [c for c in skill.propose(frame, cur, params) if not c.empty]
-                if props:
-                    scores = [frame.gate_value(c) for c in props]
-                    proposed = [(c.origin, c.mask, g) for c, g in zip(props, scores)]
-                    best = int(np.argmax(scores))
-                    if scores[best] > g_cur + float(params.get("min_gain", 1e-4)):
-                        cur, accepted = props[best], True
-                        if cur.box is None:
-                            cur.box = mask_to_box(cur.mask)
+                cur, accepted, scored = gates.keep_best(cur, skill.propose(frame, cur, params), frame.gate_value,
+                                                        params.get("min_gain", 1e-4))
+                proposed = [(c.origin, c.mask, g) for c, g in scored]
             stages.append(Stage(skill.name, cur.mask, frame.gate_value(cur), fired, accepted, cur.origin, proposed))
         return Trace(localization=rec, stages=stages, decoder_calls=frame.decoder_calls, flag=flag)
+
+
+def apply_localizer_params(pipeline: Pipeline, values: dict) -> bool:
+    """Copy ``localizer.<param>`` values (route or genome) into the fitted localizer; True if any was given."""
+    loc = {k.split(".", 1)[1]: v for k, v in values.items() if k.startswith("localizer.")}
+    for k, v in loc.items():
+        if k not in pipeline.localizer.params:
+            raise ConfigError(f"genome parameter localizer.{k}: {pipeline.localizer.name} has no parameter {k!r}; "
+                              f"valid: {sorted(pipeline.localizer.params)}")
+        pipeline.localizer.params[k] = v
+    return bool(loc)

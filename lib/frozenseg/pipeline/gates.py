@@ -1,4 +1,5 @@
-"""GT-free mask-quality gates: a weighted mean of cues computed from the image, the mask and the few-shot prior.
+"""GT-free mask-quality gates: a weighted mean of cues computed from the image, the mask and the few-shot prior,
+and the one keep-best rule every skill's proposals go through (2D images and the slices of a volume alike).
 
 Keep-best loops accept a candidate only if the gate improves; notebook 10 measures, per domain, whether the
 gate ranks masks like the true Dice does (the source found it valid on CXR and spleen, not on ISIC or Kvasir).
@@ -10,9 +11,15 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import ndimage
 
+from ..boxes import mask_to_box
 from ..errors import ConfigError
 
 CUES = ("pred_iou", "atlas", "colour", "area", "compact", "edge")
+# Cues a frame may supply: ``tissue`` needs the organ's grey level from a volume prior (``frame.vprior``),
+# ``trajectory`` the within-volume trajectory's expectation at the slice (``frame.expect``). Each counts only when
+# the gate weights it and the frame supplies it.
+OPTIONAL_CUES = ("tissue", "trajectory")
+ALL_CUES = CUES + OPTIONAL_CUES
 
 
 def ring(mask: np.ndarray, width: int) -> np.ndarray:
@@ -46,25 +53,76 @@ def cue_values(frame, mask: np.ndarray, pred_iou: float) -> dict[str, float]:
             "edge": float(min(1.0, 4 * edge))}
 
 
+def tissue_cue(frame, mask: np.ndarray) -> float:
+    """Fraction of the mask at the organ's grey level (``frame.vprior``), lowered by that fraction in a ring
+    around it (in [0, 1])."""
+    vp = frame.vprior
+    inside = np.abs(frame.grey - vp.fg_grey) <= 2.5 * vp.fg_grey_sd
+    r = ring(mask, max(2, int(0.02 * max(mask.shape))))
+    fin = float(inside[mask].mean())
+    fout = float(inside[r].mean()) if r.any() else 0.0
+    return float(np.clip(fin * (1.0 - 0.5 * fout), 0, 1))
+
+
+def trajectory_cue(frame, mask: np.ndarray) -> float:
+    """How well the mask's centroid and area match the trajectory's expectation at this slice (``frame.expect``)."""
+    e = frame.expect
+    ys, xs = np.nonzero(mask)
+    radius = max(np.sqrt(e["area"] / np.pi), 2.0)
+    d = np.hypot(xs.mean() - e["cx"], ys.mean() - e["cy"]) / max(0.6 * radius, 3.0)
+    la = np.log(mask.sum() / max(e["area"], 1.0)) / 0.5
+    return float(np.exp(-0.5 * d * d) * np.exp(-0.5 * la * la))
+
+
+OPTIONAL = {"tissue": (lambda frame: getattr(frame, "vprior", None) is not None, tissue_cue),
+            "trajectory": (lambda frame: getattr(frame, "expect", None) is not None, trajectory_cue)}
+
+
 @dataclass
 class Gate:
-    """score = sum(w_c * cue_c) / sum(w); weights default to equal over the named cues."""
+    """score = sum(w_c * cue_c) / sum(w) over the cues present; weights default to equal over the image cues
+    (:data:`CUES`). An optional cue (:data:`OPTIONAL_CUES`) is present when weighted and supplied by the frame."""
 
     weights: dict[str, float] = field(default_factory=lambda: dict.fromkeys(CUES, 1.0))
 
     def __post_init__(self):
-        bad = set(self.weights) - set(CUES)
+        bad = set(self.weights) - set(ALL_CUES)
         if bad:
-            raise ConfigError(f"unknown gate cue(s) {sorted(bad)}; choose from {list(CUES)}")
+            raise ConfigError(f"unknown gate cue(s) {sorted(bad)}; choose from {list(ALL_CUES)}")
         if sum(max(0.0, w) for w in self.weights.values()) <= 0:
             raise ConfigError("gate weights must have a positive sum")
 
+    def cues(self, frame, mask: np.ndarray, pred_iou: float = float("nan")) -> dict[str, float]:
+        """Every image cue of one mask, and each weighted optional cue the frame supplies (all 0 when empty)."""
+        out = cue_values(frame, mask, pred_iou)
+        for name, (supplied, cue) in OPTIONAL.items():
+            if name in self.weights and supplied(frame):
+                out[name] = cue(frame, mask) if mask.any() else 0.0
+        return out
+
     def score(self, frame, mask: np.ndarray, pred_iou: float = float("nan")) -> float:
-        """Gate value of one mask in [0, 1] (higher = believed better)."""
-        cues = cue_values(frame, mask, pred_iou)
-        w = {k: max(0.0, v) for k, v in self.weights.items()}
-        return float(sum(w[k] * cues[k] for k in w) / sum(w.values()))
+        """Gate value of one mask in [0, 1] (higher = believed better): the weighted mean of the cues present."""
+        c = self.cues(frame, mask, pred_iou)
+        w = {k: max(0.0, v) for k, v in self.weights.items() if k in c}
+        return float(sum(w[k] * c[k] for k in w) / max(sum(w.values()), 1e-9))
 
     def describe(self) -> dict:
         """The weights, for provenance and the genome table."""
         return {f"gate_{k}": float(v) for k, v in self.weights.items()}
+
+
+def keep_best(current, proposals, gate_of, min_gain: float) -> tuple:
+    """The keep-best rule: score the non-empty ``proposals`` with ``gate_of(candidate)``; the best replaces
+    ``current`` if it beats the current gate by more than ``min_gain`` (and gets its mask's box when it has none).
+    Returns (the candidate kept, whether a proposal was taken, [(proposal, gate)] of every non-empty proposal)."""
+    props = [c for c in proposals if c is not None and not c.empty]
+    if not props:
+        return current, False, []
+    scores = [gate_of(c) for c in props]
+    scored = list(zip(props, scores))
+    best = int(np.argmax(scores))
+    if scores[best] > gate_of(current) + float(min_gain):
+        if props[best].box is None:
+            props[best].box = mask_to_box(props[best].mask)
+        return props[best], True, scored
+    return current, False, scored

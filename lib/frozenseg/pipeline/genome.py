@@ -1,26 +1,87 @@
-"""The genome: a handful of pipeline parameters fit on at most 40 labelled train cases by a derivative-free
-optimiser (scipy's bounded Powell), never on test cases. Localizations and decoder calls are memoized per case,
-so each evaluation costs only the decodes it has not seen before."""
+"""The genome: the fitted pipeline parameters. A handful of them (box margin, skill thresholds, gate weights) are
+fit on at most 40 labelled train cases by a derivative-free optimiser (scipy's bounded Powell), never on test
+cases. :func:`fit_powell` is the one fit, for 2D routes (:func:`fit_genome`) and the spleen volume pipeline
+(``volume.genome``) alike: bounded Powell of a given objective over a spec, its record cached on disk under a key
+built from what the caller says the fit depends on. Localizations and decoder calls are memoized per case, so
+each evaluation costs only the decodes it has not seen before."""
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+import time
+from pathlib import Path
 
 import numpy as np
 from scipy.optimize import minimize
 
+from .. import paths
 from ..errors import ConfigError
 from ..evaluation.metrics import dice
+from ..io import write_json_atomic
+from .core import Pipeline, apply_localizer_params  # noqa: F401  (apply_localizer_params: public here too)
 
 log = logging.getLogger(__name__)
 
 MAX_GENOME_LABELS = 40
 
 
-def genome_objective(pipelines, frames, locs, gts, names, lo, hi):
-    """f(x in [0, 1]^d) = 1 - mean Dice of the final masks with the decoded parameters; case i runs through
+def code_hash(files) -> str:
+    """Hash of the code a genome fit runs (``files``, paths relative to this package, plus every localizer): a
+    cached genome is refit when any of it changes."""
+    h = hashlib.sha256()
+    here = Path(__file__).parent
+    for p in [here / f for f in files] + sorted((here.parent / "localizers").glob("*.py")):
+        h.update(p.name.encode() + p.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def cache_key(depends_on: dict) -> str:
+    """The on-disk key of a genome fit: a hash of what it depends on (JSON, sorted keys)."""
+    blob = json.dumps(depends_on, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:20]
+
+
+def genome_bounds(spec: dict) -> tuple[list, np.ndarray, np.ndarray]:
+    """(names, low, high) of a genome spec {name: (low, high)}; low < high or ConfigError."""
+    names = list(spec)
+    lo = np.array([spec[n][0] for n in names], float)
+    hi = np.array([spec[n][1] for n in names], float)
+    if np.any(hi <= lo):
+        raise ConfigError(f"genome bounds must be [low, high] with low < high: {spec}")
+    return names, lo, hi
+
+
+def fit_powell(objective, spec: dict, start: dict, budget: int, cache: dict | None = None, name: str = "",
+               use_cache: bool = True, extra=None) -> dict:
+    """The one genome fit: bounded Powell of ``objective(values) -> mean Dice`` ({parameter: value} in, higher is
+    better) over ``spec`` ({parameter: (low, high)}) from ``start``, at most ``budget`` evaluations.
+
+    With ``cache`` (a JSON-able dict of what the fit depends on) the record is read from
+    ``<cache root>/genomes/[<name>-]<key>.json`` when present (``use_cache``) and written there after a fit.
+    ``extra`` (a dict, or a function called after the search) adds fields to the record. Returns the record:
+    params, start/fit Dice, evals, history, the extra fields, seconds and ``cached``."""
+    names, lo, hi = genome_bounds(spec)
+    path = None
+    if cache is not None:
+        key = cache_key(cache)
+        path = paths.cache_root() / "genomes" / (f"{name}-{key}.json" if name else f"{key}.json")
+        if use_cache and path.is_file():
+            return {**json.loads(path.read_text()), "cached": True}
+    x0 = np.clip((np.array([start[n] for n in names], float) - lo) / (hi - lo), 0, 1)
+    t0 = time.perf_counter()
+    rec = powell_search(lambda x: 1.0 - objective(dict(zip(names, map(float, lo + np.clip(x, 0, 1) * (hi - lo))))),
+                        names, lo, hi, x0, budget)
+    rec = {**rec, **((extra() if callable(extra) else extra) or {}), "seconds": round(time.perf_counter() - t0, 2)}
+    if path is not None:
+        write_json_atomic(path, rec)
+    return {**rec, "cached": False}
+
+
+def genome_objective(pipelines, frames, locs, gts):
+    """objective(values) = mean Dice of the final masks with the genome ``values``; case i runs through
     ``pipelines[i]`` (its leave-one-out pipeline, or the shared one)."""
-    def f(x: np.ndarray) -> float:
-        vals = dict(zip(names, map(float, lo + np.clip(x, 0, 1) * (hi - lo))))
+    def f(vals: dict) -> float:
         moved = False
         for p in dict.fromkeys(pipelines):     # each distinct pipeline once
             p.params.update(vals)
@@ -29,7 +90,7 @@ def genome_objective(pipelines, frames, locs, gts, names, lo, hi):
             fr.gate = p.gate
         d = [dice(p.run(fr.image, fr.embedding, frame=fr, localized=p.localize(fr, None if moved else loc)).final, gt)
              for p, fr, loc, gt in zip(pipelines, frames, locs, gts)]
-        return 1.0 - float(np.mean(d))
+        return float(np.mean(d))
     return f
 
 
@@ -37,8 +98,6 @@ def loo_pipelines(pipeline, cases, support, support_embeddings, strict: bool = T
     """Per case: a pipeline fit on the supports without that case (leave one out) when the case is one of the
     supports, so no case is localized with itself in the support set; else the shared ``pipeline``. A case that is
     the only support raises ConfigError (``strict``) or keeps the shared pipeline."""
-    from .core import Pipeline
-
     if support is None:
         return [pipeline] * len(cases)
     ids = [c.case_id for c in support]
@@ -59,25 +118,17 @@ def loo_pipelines(pipeline, cases, support, support_embeddings, strict: bool = T
     return out
 
 
-def apply_localizer_params(pipeline, values: dict) -> bool:
-    """Copy ``localizer.<param>`` genome values into the fitted localizer; True if any was given."""
-    loc = {k.split(".", 1)[1]: v for k, v in values.items() if k.startswith("localizer.")}
-    for k, v in loc.items():
-        if k not in pipeline.localizer.params:
-            raise ConfigError(f"genome parameter localizer.{k}: {pipeline.localizer.name} has no parameter {k!r}; "
-                              f"valid: {sorted(pipeline.localizer.params)}")
-        pipeline.localizer.params[k] = v
-    return bool(loc)
-
-
 def fit_genome(pipeline, cases, embeddings, budget: int = 40, seed: int = 0, support=None,
-               support_embeddings=None) -> dict:
-    """Fit the route's genome on labelled cases; returns {'params', 'start_dice', 'fit_dice', 'evals', 'history',
-    'loo_cases'}.
+               support_embeddings=None, cache: dict | None = None, use_cache: bool = True,
+               extra: dict | None = None) -> dict:
+    """Fit the route's genome on labelled cases (:func:`fit_powell`); returns {'params', 'start_dice', 'fit_dice',
+    'evals', 'history', 'loo_cases', ...}.
 
     The pipeline must already be fitted (prior and localizer) on ``support``; when the supports are given, a genome
     case that is also a support is localized by a pipeline fit on the other supports (leave one out). The
-    pipeline's params are left at the best values found.
+    pipeline's params are left at the best values found. ``cache`` (what the fit depends on), ``use_cache`` and
+    ``extra`` (fields added to the record) go to :func:`fit_powell`; the leave-one-out pipelines are built on the
+    first evaluation, so a cached genome builds none.
     """
     spec = pipeline.route.genome
     if not spec:
@@ -89,21 +140,23 @@ def fit_genome(pipeline, cases, embeddings, budget: int = 40, seed: int = 0, sup
     if len(cases) > MAX_GENOME_LABELS:
         raise ConfigError(f"genome: {len(cases)} labelled cases given; the study fits it on at most "
                           f"{MAX_GENOME_LABELS} (pass a subset)")
-    names = list(spec)
-    lo = np.array([spec[n][0] for n in names], float)
-    hi = np.array([spec[n][1] for n in names], float)
-    if np.any(hi <= lo):
-        raise ConfigError(f"genome bounds must be [low, high] with low < high: {spec}")
-    defaults = {n: pipeline.params.get(n, _skill_default(pipeline, n)) for n in names}
-    x0 = np.clip((np.array([defaults[n] for n in names], float) - lo) / (hi - lo), 0, 1)
-    pipes = loo_pipelines(pipeline, cases, support, support_embeddings)
-    frames = [p.frame(c.image, e) for p, c, e in zip(pipes, cases, embeddings)]
-    locs = [p.localizer.locate(fr.image, fr.embedding) for p, fr in zip(pipes, frames)]
-    f = genome_objective(pipes, frames, locs, [c.mask for c in cases], names, lo, hi)
-    rec = powell_search(f, names, lo, hi, x0, budget)
+    genome_bounds(spec)
+    start = {n: pipeline.params.get(n, _skill_default(pipeline, n)) for n in spec}
+    built: dict = {}
+
+    def objective(vals: dict) -> float:
+        """Mean Dice of the genome cases with these values (the leave-one-out pipelines are built on the first call)."""
+        if not built:
+            pipes = loo_pipelines(pipeline, cases, support, support_embeddings)
+            frames = [p.frame(c.image, e) for p, c, e in zip(pipes, cases, embeddings)]
+            locs = [p.localizer.locate(fr.image, fr.embedding) for p, fr in zip(pipes, frames)]
+            built.update(pipes=pipes, f=genome_objective(pipes, frames, locs, [c.mask for c in cases]))
+        return built["f"](vals)
+
+    rec = fit_powell(objective, spec, start, budget, cache=cache, use_cache=use_cache,
+                     extra=lambda: {"loo_cases": sum(p is not pipeline for p in built["pipes"]), **(extra or {})})
     pipeline.params.update(rec["params"])
     apply_localizer_params(pipeline, rec["params"])
-    rec["loo_cases"] = sum(p is not pipeline for p in pipes)
     log.info("genome %s: Dice %.3f -> %.3f in %d evaluations", pipeline.route.domain, rec["start_dice"],
              rec["fit_dice"], rec["evals"])
     return rec
@@ -111,8 +164,9 @@ def fit_genome(pipeline, cases, embeddings, budget: int = 40, seed: int = 0, sup
 
 def powell_search(f, names, lo, hi, x0, budget: int) -> dict:
     """Bounded Powell (scipy) of ``f(x)`` = 1 - Dice over x in [0, 1]^d, value = lo + x (hi - lo), at most
-    ``budget`` evaluations. The result is the best point evaluated (the start unless something beats it; Powell
-    stopped by the budget mid line search may hold a worse one). Returns the genome record."""
+    ``budget`` evaluations (the search inside :func:`fit_powell`). The result is the best point evaluated (the
+    start unless something beats it; Powell stopped by the budget mid line search may hold a worse one). Returns the
+    genome record."""
     history: list[float] = []
     best = [np.asarray(x0, float), np.inf]
 

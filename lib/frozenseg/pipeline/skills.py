@@ -1,5 +1,6 @@
 """GT-free skills. Each has a fire condition and proposes candidate masks; the pipeline keeps a proposal only
-if the domain's gate scores it higher than the current mask (keep-best), so a skill can never lower the gate.
+if the domain's gate scores it higher than the current mask (``gates.keep_best``), so a skill can never lower the
+gate.
 
 Parameters are read as ``params["<skill>.<name>"]`` (the genome may set them) with the skill's defaults below.
 """
