@@ -135,7 +135,7 @@ def _summary_paths(profile: str = "smoke") -> dict:
     from frozenseg.pipeline import validity as V
     from frozenseg.pipeline.experiment import ablation_table
     from frozenseg.pipeline.section import budget_table, gap_table
-    from frozenseg.pipeline.volume import volume_ablation_table, volume_gap_table
+    from frozenseg.experiments.spleen import volume_ablation_table, volume_gap_table
     from frozenseg.readme import sample_rows
     from frozenseg.study import setup
 

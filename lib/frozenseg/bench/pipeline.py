@@ -14,7 +14,7 @@ def bench_pipeline(profile: str = "cpu", seed: int = 0) -> dict:
     their cache): wall seconds per domain (genome fit + test run) and decode work per test image."""
     from ..models import set_threads
     from ..pipeline.experiment import run_domain, settings
-    from ..pipeline.volume import run_spleen
+    from ..experiments.spleen import run_spleen
     from ..study import setup
 
     study = setup(profile=profile, seeds=[seed], verbose=False)

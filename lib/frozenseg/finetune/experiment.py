@@ -111,7 +111,8 @@ def localizer_boxes_volume(study, seed: int, n: int, labelled) -> ArmBoxes:
     outside it: predicted empty); a labelled slice is boxed by the prior of the other train volumes' labels (leave
     one volume out), at its own z even where that prior's z-range would not reach."""
     from ..localizers.base import grow_box
-    from ..pipeline.volume import VolumePrior, fit_volume_pipeline
+    from ..experiments.spleen import fit_volume_pipeline
+    from ..pipeline.volume import VolumePrior
 
     vp = fit_volume_pipeline(study, seed, n_labels=n)
     margin, range_margin = float(vp.params["box_margin"]), int(vp.params["range_margin"])

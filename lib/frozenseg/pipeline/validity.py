@@ -244,7 +244,7 @@ def run_spleen_validity(study, seed: int, perturb=PERTURBATIONS, max_volumes: in
     the fitted extent), so candidates of one slice are compared under one gate. The bootstrap unit is the volume.
     """
     from .volume import LOCALIZE as VLOC
-    from .volume import fit_volume_pipeline
+    from ..experiments.spleen import fit_volume_pipeline
 
     vp = fit_volume_pipeline(study, seed)
     vols = study.data("spleen").volumes
