@@ -32,7 +32,7 @@ from IPython.display import display
 
 import frozenseg.viz as viz
 from frozenseg import evaluation as ev
-from frozenseg.data.cards import cards_table, failure_modes, pick_examples
+from frozenseg.experiments.data import cards_table, failure_modes, pick_examples
 from frozenseg.study import setup
 
 study = setup(profile=profile, seeds=seeds, domains=domains, source=source, model=model,

@@ -32,7 +32,7 @@ from IPython.display import display
 
 import frozenseg.viz as viz
 from frozenseg import evaluation as ev
-from frozenseg.oracle import run_oracle, sensitivity_summary, summarize_oracle
+from frozenseg.experiments.oracle import run_oracle, sensitivity_summary, summarize_oracle
 from frozenseg.report import source_study_note
 from frozenseg.results import save_results
 from frozenseg.study import setup

@@ -43,7 +43,7 @@ import matplotlib.pyplot as plt
 from IPython.display import display
 
 from frozenseg.pipeline.router import get_route, with_localizer
-from frozenseg.pipeline.section import alternative_routes, deployed_name, run_section
+from frozenseg.experiments.domain_report import alternative_routes, deployed_name, run_section
 from frozenseg.study import setup
 
 DOMAIN = "isic"

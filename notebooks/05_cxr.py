@@ -28,7 +28,7 @@ data_root = None     # None: $FROZENSEG_DATA, else <repo>/data
 folders = {}         # extra domains, e.g. {"mydomain": "/path/with/images_and_masks"}
 
 # %%
-from frozenseg.pipeline.section import run_section
+from frozenseg.experiments.domain_report import run_section
 from frozenseg.report import source_chain_note
 from frozenseg.study import setup
 

@@ -32,7 +32,7 @@ n_show = 3           # best and worst cases per domain
 import matplotlib.pyplot as plt
 
 from frozenseg import viz
-from frozenseg.pipeline.gallery import gallery
+from frozenseg.experiments.gallery import gallery
 from frozenseg.study import setup
 
 study = setup(profile=profile, seeds=seeds, domains=domains, source=source, model=model,

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from frozenseg.data.cards import card, cards_table
+from frozenseg.experiments.data import card, cards_table
 from frozenseg.data.phantoms import make_phantom_case
 from frozenseg.data.types import Case, DomainData, Volume
 

@@ -6,10 +6,10 @@ import pytest
 
 from frozenseg import evaluation as ev
 from frozenseg.data.types import Case, DomainData, Volume
-from frozenseg.pipeline import gallery as G
+from frozenseg.experiments import gallery as G
 from frozenseg.pipeline import validity as V
 from frozenseg.pipeline.core import Stage, Trace
-from frozenseg.pipeline.experiment import save_masks
+from frozenseg.experiments.domain import save_masks
 from frozenseg.results import save_results
 
 

@@ -409,7 +409,7 @@ def test_recorded_isic_traces_are_what_the_llm_backend_records(isic_smoke, monke
 
 def test_isic_route_replays_recorded_polygons(isic_smoke, litemedsam, monkeypatch):
     from frozenseg.localizers.base import grow_box
-    from frozenseg.pipeline.experiment import fit_domain, run_domain, test_cases
+    from frozenseg.experiments.domain import fit_domain, run_domain, test_cases
     from frozenseg.pipeline.router import get_route, with_localizer
 
     monkeypatch.setattr(drawer_mod, "http_post", lambda *a, **k: pytest.fail("replay must not call the network"))

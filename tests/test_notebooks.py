@@ -128,13 +128,14 @@ def _summary_paths(profile: str = "smoke") -> dict:
     from frozenseg.concept import compare as cmp
     from frozenseg.concept import summary as cs
     from frozenseg.config import DOMAINS
-    from frozenseg.data.cards import cards_table
+    from frozenseg.experiments.data import cards_table
     from frozenseg.finetune import summarize_fewshot
-    from frozenseg.oracle import sensitivity_summary, summarize_oracle
-    from frozenseg.pipeline import gallery, routing
+    from frozenseg.experiments.oracle import sensitivity_summary, summarize_oracle
+    from frozenseg.experiments import gallery
+    from frozenseg.pipeline import routing
     from frozenseg.pipeline import validity as V
-    from frozenseg.pipeline.experiment import ablation_table
-    from frozenseg.pipeline.section import budget_table, gap_table
+    from frozenseg.experiments.domain import ablation_table
+    from frozenseg.experiments.domain_report import budget_table, gap_table
     from frozenseg.experiments.spleen import volume_ablation_table, volume_gap_table
     from frozenseg.readme import sample_rows
     from frozenseg.study import setup

@@ -13,7 +13,7 @@ from frozenseg.errors import ConfigError, DataError
 from frozenseg.localizers.base import no_detection
 from frozenseg.evaluation.metrics import dice
 from frozenseg.pipeline import LOCALIZE, Gate, Pipeline, fit_genome, get_route, load_routes, onboard
-from frozenseg.pipeline.experiment import gap_closed, load_masks, save_masks
+from frozenseg.experiments.domain import gap_closed, load_masks, save_masks
 from frozenseg.pipeline.genome import MAX_GENOME_LABELS
 from frozenseg.pipeline.router import choose_route
 
@@ -150,7 +150,7 @@ def test_genome_localizes_each_support_case_without_itself(litemedsam, cxr, monk
 
 def test_pipeline_budgets_draw_supports_and_genome_cases_from_the_networks_n_label_draw(cxr):
     from frozenseg.data.splits import subsample_train
-    from frozenseg.pipeline.experiment import label_sets
+    from frozenseg.experiments.domain import label_sets
 
     cases, _ = cxr
     s = {"n_support": 3, "n_genome": 5}
@@ -243,8 +243,8 @@ def _two_seed_rows() -> pd.DataFrame:
 def test_section_tables_summarise_across_seeds_through_the_evaluation_core(monkeypatch):
     """Ablation, gap and budget tables: the one seed summary (sd with n - 1), HD95 with its missing units."""
     from frozenseg import evaluation as ev
-    from frozenseg.pipeline.experiment import ablation_table
-    from frozenseg.pipeline.section import budget_table, gap_table
+    from frozenseg.experiments.domain import ablation_table
+    from frozenseg.experiments.domain_report import budget_table, gap_table
 
     calls = []
     for name in ("scored_units", "seed_summary", "seed_cell", "mean_sd", "hd95_summary"):

@@ -1,7 +1,6 @@
 """Progress bars: one summary line per loop in a headless kernel, a widget in an interactive one; the known
 third-party warnings are silenced by name in setup; the small networks build without deprecation warnings."""
 import re
-import warnings
 
 import pytest
 

@@ -112,8 +112,8 @@ def test_spleen_ct_folder_sample():
 def test_oracle_and_kvasir_pipeline_run_on_real_images(realdata):
     """Smoke sizes on the real Kvasir sample: the GT-box oracle and the Kvasir pipeline section (every budget, the
     route's genome included) run through the same code as the report, and their rows say 'real'."""
-    from frozenseg.oracle import run_oracle
-    from frozenseg.pipeline.section import run_budgets
+    from frozenseg.experiments.oracle import run_oracle
+    from frozenseg.experiments.domain_report import run_budgets
     from frozenseg.study import setup
 
     sample("kvasir")

@@ -1,11 +1,11 @@
 """No route chosen on test scores: a domain's deployed route is chosen by cross-validation on the labels the
-pipeline uses at each budget (frozenseg.pipeline.choice), cached like the genome, and shown in notebook 02."""
+pipeline uses at each budget (frozenseg.experiments.route_choice), cached like the genome, and shown in notebook 02."""
 import numpy as np
 import pytest
 
 from frozenseg.data import Case, DomainData
 from frozenseg.errors import ConfigError
-from frozenseg.pipeline import choice as C
+from frozenseg.experiments import route_choice as C
 from frozenseg.pipeline.router import candidate_routes, get_route, load_routes
 
 
@@ -53,7 +53,7 @@ def test_a_single_candidate_needs_no_cross_validation(planted, monkeypatch):
 
 @pytest.mark.slow
 def test_the_deployed_route_is_the_one_cv_prefers_on_the_labels_not_the_test_winner(planted, monkeypatch):
-    from frozenseg.pipeline.experiment import label_sets, run_domain, settings
+    from frozenseg.experiments.domain import label_sets, run_domain, settings
 
     seen = []
     real = C.route_scores
@@ -104,7 +104,7 @@ def test_unknown_candidate_names_the_file(tmp_path):
 def test_choice_table_shows_each_choice_once_with_the_budgets_that_share_its_labels():
     import pandas as pd
 
-    from frozenseg.pipeline.section import choice_table
+    from frozenseg.experiments.domain_report import choice_table
 
     scores = pd.DataFrame({"route": ["isic", "isic_drawer", "isic_drawer"], "stage": ["screen", "screen", "final"],
                            "mean": [0.5, 0.7, 0.72], "sd": [0.1, 0.1, 0.05], "fold_means": [[0.4, 0.6]] * 3,

@@ -6,7 +6,7 @@ from PIL import Image
 from frozenseg.config import get_profile
 from frozenseg.data import load_domain
 from frozenseg.errors import ConfigError, MissingDatasetError
-from frozenseg.oracle import run_oracle, summarize_oracle
+from frozenseg.experiments.oracle import run_oracle, summarize_oracle
 from frozenseg.study import setup
 from test_loaders import make_kvasir, make_spleen
 
@@ -89,7 +89,7 @@ def test_a_negative_is_scored_by_the_empty_mask_rule_not_dropped(litemedsam):
     (the empty-mask rule) and counts; the row says it is a negative."""
     from frozenseg import evaluation as ev
     from frozenseg.data import Case
-    from frozenseg.oracle import oracle_cases
+    from frozenseg.experiments.oracle import oracle_cases
 
     rng = np.random.default_rng(0)
     img = (rng.random((64, 64, 3)) * 255).astype(np.uint8)
@@ -127,7 +127,7 @@ def test_a_folder_domains_negative_test_image_is_scored_by_oracle_and_pipeline(t
     """The oracle and the pipeline score a test image without a target (it is not dropped): the GT-box oracle
     predicts nothing there (Dice 1), a pipeline that predicts something there scores Dice 0."""
     from frozenseg.pipeline import get_route
-    from frozenseg.pipeline.experiment import run_domain
+    from frozenseg.experiments.domain import run_domain
 
     _write_folder(tmp_path / "mine")
     study = setup(profile="smoke", seeds=[0], domains=["mine"], folders={"mine": str(tmp_path / "mine")},

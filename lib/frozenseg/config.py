@@ -36,7 +36,7 @@ class Profile:
     concept: dict = field(default_factory=dict)   # concept-search sizes (frozenseg.concept.experiment.DEFAULTS)
     fewshot: dict = field(default_factory=dict)   # few-shot decoder tuning sizes (frozenseg.finetune.DEFAULTS)
     baselines: dict = field(default_factory=dict)  # trained-network sizes (frozenseg.baselines.sweep.DEFAULTS)
-    pipeline: dict = field(default_factory=dict)  # training-free pipeline sizes (frozenseg.pipeline.experiment.DEFAULTS)
+    pipeline: dict = field(default_factory=dict)  # training-free pipeline sizes (frozenseg.experiments.domain.DEFAULTS)
     splits: dict = field(default_factory=dict)    # real data: domain -> "official" / "pranet" / "random" (default)
     extra: dict = field(default_factory=dict)
 

@@ -13,7 +13,7 @@ def bench_pipeline(profile: str = "cpu", seed: int = 0) -> dict:
     """The training-free pipeline on all four domains with a warm embedding cache, genomes refit (not read from
     their cache): wall seconds per domain (genome fit + test run) and decode work per test image."""
     from ..models import set_threads
-    from ..pipeline.experiment import run_domain, settings
+    from ..experiments.domain import run_domain, settings
     from ..experiments.spleen import run_spleen
     from ..study import setup
 

@@ -85,7 +85,7 @@ def _wh(shape) -> np.ndarray:
 def localizer_boxes_2d(study, domain: str, seed: int, n: int, labelled) -> ArmBoxes:
     """The route's localizer of a 2D domain at budget N (genome included; read from its cache when notebooks 02-05
     fitted it); a labelled image that is one of the supports is localized by the route refit without it."""
-    from ..pipeline.experiment import fit_domain
+    from ..experiments.domain import fit_domain
     from ..pipeline.genome import loo_pipelines
 
     pipe, rec = fit_domain(study, domain, seed, n_labels=n)

@@ -51,7 +51,8 @@ def get_route(name: str, path: str | Path | None = None) -> Route:
 
 def candidate_routes(domain: str, path: str | Path | None = None) -> list[Route]:
     """The routes a domain chooses its deployed one from (its entry's ``candidates`` in routes.yaml, the domain's own
-    route when it lists none); the choice is made by cross-validation on the labels (pipeline.choice)."""
+    route when it lists none); the choice is made by cross-validation on the labels
+    (frozenseg.experiments.route_choice)."""
     get_route(domain, path)
     names = _load(str(path or ROUTES_FILE))[domain].get("candidates") or [domain]
     return [get_route(n, path) for n in names]

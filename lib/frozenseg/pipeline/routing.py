@@ -14,7 +14,7 @@ from ..data.splits import subsample_train
 from ..localizers import make_localizer
 from ..localizers.amg import zscore
 from ..localizers.features import dinov2_weights
-from .experiment import settings
+from ..experiments.budgets import settings
 from .router import load_routes
 
 FIXED = "agnostic"

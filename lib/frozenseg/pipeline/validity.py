@@ -192,7 +192,7 @@ def run_validity(study, domain: str, seed: int, n_test: int | None = None, pertu
     """Candidate, step and case rows of one 2D domain and seed on its test split (first ``n_test`` cases)."""
     from tqdm.auto import tqdm
 
-    from .experiment import fit_domain, test_cases
+    from ..experiments.domain import fit_domain, test_cases
 
     pipe, _ = fit_domain(study, domain, seed)
     cases = test_cases(study, domain)
@@ -393,7 +393,7 @@ def agreement(df: pd.DataFrame, results: pd.DataFrame) -> float:
     """Largest |deployed Dice here - deployed Dice in the domain notebook's results at its largest budget (the
     pipeline refit here)| over shared cases (NaN if none)."""
     a = rows_of(df, "case").set_index(["seed", "case_id"]).dice_deployed
-    from .experiment import at_largest_budget
+    from ..experiments.domain import at_largest_budget
 
     r = at_largest_budget(results)
     r = r[r.stage == "deployed"]

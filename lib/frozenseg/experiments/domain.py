@@ -2,8 +2,6 @@
 fixed test split, and record Dice after every stage beside a naive localizer and the GT-box oracle."""
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import time
 from pathlib import Path
@@ -15,71 +13,29 @@ from tqdm.auto import tqdm
 from .. import evaluation as ev
 from .. import paths
 from ..boxes import mask_to_box
-from ..data.splits import subsample_train
-from ..io import write_json_atomic
-from .core import Pipeline, Route
-from .genome import MAX_GENOME_LABELS, fit_genome
-from .router import get_route
+from ..pipeline.core import Pipeline, Route
+from ..pipeline.genome import code_hash, fit_genome
+from ..pipeline.router import get_route
+from .budgets import DEFAULTS, GENOME_CODE, budgets, label_sets, settings  # noqa: F401  (used by notebooks)
+from .route_choice import given_route, route_choice
 
 log = logging.getLogger(__name__)
 
-DEFAULTS = {"n_support": 10, "n_genome": 20, "genome_budget": 30, "n_test": None,
-            "spleen_genome_budget": 30, "spleen_genome_volumes": 3}
 DEPLOYED, NAIVE, ORACLE = "deployed", "naive", "oracle"
 
 
-def settings(profile) -> dict:
-    """Pipeline sizes of a profile (its ``pipeline`` dict over DEFAULTS)."""
-    return {**DEFAULTS, **(profile.pipeline or {})}
-
-
-# The code a genome fit depends on: the pipeline's runtime pieces and every localizer (analysis modules such as
-# section, validity, routing or gallery are left out, so editing them does not force a refit).
-GENOME_CODE = ("core.py", "frame.py", "gates.py", "genome.py", "prior.py", "skills.py", "routes.yaml")
-
-
-def code_hash(files=GENOME_CODE) -> str:
-    """Hash of the code a genome fit runs (``files`` of this package plus every localizer): a cached genome is
-    refit when any of it changes."""
-    h = hashlib.sha256()
-    here = Path(__file__).parent
-    for p in [here / f for f in files] + sorted((here.parent / "localizers").glob("*.py")):
-        h.update(p.name.encode() + p.read_bytes())
-    return h.hexdigest()[:16]
-
-
-def genome_key(route: Route, model, support, genome_cases, budget: int) -> str:
-    """Cache key of a genome fit: route, model weights, the labelled case ids, the budget and the code."""
-    blob = json.dumps({"route": route.__dict__, "model": model.cache_id, "support": [c.case_id for c in support],
-                       "genome": [c.case_id for c in genome_cases], "budget": budget, "code": code_hash()},
-                      sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:20]
-
-
-def budgets(profile, data=None) -> tuple[int, ...]:
-    """The label budgets N the pipeline runs at: the profile's (the trained networks' and the tuned decoder's); with
-    a domain's ``data``, those its train pool can hold."""
-    from ..data import budgets_for
-
-    ns = tuple(int(n) for n in (settings(profile).get("budgets") or profile.budgets))
-    return budgets_for(data, ns) if data is not None else ns
-
-
-def label_sets(train, n_labels: int, seed: int, s: dict) -> tuple[list, list]:
-    """(support, genome cases) at budget N: both come from the same seeded N-label draw the trained networks train
-    on (``subsample_train(train, N, seed)``; nested prefixes of it, so every label lies inside that draw), capped
-    at the route's sizes (``n_support``; ``n_genome`` and the study's 40 genome labels)."""
-    n = min(int(n_labels), len(train))
-    support = subsample_train(train, min(s["n_support"], n), seed)
-    gcases = subsample_train(train, min(s["n_genome"], MAX_GENOME_LABELS, n), seed)
-    return support, gcases
+def genome_depends_on(route: Route, model, support, genome_cases, budget: int) -> dict:
+    """What a 2D genome fit depends on (its cache key): route, model weights, the labelled case ids, the budget and
+    the code."""
+    return {"route": route.__dict__, "model": model.cache_id, "support": [c.case_id for c in support],
+            "genome": [c.case_id for c in genome_cases], "budget": budget, "code": code_hash(GENOME_CODE)}
 
 
 def fit_domain(study, domain: str, seed: int, route: Route | None = None, genome: bool = True,
                use_cache: bool = True, n_labels: int | None = None) -> tuple[Pipeline, dict]:
     """A fitted pipeline for one domain, seed and label budget N (default the largest budget), and its record:
-    the genome (fit leave-one-out on the budget's genome cases, cached on disk by genome_key; ``use_cache=False``
-    refits it) and ``labels``, the ids of every labelled case the pipeline used."""
+    the genome (fit leave-one-out on the budget's genome cases, cached on disk by what it depends on;
+    ``use_cache=False`` refits it) and ``labels``, the ids of every labelled case the pipeline used."""
     s = settings(study.profile)
     data = study.data(domain)
     route = route or get_route(domain)
@@ -93,22 +49,11 @@ def fit_domain(study, domain: str, seed: int, route: Route | None = None, genome
         return pipe, {"params": {}, "evals": 0, "cached": False, **used, "labels": ids, "labels_used": len(ids)}
     ids = sorted({c.case_id for c in support + gcases})
     used.update(labels=ids, labels_used=len(ids))
-    path = paths.cache_root() / "genomes" / f"{genome_key(route, study.model, support, gcases, s['genome_budget'])}.json"
-    if use_cache and path.is_file():
-        rec = json.loads(path.read_text())
-        pipe.params.update(rec["params"])
-        from .genome import apply_localizer_params
-
-        apply_localizer_params(pipe, rec["params"])
-        return pipe, {**rec, "cached": True, **used}
-    gembs = study.embeddings(gcases, desc=f"{domain} genome")
-    t0 = time.perf_counter()
-    rec = fit_genome(pipe, gcases, gembs, budget=s["genome_budget"], seed=seed, support=support,
-                     support_embeddings=support_embs)
-    rec = {**rec, "genome_labels": len(gcases), "domain": domain, "seed": seed,
-           "seconds": round(time.perf_counter() - t0, 2)}
-    write_json_atomic(path, rec)
-    return pipe, {**rec, "cached": False, **used}
+    rec = fit_genome(pipe, gcases, study.embeddings(gcases, desc=f"{domain} genome"), budget=s["genome_budget"],
+                     seed=seed, support=support, support_embeddings=support_embs, use_cache=use_cache,
+                     cache=genome_depends_on(route, study.model, support, gcases, s["genome_budget"]),
+                     extra={"genome_labels": len(gcases), "domain": domain, "seed": seed})
+    return pipe, {**rec, **used}
 
 
 def test_cases(study, domain: str) -> list:
@@ -140,7 +85,6 @@ def run_domain(study, domain: str, seed: int, notebook: str, keep_masks: bool = 
     the pipeline's supports, genome cases and the labels its route was chosen on; the naive route's supports; 0 for
     the GT-box oracle), ``route`` and ``negative``. The 'deployed' row's ``seconds`` is the wall time of the
     pipeline on that image beyond the (cached) encoder."""
-    from .choice import given_route, route_choice
 
     n_labels = int(n_labels or max(budgets(study.profile, study.data(domain))))
     choice = (given_route(route, n_labels, seed) if route is not None

@@ -9,8 +9,8 @@ import pandas as pd
 from .. import evaluation as ev
 from .. import viz
 from ..results import save_results
-from .choice import SINGLE
-from .experiment import DEPLOYED, NAIVE, ORACLE, ablation_table, gap_closed, run_domain, save_masks, test_cases
+from .route_choice import SINGLE
+from .domain import DEPLOYED, NAIVE, ORACLE, ablation_table, gap_closed, run_domain, save_masks, test_cases
 
 
 def chain_figure(df: pd.DataFrame, title: str):
@@ -87,7 +87,7 @@ def choice_table(choices: list[dict]) -> pd.DataFrame:
     """Per seed and set of labels (budgets N that share their labels share one choice): how the deployed route was
     chosen, on how many labels, the router's cross-validated Dice of each candidate on them
     (``router.scores_table``) and the route chosen."""
-    from .router import scores_table
+    from ..pipeline.router import scores_table
 
     groups: dict = {}
     for c in choices:
@@ -109,7 +109,7 @@ def run_budgets(study, domain: str, seed: int, notebook: str, route=None, candid
     fixes it). A budget whose supports and genome cases are those of a smaller budget (the route's caps were
     reached) gives the same labels, choice and pipeline, so that run's rows are reused with the new N instead of
     running it again. Returns (rows, info of the largest budget with ``choices``, one per budget)."""
-    from .experiment import budgets, label_sets, settings, with_budget
+    from .domain import budgets, label_sets, settings, with_budget
 
     train, s = study.data(domain).train, settings(study.profile)
     parts, seen, info, choices = [], {}, None, []
@@ -134,7 +134,7 @@ def run_section(study, domain: str, notebook: str, art, route=None, candidates=N
     domain's routes.yaml candidates) by cross-validation on each budget's labels; ``route`` fixes it instead."""
     from IPython.display import display
 
-    from .experiment import at_largest_budget
+    from .domain import at_largest_budget
 
     parts, infos = [], {}
     for seed in study.seeds:
@@ -195,7 +195,7 @@ def run_section(study, domain: str, notebook: str, art, route=None, candidates=N
 
 def deployed_name(df: pd.DataFrame, seed: int) -> str:
     """The route deployed at the largest budget for one seed (chosen on the labels), from a section's rows."""
-    from .experiment import at_largest_budget
+    from .domain import at_largest_budget
 
     d = at_largest_budget(df)
     return str(d[(d.seed == seed) & (d.stage == DEPLOYED)].route.iloc[0])
@@ -206,7 +206,7 @@ def alternative_routes(study, domain: str, routes, seed: int, deployed: str | No
     same test units, scored by ``ev.score_case``: a side-by-side comparison only (the deployed route, named by
     ``deployed``, was chosen on the labels, not on these numbers). The figure shows the worst cases of the last
     route (ground truth green, prediction red, its box yellow)."""
-    from .experiment import fit_domain
+    from .domain import fit_domain
 
     cases = test_cases(study, domain)
     embs = study.embeddings(cases, desc=f"{domain} test")

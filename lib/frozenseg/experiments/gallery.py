@@ -10,7 +10,7 @@ import pandas as pd
 
 from .. import evaluation as ev
 from ..results import PIPELINE_NOTEBOOKS, load_results, results_path
-from .experiment import DEPLOYED, load_masks
+from .domain import DEPLOYED, load_masks
 
 
 @dataclass
@@ -26,7 +26,7 @@ def pick_cases(df: pd.DataFrame, n: int = 3) -> tuple[pd.DataFrame, pd.DataFrame
     """The ``n`` best (highest Dice first) and ``n`` worst (lowest first) deployed units (``ev.scored_units``) at the
     largest label budget (whose masks notebooks 02-05 save); ties broken by case id.
     With fewer than 2n units the two sets overlap."""
-    from .experiment import at_largest_budget
+    from .domain import at_largest_budget
 
     d = at_largest_budget(ev.scored_units(df))
     d = d[d.stage == DEPLOYED].drop_duplicates("case_id").sort_values(["dice", "case_id"], kind="stable")

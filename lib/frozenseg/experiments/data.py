@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 
 from .. import evaluation as ev
-from .types import DomainData
+from ..data.types import DomainData
 
 
 def test_negatives(data: DomainData) -> str:

@@ -11,9 +11,9 @@ import zlib
 import numpy as np
 import pandas as pd
 
-from . import evaluation as ev
-from .boxes import box_iou, jitter_box, loosen_box, mask_to_box
-from .config import DOMAINS
+from .. import evaluation as ev
+from ..boxes import box_iou, jitter_box, loosen_box, mask_to_box
+from ..config import DOMAINS
 
 
 def box_variants(gt: np.ndarray, shape, jitter_levels, loosen_levels, rng) -> list[tuple[str, str, float, np.ndarray]]:
@@ -36,7 +36,7 @@ def oracle_cases(model, cases, embeddings, seed: int, domain: str, jitter_levels
     predicted IoU; a case without a target gets an empty mask from every arm (no box). Slices of ``volumes`` are
     diagnostic rows (unit 'slice', no HD95); 2D cases are units ('case'), scored at native resolution. ``_mask``
     keeps each prediction for per-volume scoring."""
-    from .cache import MaskCache
+    from ..cache import MaskCache
 
     mask_cache = mask_cache or MaskCache()
     code = DOMAINS.index(domain) if domain in DOMAINS else sum(map(ord, domain))

@@ -6,16 +6,18 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from pathlib import Path
 
 import pandas as pd
 
 from .. import paths
 from ..io import write_json_atomic
-from .core import Route
-from .experiment import GENOME_CODE, code_hash, label_sets, settings
-from .router import ROUTING, candidate_routes, route_scores
+from ..pipeline.core import Route
+from ..pipeline.genome import code_hash
+from ..pipeline.router import ROUTING, candidate_routes, route_scores
+from .budgets import GENOME_CODE, label_sets, settings
 
-CHOICE_CODE = GENOME_CODE + ("router.py", "choice.py")
+CHOICE_CODE = GENOME_CODE + ("router.py",)   # of frozenseg.pipeline; this module is hashed beside them
 CV, SINGLE, TOO_FEW, GIVEN = ("cross-validation on the labels", "single candidate, no cross-validation",
                               "fewer than 3 labels: the first candidate, no cross-validation",
                               "given by the caller, not chosen by cross-validation")
@@ -54,7 +56,8 @@ def choice_key(candidates: list[Route], model, cases, rs: dict, seed: int) -> st
     """Cache key of a choice: candidate route specs, model weights, label ids, router settings, seed and code."""
     blob = json.dumps({"routes": [r.__dict__ for r in candidates], "model": model.cache_id,
                        "labels": [c.case_id for c in cases], "settings": rs, "seed": seed,
-                       "code": code_hash(CHOICE_CODE)}, sort_keys=True, default=str)
+                       "code": [code_hash(CHOICE_CODE), hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:16]]},
+                      sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
 
