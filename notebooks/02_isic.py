@@ -42,16 +42,13 @@ deploy_drawer = False  # True: deploy the drawer route (with drawer_backend) wit
 import matplotlib.pyplot as plt
 from IPython.display import display
 
-from frozenseg.pipeline.router import get_route, with_localizer
-from frozenseg.experiments.domain_report import alternative_routes, deployed_name, run_section
+from frozenseg.experiments.domain_report import alternative_routes, deployed_name, drawer_candidates, run_section
 from frozenseg.study import setup
 
 DOMAIN = "isic"
 study = setup(profile=profile, seeds=seeds, domains=domains, source=source, model=model,
               data_root=data_root, folders=folders)
-drawer = with_localizer(get_route("isic_drawer"), backend=drawer_backend)   # checked here: a missing endpoint fails now
-candidates = [get_route(DOMAIN), drawer]
-override = drawer if deploy_drawer else None     # None: the route is chosen by cross-validation on the labels
+candidates, override = drawer_candidates(DOMAIN, drawer_backend, deploy_drawer)   # override None: chosen on the labels
 art = study.artifacts("02_isic")
 
 # %% [markdown]

@@ -38,9 +38,8 @@ import pandas as pd
 from IPython.display import display
 
 from frozenseg import evaluation as ev
-from frozenseg.experiments.domain import at_largest_budget, budgets, save_masks
-from frozenseg.experiments.domain_report import budget_table, chain_figure
-from frozenseg.experiments.spleen import (GENOME_OBJECTIVE, gallery_figure, run_spleen, volume_ablation_table,
+from frozenseg.experiments.spleen import (GENOME_OBJECTIVE, at_largest_budget, budget_table, budgets, chain_figure,
+                                          gallery_figure, run_spleen, save_masks, volume_ablation_table,
                                           volume_gap_table, volume_genome_table)
 from frozenseg.report import source_chain_note
 from frozenseg.results import save_results

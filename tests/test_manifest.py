@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from frozenseg import manifest as M
+from frozenseg.manifest import fetching
 from frozenseg import paths
 from frozenseg.errors import ChecksumError, ConfigError, DataError, MissingDatasetError
 
@@ -174,7 +175,7 @@ def test_fetch_zip_download_verify_extract_then_skip(tmp_path, monkeypatch):
 
     def no_download(*a, **k):
         raise AssertionError("fetch downloaded again although the data is present")
-    monkeypatch.setattr(M, "download", no_download)
+    monkeypatch.setattr(fetching, "download", no_download)
     assert M.fetch("toy", root, man) == out
 
 

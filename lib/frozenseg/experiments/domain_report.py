@@ -8,6 +8,8 @@ import pandas as pd
 
 from .. import evaluation as ev
 from .. import viz
+from ..errors import ConfigError
+from ..pipeline.router import candidate_routes, with_localizer
 from ..results import save_results
 from .route_choice import SINGLE
 from .domain import DEPLOYED, NAIVE, ORACLE, ablation_table, gap_closed, run_domain, save_masks, test_cases
@@ -102,6 +104,20 @@ def choice_table(choices: list[dict]) -> pd.DataFrame:
     cols = ["seed", "N", "labels", "how", "route", "stage", "held-out Dice", "per fold", "chosen"]
     t = pd.concat(parts, ignore_index=True)
     return t[[c for c in cols if c in t]].fillna("")
+
+
+def drawer_candidates(domain: str, drawer_backend: str | None = None,
+                      deploy_drawer: bool = False) -> tuple[list, object]:
+    """(candidate routes of ``domain``, the route a caller fixed or None): the routes.yaml candidates, the polygon
+    drawer's backend set to ``drawer_backend`` (checked now, so a missing LLM endpoint fails before any work); with
+    ``deploy_drawer`` the drawer is deployed without a choice."""
+    candidates = [with_localizer(r, backend=drawer_backend) if r.localizer["name"] == "drawer" else r
+                  for r in candidate_routes(domain)]
+    drawers = [r for r in candidates if r.localizer["name"] == "drawer"]
+    if deploy_drawer and not drawers:
+        raise ConfigError(f"deploy_drawer=True, but {domain!r} has no drawer route among its candidates "
+                          f"{[r.domain for r in candidates]} (routes.yaml)")
+    return candidates, (drawers[0] if deploy_drawer else None)
 
 
 def run_budgets(study, domain: str, seed: int, notebook: str, route=None, candidates=None) -> tuple[pd.DataFrame, dict]:

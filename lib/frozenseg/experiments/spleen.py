@@ -16,10 +16,11 @@ from ..boxes import mask_to_box
 from ..data.background import background_count, background_draw
 from ..data.splits import subsample_train
 from ..pipeline.core import Pipeline
-from ..experiments.domain import at_largest_budget, budgets, settings, with_budget
 from ..pipeline.router import get_route
 from ..pipeline.volume import GENOME_OBJECTIVE  # noqa: F401  (the objective notebook 03 states)
 from ..pipeline.volume import LOCALIZE, SKILL_ORDER, VolumePipeline, fit_volume_genome, genome_volumes
+from .domain import at_largest_budget, budgets, save_masks, settings, with_budget  # noqa: F401  (notebook 03's)
+from .domain_report import budget_table, chain_figure  # noqa: F401  (notebook 03's)
 
 
 def volume_row(base: dict, stage: str, index: int, pred, vol, **extra) -> dict:
