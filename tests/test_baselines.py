@@ -400,6 +400,28 @@ def test_pretraining_reuses_notebook_07_only_when_it_covers_the_study(tmp_path, 
     assert pretraining.reusable_07(study, params, "medsam") is None
 
 
+def test_pretraining_tunes_on_the_gt_boxes_of_its_labels_as_notebook_07_does(monkeypatch):
+    """Where notebook 07's rows do not cover a model, 08 runs 07's GT-box arm itself: each labelled image's own box."""
+    from frozenseg.experiments import fewshot
+
+    class Stop(Exception):
+        pass
+
+    seen = []
+
+    def spy(model, labelled, embeddings, boxes, params, seed):
+        seen.append((list(boxes), [fewshot.gt_box_provider(labelled)(c) for c in labelled]))
+        raise Stop
+
+    monkeypatch.setattr(pretraining, "tune_arm", spy)
+    study = ToyStudy(["toy"], [0])
+    study.model, study.embeddings = None, lambda cases, desc="": [None] * len(cases)
+    with pytest.raises(Stop):
+        pretraining.gt_box_rows(study, "toy", 0, {"n_test": None, "budgets": (3,)})
+    (boxes, gt), = seen
+    assert len(boxes) == 3 and all(np.array_equal(b, g) for b, g in zip(boxes, gt))
+
+
 def test_pretraining_status_lists_absent_weights_without_inventing_columns(tmp_path, monkeypatch):
 
     monkeypatch.setenv("FROZENSEG_DATA", str(tmp_path))

@@ -60,8 +60,8 @@ def gt_box_rows(study, domain: str, seed: int, params: dict) -> pd.DataFrame:
     box_of, rows = gt_box_provider([]), []
     for i, n in enumerate(budgets_for(data, params["budgets"])):
         labelled = labelled_set(data.train, n, seed)
-        run = tune_arm(study.model, labelled, study.embeddings(labelled, desc=f"{domain} N={n}"), gt_box_provider,
-                       params, seed)
+        run = tune_arm(study.model, labelled, study.embeddings(labelled, desc=f"{domain} N={n}"),
+                       [box_of(c) for c in labelled], params, seed)
         for dec, n_lab, r in [("tuned", n, run)] + ([("frozen", 0, None)] if i == 0 else []):
             meta = {"arm": "gt_box", "decoder": dec, "n_labels": n_lab, "method": method_name(dec, "gt_box", n_lab),
                     **run_info(r)}
