@@ -30,8 +30,8 @@ DEFAULTS = {"archs": STUDY_ARCHS, "budgets": None, "image_side": 256, "batch_siz
 TRAIN_KEYS = ("steps", "batch_size", "lr", "weight_decay", "eval_every", "patience", "min_delta", "monitor",
               "precision", "val_fraction")
 FLIP_DOMAINS = frozenset({"isic", "kvasir"})   # no laterality there: flips keep the label valid
-# The code a run's rows depend on (paths under lib/frozenseg), hashed into its signature: an edit retrains.
-# The code a finished run's rows depend on: training, and the scoring of its test predictions (an edit reruns it).
+# The code a finished run's rows depend on (paths under lib/frozenseg, hashed into its signature): the networks, their
+# training, this runner and the scoring of its test predictions; an edit retrains and rescores.
 CODE_FILES = ("baselines/nets.py", "baselines/train.py", "experiments/baselines.py", "training.py",
               "evaluation/metrics.py", "evaluation/units.py", "data/native.py")
 RUN_FILE, ROWS_FILE, CURVE_FILE, CKPT_FILE = "run.json", "rows.parquet", "curve.csv", "best.pt"
@@ -328,8 +328,6 @@ def run_sweep(study, params: dict | None = None, root: Path | None = None, noteb
     ``frozenseg.distributed.run_units``: a local Dask cluster by default, ``FROZENSEG_SCHEDULER`` (or
     ``scheduler``) for serial or an existing cluster; each run is resumable and seeds itself, so the table is the
     same whichever runs it."""
-    import functools
-
     from ..data import budgets_for
     from ..distributed import run_units
 
