@@ -48,11 +48,11 @@ import time
 from IPython.display import display
 
 from frozenseg import evaluation as ev
-from frozenseg.baselines import arch_label, baseline_params, failed_runs, run_sweep, size_caption
-from frozenseg.baselines.nnunet import nnunet_available
-from frozenseg.baselines.summary import (CHOSEN_ON, bold_leads, curve_plot, decoder_per_seed, headline, mark_leads,
-                                         match_table, nn_curves, panels, pipeline_per_seed, runs_table)
-from frozenseg.baselines.sweep import monitor_note, monitored, training_curves, units_note
+from frozenseg.experiments.baselines import (arch_label, baseline_params, failed_runs, monitor_note, monitored,
+                                             nnunet_available, run_sweep, size_caption, training_curves, units_note)
+from frozenseg.experiments.baselines_report import (CHOSEN_ON, bold_leads, curve_plot, decoder_per_seed, headline,
+                                                    mark_leads, match_table, nn_curves, panels, pipeline_per_seed,
+                                                    runs_table)
 from frozenseg.report import source_study_note
 from frozenseg.results import save_results
 from frozenseg.study import setup
@@ -165,13 +165,14 @@ print(f"{(runs.stop == 'plateau').sum()} of {len(runs)} run(s) stopped at their 
 # ## nnU-Net
 #
 # nnU-Net plans, preprocesses and trains itself; the adapter (`frozenseg.baselines.nnunet`) writes its raw-data
-# layout for one domain, N and seed (`imagesTr/{case}_0000.nii.gz`, `labelsTr/{case}.nii.gz`, `imagesTs/`,
-# `dataset.json`; CT volumes keep only the N labelled slices, the rest is nnU-Net's `ignore` label), runs the
+# layout (`imagesTr/{case}_0000.nii.gz`, `labelsTr/{case}.nii.gz`, `imagesTs/`, `dataset.json`; CT volumes keep
+# only the N labelled slices, the rest is nnU-Net's `ignore` label) for the cases of one domain, N and seed that
+# `frozenseg.experiments.baselines.write_dataset` picks (the networks' own N-label draw and test units), runs the
 # three commands below by subprocess in the full profile when nnU-Net is installed
 # (`pip install -e '.[nnunet]'`), and reads the predictions back into these tables (arch `nnunet`). By hand:
 #
 # ```bash
-# python -c "from frozenseg.study import setup; from frozenseg.baselines.nnunet import write_dataset; \
+# python -c "from frozenseg.study import setup; from frozenseg.experiments.baselines import write_dataset; \
 #   write_dataset(setup('full', domains=['isic']), 'isic', 25, 0, (10, 25, 50, 100), 'nnunet/raw')"
 # export nnUNet_raw=nnunet/raw nnUNet_preprocessed=nnunet/preprocessed nnUNet_results=nnunet/results
 # nnUNetv2_plan_and_preprocess -d 520 -c 2d --verify_dataset_integrity

@@ -48,8 +48,8 @@ folders = {}         # extra domains, e.g. {"mydomain": "/path/with/images_and_m
 from IPython.display import display
 
 from frozenseg import evaluation as ev
-from frozenseg.finetune import (fewshot_curves, fewshot_params, fewshot_plot, localizer_note, run_fewshot, runs_table,
-                                summarize_fewshot)
+from frozenseg.experiments.fewshot import (fewshot_curves, fewshot_params, fewshot_plot, localizer_note, run_fewshot,
+                                          runs_table, summarize_fewshot)
 from frozenseg.report import source_study_note
 from frozenseg.results import save_results
 from frozenseg.study import setup

@@ -34,9 +34,8 @@ folders = {}         # extra domains, e.g. {"mydomain": "/path/with/images_and_m
 from IPython.display import display
 
 from frozenseg import evaluation as ev
-from frozenseg.baselines.pretraining import (absent_note, model_status, pretraining_plot, pretraining_table,
-                                             run_pretraining)
-from frozenseg.finetune import fewshot_params
+from frozenseg.experiments.pretraining import (absent_note, fewshot_params, model_status, pretraining_plot,
+                                               pretraining_table, run_pretraining)
 from frozenseg.report import source_study_note
 from frozenseg.results import save_results
 from frozenseg.study import setup

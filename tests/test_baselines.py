@@ -11,11 +11,11 @@ import pytest
 import torch
 
 from frozenseg import evaluation as ev
-from frozenseg.baselines import nets, summary, sweep, train
-from frozenseg.baselines import nnunet as nnu
+from frozenseg.baselines import nets, nnunet, train
 from frozenseg.config import PROFILES, get_profile
 from frozenseg.data.types import Case, DomainData
 from frozenseg.errors import ConfigError
+from frozenseg.experiments import baselines, baselines_report, pretraining
 
 TINY = {"archs": ("unet_r34", "segformer_b2"), "budgets": (3, 4), "image_side": 32, "batch_size": 2, "steps": 2,
         "eval_every": 1, "patience": 1, "min_delta": 0.0, "lr": 1e-3, "weight_decay": 1e-4, "val_fraction": 0.25,
@@ -132,10 +132,10 @@ def test_image_side_must_suit_the_encoders():
 def test_sweep_resumes_after_a_kill_without_retraining(tmp_path, monkeypatch):
     study, params = ToyStudy(["toy"], [0]), {**TINY, "archs": ("unet_r34",)}
     calls = []
-    real = sweep.train_net
-    monkeypatch.setattr(sweep, "train_net", lambda *a, **k: calls.append(1) or real(*a, **k))
+    real = baselines.train_net
+    monkeypatch.setattr(baselines, "train_net", lambda *a, **k: calls.append(1) or real(*a, **k))
     killed = {"n": 0}
-    real_save = sweep.save_run
+    real_save = baselines.save_run
 
     def save_then_die(folder, *a, **k):
         real_save(folder, *a, **k)
@@ -143,20 +143,20 @@ def test_sweep_resumes_after_a_kill_without_retraining(tmp_path, monkeypatch):
         if killed["n"] == 1:
             raise KeyboardInterrupt("simulated kill after the first finished run")
 
-    monkeypatch.setattr(sweep, "save_run", save_then_die)
+    monkeypatch.setattr(baselines, "save_run", save_then_die)
     with pytest.raises(KeyboardInterrupt):
-        sweep.run_sweep(study, params, root=tmp_path, progress=False)
+        baselines.run_sweep(study, params, root=tmp_path, progress=False)
     assert len(calls) == 1
     first = tmp_path / "toy" / "unet_r34_n003_s0"
     assert {p.name for p in first.iterdir()} >= {"run.json", "rows.parquet", "curve.csv", "best.pt"}
     (tmp_path / "toy" / "unet_r34_n004_s0").mkdir(parents=True)
     (tmp_path / "toy" / "unet_r34_n004_s0" / "rows.parquet").write_bytes(b"partial")   # no run.json: not finished
-    df = sweep.run_sweep(study, params, root=tmp_path, progress=False)
+    df = baselines.run_sweep(study, params, root=tmp_path, progress=False)
     assert len(calls) == 2                                     # only the unfinished run trained again
     assert sorted(df.n_labels.unique()) == [3, 4] and (df.status == "ok").all()
-    sweep.run_sweep(study, params, root=tmp_path, progress=False)
+    baselines.run_sweep(study, params, root=tmp_path, progress=False)
     assert len(calls) == 2                                     # everything finished: nothing retrained
-    changed = sweep.run_sweep(study, {**params, "steps": 1}, root=tmp_path, progress=False)
+    changed = baselines.run_sweep(study, {**params, "steps": 1}, root=tmp_path, progress=False)
     assert len(calls) == 4 and (changed.steps_run == 1).all()  # a changed setting retrains (stale signature)
 
 
@@ -165,39 +165,40 @@ def test_the_run_signature_hashes_the_training_module_the_networks_train_with():
     import ast
     from pathlib import Path
 
-    root = Path(sweep.__file__).parents[1]
+    root = Path(baselines.__file__).parents[1]
     tree = ast.parse((root / "baselines" / "train.py").read_text(encoding="utf-8"))
     used = {f"{n.module.replace('.', '/')}.py" for n in ast.walk(tree)
             if isinstance(n, ast.ImportFrom) and n.level == 2 and n.module not in (None, "errors")}
-    assert "training.py" in used and used | {"baselines/runs.py"} <= set(sweep.CODE_FILES)
-    assert all((root / name).is_file() for name in sweep.CODE_FILES)
+    assert "training.py" in used and used | {"experiments/baselines.py"} <= set(baselines.CODE_FILES)
+    assert all((root / name).is_file() for name in baselines.CODE_FILES)
     scoring = {"evaluation/metrics.py", "evaluation/units.py", "data/native.py"}
-    assert scoring <= set(sweep.CODE_FILES), "a change in how test predictions are scored must rescore finished runs"
+    assert scoring <= set(baselines.CODE_FILES), \
+        "a change in how test predictions are scored must rescore finished runs"
 
 
 def test_nan_loss_is_recorded_as_a_failed_run_and_never_averaged(tmp_path, monkeypatch):
     study, params = ToyStudy(["toy"], [0, 1]), {**TINY, "archs": ("unet_r34",), "budgets": (3,)}
     real_loss = train.loss_fn
     monkeypatch.setattr(train, "loss_fn", lambda lo, t: real_loss(lo, t) * float("nan"))
-    bad = sweep.run_one(study, sweep.RunKey("toy", "unet_r34", 3, 0), params, tmp_path)[0]
+    bad = baselines.run_one(study, baselines.RunKey("toy", "unet_r34", 3, 0), params, tmp_path)[0]
     monkeypatch.setattr(train, "loss_fn", real_loss)
-    good = sweep.run_one(study, sweep.RunKey("toy", "unet_r34", 3, 1), params, tmp_path)[0]
+    good = baselines.run_one(study, baselines.RunKey("toy", "unet_r34", 3, 1), params, tmp_path)[0]
     assert (bad.status == "failed").all() and bad.dice.isna().all() and (bad.flag == "training_failed").all()
     assert "non-finite" in bad.message.iloc[0]
     assert not (tmp_path / "toy" / "unet_r34_n003_s0" / "best.pt").exists()
     df = pd.concat([bad, good])
-    curves = summary.nn_curves(df)
+    curves = baselines_report.nn_curves(df)
     assert curves.seeds.tolist() == [1] and curves["mean"].iloc[0] == pytest.approx(good.dice.mean())
-    assert sweep.failed_runs(df)[["seed", "n_labels"]].values.tolist() == [[0, 3]]
+    assert baselines.failed_runs(df)[["seed", "n_labels"]].values.tolist() == [[0, 3]]
 
 
 def test_budget_larger_than_the_pool_is_left_out_and_said(tmp_path, capsys):
     study = ToyStudy(["toy"], [0])
-    df = sweep.run_sweep(study, {**TINY, "archs": ("unet_r34",), "budgets": (3, 7)}, root=tmp_path, progress=False)
+    df = baselines.run_sweep(study, {**TINY, "archs": ("unet_r34",), "budgets": (3, 7)}, root=tmp_path, progress=False)
     assert set(df.n_labels) == {3}, "N=7 does not fit a pool of 6: no run made of repeated labels"
     assert "toy: N=7 left out (train pool 6)" in capsys.readouterr().out
     with pytest.raises(ConfigError, match="train pool holds 6"):
-        sweep.check_budget("toy", 7, 6)
+        baselines.check_budget("toy", 7, 6)
 
 
 def test_spleen_trains_on_background_slices_and_scores_whole_volumes(tmp_path):
@@ -205,22 +206,22 @@ def test_spleen_trains_on_background_slices_and_scores_whole_volumes(tmp_path):
 
     study = setup(profile="smoke", seeds=[0], domains=["spleen"], verbose=False)
     params = {**TINY, "archs": ("segformer_b2",), "budgets": (3,), "steps": 1}
-    cases, n_bg = sweep.labelled_cases(study, "spleen", 3, 0, 1.0)
+    cases, n_bg = baselines.labelled_cases(study, "spleen", 3, 0, 1.0)
     assert n_bg == 3 and sum(not c.mask.any() for c in cases) == 3
     assert {c.volume_id for c in cases} <= set(study.data("spleen").meta["train_volumes"])
-    df, _ = sweep.run_one(study, sweep.RunKey("spleen", "segformer_b2", 3, 0), params, tmp_path)
+    df, _ = baselines.run_one(study, baselines.RunKey("spleen", "segformer_b2", 3, 0), params, tmp_path)
     assert (df.unit == "volume").all() and set(df.case_id) == set(study.data("spleen").volumes)
 
 
 def test_profiles_size_the_baselines():
     for name, prof in PROFILES.items():
-        p = sweep.baseline_params(prof)
+        p = baselines.baseline_params(prof)
         assert set(p["archs"]) <= set(nets.ARCHS) and len(p["archs"]) == 2 and p["image_side"] % 32 == 0
-    cpu, full = sweep.baseline_params(get_profile("cpu")), sweep.baseline_params(get_profile("full"))
+    cpu, full = baselines.baseline_params(get_profile("cpu")), baselines.baseline_params(get_profile("full"))
     assert cpu["budgets"] == (10, 25, 50, 100) and cpu["steps"] < full["steps"]
     assert full["archs"] == nets.STUDY_ARCHS, "the full profile trains the study's networks"
     assert cpu["image_side"] >= 128, "converged baselines at 128 px or more (issue 15)"
-    assert "smaller than the study's" in sweep.size_caption(cpu) and "smaller" not in sweep.size_caption(full)
+    assert "smaller than the study's" in baselines.size_caption(cpu) and "smaller" not in baselines.size_caption(full)
 
 
 # ----------------------------------------------------------------------------- nnU-Net adapter
@@ -228,7 +229,7 @@ def test_profiles_size_the_baselines():
 
 def test_nnunet_adapter_writes_the_raw_layout_and_reads_predictions_back(tmp_path):
     study = ToyStudy(["toy", "grey"], [0])
-    rgb = nnu.write_dataset(study, "toy", 3, 0, (3, 4), tmp_path / "raw")
+    rgb = baselines.write_dataset(study, "toy", 3, 0, (3, 4), tmp_path / "raw")
     assert rgb.name == "Dataset900_frozenseg_toy_n3_s0"
     meta = json.loads((rgb / "dataset.json").read_text())
     assert meta["channel_names"] == {"0": "R", "1": "G", "2": "B"} and meta["file_ending"] == ".nii.gz"
@@ -238,16 +239,16 @@ def test_nnunet_adapter_writes_the_raw_layout_and_reads_predictions_back(tmp_pat
     assert {p.name for p in (rgb / "imagesTr").iterdir()} == {f"{c}_{k:04d}.nii.gz" for c in train_ids for k in range(3)}
     lab = np.asarray(nib.load(str(rgb / "labelsTr" / f"{train_ids[0]}.nii.gz")).dataobj)
     assert lab.shape == (40, 40, 1) and lab.dtype == np.uint8 and set(np.unique(lab)) == {0, 1}
-    grey = nnu.write_dataset(study, "grey", 4, 0, (3, 4), tmp_path / "raw")
+    grey = baselines.write_dataset(study, "grey", 4, 0, (3, 4), tmp_path / "raw")
     assert json.loads((grey / "dataset.json").read_text())["channel_names"] == {"0": "grey"}
     assert {p.name.rsplit("_", 1)[1] for p in (grey / "imagesTs").iterdir()} == {"0000.nii.gz"}
     pred = tmp_path / "pred"
     for c in study.data("toy").test:
-        nnu.write_label(pred, c.case_id, c.mask, (1.0, 1.0))
-    rows = nnu.import_predictions(study, rgb, pred, seed=0, n=3)
+        nnunet.write_label(pred, c.case_id, c.mask, (1.0, 1.0))
+    rows = baselines.import_predictions(study, rgb, pred, seed=0, n=3)
     assert (rows.dice == 1.0).all() and (rows.arch == "nnunet").all() and len(rows) == 3
     assert rows.val_dice.isna().all() and "negative" in rows, "no fold validation given: it cannot be chosen"
-    cmds = nnu.commands(rgb, trainer="nnUNetTrainer_1epoch")
+    cmds = nnunet.commands(rgb, trainer="nnUNetTrainer_1epoch")
     assert cmds[0][:3] == ["nnUNetv2_plan_and_preprocess", "-d", "900"] and "--npz" in cmds[1]
     assert cmds[2][0] == "nnUNetv2_predict" and str(rgb / "imagesTs") in cmds[2]
 
@@ -256,9 +257,9 @@ def test_nnunet_spleen_volumes_keep_only_labelled_slices(tmp_path):
     from frozenseg.study import setup
 
     study = setup(profile="smoke", seeds=[0], domains=["spleen"], verbose=False)
-    folder = nnu.write_dataset(study, "spleen", 3, 0, (3,), tmp_path / "raw")
+    folder = baselines.write_dataset(study, "spleen", 3, 0, (3,), tmp_path / "raw")
     meta = json.loads((folder / "dataset.json").read_text())
-    assert meta["labels"]["ignore"] == max(meta["labels"].values()) == nnu.IGNORE
+    assert meta["labels"]["ignore"] == max(meta["labels"].values()) == nnunet.IGNORE
     lab = np.asarray(nib.load(str(next((folder / "labelsTr").iterdir()))).dataobj)
     assert lab.ndim == 3 and set(np.unique(lab)) <= {0, 1, 2} and (lab == 2).any()
     labelled = [z for z in range(lab.shape[2]) if (lab[:, :, z] != 2).all()]
@@ -266,11 +267,11 @@ def test_nnunet_spleen_volumes_keep_only_labelled_slices(tmp_path):
 
 
 def test_dataset_ids_are_unique_per_domain_budget_and_seed():
-    ids = {nnu.dataset_id(d, n, s, (10, 25, 50, 100)) for d in ("isic", "spleen", "kvasir", "cxr")
+    ids = {nnunet.dataset_id(d, n, s, (10, 25, 50, 100)) for d in ("isic", "spleen", "kvasir", "cxr")
            for n in (10, 25, 50, 100) for s in range(3)}
     assert len(ids) == 48 and all(100 <= i <= 999 for i in ids)
     with pytest.raises(ConfigError):
-        nnu.dataset_id("isic", 10, 25, (10,))
+        nnunet.dataset_id("isic", 10, 25, (10,))
 
 
 # ----------------------------------------------------------------------------- headline logic
@@ -297,19 +298,19 @@ def _synthetic(pipeline_dice: float = 0.85):
 
 
 def test_match_n_interpolates_in_log_n():
-    assert summary.match_n([10, 100], [0.5, 0.9], 0.7) == pytest.approx(math.sqrt(1000))
-    assert summary.match_n([10, 25], [0.8, 0.9], 0.7) == -math.inf
-    assert summary.match_n([10, 25], [0.5, 0.6], 0.7) == math.inf
-    assert summary.fmt_match([math.inf, math.inf], [10, 100]) == "> 100"
-    assert summary.fmt_match([30.0, math.inf], [10, 100]).startswith("30 (1/2 seeds")
+    assert baselines_report.match_n([10, 100], [0.5, 0.9], 0.7) == pytest.approx(math.sqrt(1000))
+    assert baselines_report.match_n([10, 25], [0.8, 0.9], 0.7) == -math.inf
+    assert baselines_report.match_n([10, 25], [0.5, 0.6], 0.7) == math.inf
+    assert baselines_report.fmt_match([math.inf, math.inf], [10, 100]) == "> 100"
+    assert baselines_report.fmt_match([30.0, math.inf], [10, 100]).startswith("30 (1/2 seeds")
     # the crossing of two curves: the network's minus the pipeline's goes from -0.1 at N=10 to +0.1 at N=100
-    assert summary.crossing_n([10, 100], [-0.1, 0.1]) == pytest.approx(math.sqrt(1000))
+    assert baselines_report.crossing_n([10, 100], [-0.1, 0.1]) == pytest.approx(math.sqrt(1000))
 
 
 def test_headline_compares_each_budget_with_the_labels_each_method_used():
     nn, pipe, dec = _synthetic()
     pipe = pipe.assign(dice=[0.86, 0.89] * 4)               # mean 0.875 at every N: leads up to N=50, not at 100
-    table, leads = summary.headline(nn, pipe, {"isic": "02_isic"}, dec)
+    table, leads = baselines_report.headline(nn, pipe, {"isic": "02_isic"}, dec)
     assert table.N.tolist() == [10, 25, 50, 100]
     r10, r100 = table.iloc[0], table.iloc[3]
     assert r10["best NN"].startswith("0.750 ± 0.014 (SegFormer") and r10["NN labels used"] == 10
@@ -320,21 +321,21 @@ def test_headline_compares_each_budget_with_the_labels_each_method_used():
     r25 = table.iloc[1]
     assert r25["tuned decoder, GT box"] == "0.910 ± 0.014 (25 labels)"
     assert r25["tuned decoder + domain localizer"] == "0.810 ± 0.014 (25 labels)" and r10["tuned decoder, GT box"] == "–"
-    match = summary.match_table(nn, pipe, {"isic": "02_isic"})
+    match = baselines_report.match_table(nn, pipe, {"isic": "02_isic"})
     assert match["pipeline leads the best NN at N"].iloc[0] == "10, 25, 50"
     # per seed, the network's curve meets the pipeline's between 50 and 100 (linear in log N on the difference):
     # seed 0: 0.84 - 0.86 = -0.02 -> 0.89 - 0.86 = +0.03 at 0.4; seed 1: 0.86 - 0.89 -> 0.91 - 0.89 at 0.6
     n0, n1 = (50 * 2 ** 0.4, 50 * 2 ** 0.6)
     assert match["N for best NN to match pipeline"].iloc[0] == f"{(n0 + n1) / 2:.0f} ± {np.std([n0, n1], ddof=1):.0f}"
-    marked = summary.mark_leads(table, leads)
+    marked = baselines_report.mark_leads(table, leads)
     assert marked["best NN"].iloc[0].endswith("★") and not marked["best NN"].iloc[3].endswith("★")
-    assert "font-weight: bold" in summary.bold_leads(table, leads).to_html()
+    assert "font-weight: bold" in baselines_report.bold_leads(table, leads).to_html()
 
 
 def test_the_pipeline_is_drawn_as_its_own_curve_with_its_labels():
     nn, pipe, _ = _synthetic()
     pipe.loc[pipe.n_labels == 10, "dice"] -= 0.2             # the pipeline improves from N=10 to N=25
-    fig = summary.panels(nn, pipe)
+    fig = baselines_report.panels(nn, pipe)
     line = next(l for l in fig.axes[0].lines if l.get_label() == "training-free pipeline")
     assert list(line.get_xdata()) == [10, 25, 50, 100] and line.get_ydata()[0] < line.get_ydata()[1]
     assert [t.get_text() for t in fig.axes[0].texts] == ["10", "12", "12", "12"]
@@ -343,13 +344,14 @@ def test_the_pipeline_is_drawn_as_its_own_curve_with_its_labels():
 def test_headline_without_pipeline_results_says_pending_and_invents_nothing():
     nn, _, _ = _synthetic()
     empty = pd.DataFrame(columns=["domain", "n_labels", "seed", "dice", "labels_used"])
-    table, leads = summary.headline(nn, empty, {"isic": "pending"}, empty.assign(arm=[]))
+    table, leads = baselines_report.headline(nn, empty, {"isic": "pending"}, empty.assign(arm=[]))
     row = table.iloc[0]
     assert row["training-free pipeline"] == "pending" and row["pipeline labels used"] == "pending"
     assert row["tuned decoder, GT box"] == "pending"
     assert not leads.to_numpy().any()
-    assert summary.match_table(nn, empty, {"isic": "pending"})["N for best NN to match pipeline"].iloc[0] == "pending"
-    fig = summary.panels(nn, empty)
+    match = baselines_report.match_table(nn, empty, {"isic": "pending"})
+    assert match["N for best NN to match pipeline"].iloc[0] == "pending"
+    fig = baselines_report.panels(nn, empty)
     assert fig.axes[0].texts[0].get_text() == "pipeline: pending"
 
 
@@ -363,7 +365,7 @@ def test_pipeline_scores_read_the_deployed_stage_per_budget(tmp_path, monkeypatc
             for s in (0, 1) for n in (5, 10) for c in range(2)
             for st, d in (("localize", 0.5), ("deployed", 0.7 + 0.1 * s))]
     save_results(pd.DataFrame(rows), "02_isic", "smoke")
-    per_seed, origin = summary.pipeline_per_seed("smoke", ["isic", "cxr"])
+    per_seed, origin = baselines_report.pipeline_per_seed("smoke", ["isic", "cxr"])
     assert origin == {"isic": "02_isic", "cxr": "pending"}
     assert per_seed.dice.round(3).tolist() == [0.75, 0.85, 0.8, 0.9]
     assert per_seed.labels_used.tolist() == [5, 5, 7, 7]
@@ -382,7 +384,6 @@ def test_runner_runs_what_a_notebook_reads_before_it():
 
 
 def test_pretraining_reuses_notebook_07_only_when_it_covers_the_study(tmp_path, monkeypatch):
-    from frozenseg.baselines import pretraining
     from frozenseg.results import save_results
 
     monkeypatch.setenv("FROZENSEG_OUT", str(tmp_path))
@@ -399,8 +400,29 @@ def test_pretraining_reuses_notebook_07_only_when_it_covers_the_study(tmp_path, 
     assert pretraining.reusable_07(study, params, "medsam") is None
 
 
+def test_pretraining_tunes_on_the_gt_boxes_of_its_labels_as_notebook_07_does(monkeypatch):
+    """Where notebook 07's rows do not cover a model, 08 runs 07's GT-box arm itself: each labelled image's own box."""
+    from frozenseg.experiments import fewshot
+
+    class Stop(Exception):
+        pass
+
+    seen = []
+
+    def spy(model, labelled, embeddings, boxes, params, seed):
+        seen.append((list(boxes), [fewshot.gt_box_provider(labelled)(c) for c in labelled]))
+        raise Stop
+
+    monkeypatch.setattr(pretraining, "tune_arm", spy)
+    study = ToyStudy(["toy"], [0])
+    study.model, study.embeddings = None, lambda cases, desc="": [None] * len(cases)
+    with pytest.raises(Stop):
+        pretraining.gt_box_rows(study, "toy", 0, {"n_test": None, "budgets": (3,)})
+    (boxes, gt), = seen
+    assert len(boxes) == 3 and all(np.array_equal(b, g) for b, g in zip(boxes, gt))
+
+
 def test_pretraining_status_lists_absent_weights_without_inventing_columns(tmp_path, monkeypatch):
-    from frozenseg.baselines import pretraining
 
     monkeypatch.setenv("FROZENSEG_DATA", str(tmp_path))
     status = pretraining.model_status()
@@ -424,8 +446,8 @@ def test_flagged_units_count_and_only_units_without_a_prediction_are_left_out():
                        "flag": ["", "no_trajectory", "training_failed", ""], "dice": [0.9, 0.2, math.nan, 0.5],
                        "status": "ok"})
     assert sorted(ev.scored_units(df).dice) == [0.2, 0.9]
-    assert summary.nn_curves(df)["mean"].iloc[0] == pytest.approx(0.55)
-    assert not hasattr(summary, "scored") and not hasattr(summary, "unit_rows") and not hasattr(summary, "mean_sd")
+    assert baselines_report.nn_curves(df)["mean"].iloc[0] == pytest.approx(0.55)
+    assert not any(hasattr(baselines_report, name) for name in ("scored", "unit_rows", "mean_sd"))
 
 
 # ----------------------------------------------------------------------------- issue 20: no choice on test scores
@@ -450,13 +472,13 @@ def _planted(n_budgets=(10, 25)):
 
 def test_best_network_is_chosen_on_validation_dice_never_on_test_dice():
     nn, pipe = _planted()
-    curves = summary.nn_curves(nn)
+    curves = baselines_report.nn_curves(nn)
     assert "val_dice" in curves and curves.set_index(["arch", "n_labels"]).val_dice[("unet_r34", 25)] == \
         pytest.approx((0.60 + 0.75) / 2)
-    best = summary.best_nn(curves)
+    best = baselines_report.best_nn(curves)
     assert best.arch.tolist() == ["segformer_b2", "segformer_b2"], "the test-only winner must not be chosen"
     assert best["mean"].tolist() == pytest.approx([0.80, 0.80]), "the chosen arch's TEST Dice is reported"
-    env = summary.envelope_per_seed(nn).set_index(["seed", "n_labels"])
+    env = baselines_report.envelope_per_seed(nn).set_index(["seed", "n_labels"])
     assert env.arch.to_dict() == {(0, 10): "segformer_b2", (0, 25): "segformer_b2", (1, 10): "segformer_b2",
                                   (1, 25): "unet_r34"}, "per seed, the arch with that seed's higher validation Dice"
     assert env.dice[(0, 10)] == pytest.approx(0.80) and env.dice[(1, 25)] == pytest.approx(0.90)
@@ -464,13 +486,13 @@ def test_best_network_is_chosen_on_validation_dice_never_on_test_dice():
 
 def test_headline_and_match_table_lead_against_the_validation_choice():
     nn, pipe = _planted()
-    table, leads = summary.headline(nn, pipe, {"isic": "02_isic"}, pipe.iloc[:0].assign(arm=[]))
+    table, leads = baselines_report.headline(nn, pipe, {"isic": "02_isic"}, pipe.iloc[:0].assign(arm=[]))
     assert table["best NN"].tolist() == ["0.800 ± 0.000 (SegFormer (MiT-B2), from scratch)"] * 2
     assert table["pipeline − best NN"].tolist() == ["+0.050", "+0.050"]
     assert leads["best NN"].all(), "the pipeline leads the network chosen on validation, not the test-only winner"
-    match = summary.match_table(nn, pipe, {"isic": "02_isic"})
+    match = baselines_report.match_table(nn, pipe, {"isic": "02_isic"})
     assert match["pipeline leads the best NN at N"].iloc[0] == "10, 25"
-    fig = summary.panels(nn, pipe)
+    fig = baselines_report.panels(nn, pipe)
     assert any(c.get_label() == "pipeline leads" and len(c.get_paths()) and len(c.get_paths()[0].vertices)
                for c in fig.axes[0].collections), "shaded where the pipeline leads the validation-chosen arch"
 
@@ -478,37 +500,37 @@ def test_headline_and_match_table_lead_against_the_validation_choice():
 def test_a_cell_without_validation_dice_cannot_be_chosen_and_says_so():
     nn, pipe = _planted((10,))
     nn = nn.assign(arch="nnunet", val_dice=np.nan).drop_duplicates(["seed", "case_id"])
-    table, leads = summary.headline(nn, pipe, {"isic": "02_isic"}, pipe.iloc[:0].assign(arm=[]))
-    assert table["best NN"].iloc[0] == summary.NO_VAL and not leads.to_numpy().any()
-    assert summary.envelope_per_seed(nn).empty
+    table, leads = baselines_report.headline(nn, pipe, {"isic": "02_isic"}, pipe.iloc[:0].assign(arm=[]))
+    assert table["best NN"].iloc[0] == baselines_report.NO_VAL and not leads.to_numpy().any()
+    assert baselines_report.envelope_per_seed(nn).empty
 
 
 def test_runs_carry_the_validation_dice_at_the_weights_they_kept(tmp_path):
     study, params = ToyStudy(["toy"], [0]), {**TINY, "archs": ("unet_r34",), "budgets": (4,), "steps": 3,
                                              "patience": 5, "monitor": "val_loss"}
-    df, _ = sweep.run_one(study, sweep.RunKey("toy", "unet_r34", 4, 0), params, tmp_path)
+    df, _ = baselines.run_one(study, baselines.RunKey("toy", "unet_r34", 4, 0), params, tmp_path)
     folder = tmp_path / "toy" / "unet_r34_n004_s0"
     curve, run = pd.read_csv(folder / "curve.csv"), json.loads((folder / "run.json").read_text())
     kept = curve[curve.step == run["best_step"]].val_dice.iloc[0]
     assert df.val_dice.nunique() == 1 and df.val_dice.iloc[0] == pytest.approx(kept)
     assert run["val_dice"] == pytest.approx(kept)
-    assert "val_dice" in summary.runs_table(df)
+    assert "val_dice" in baselines_report.runs_table(df)
 
 
 def test_nnunet_validation_dice_is_read_from_its_fold_summary(tmp_path):
     folder = tmp_path / "raw" / "Dataset900_frozenseg_toy_n3_s0"
-    assert math.isnan(nnu.fold_val_dice(tmp_path, folder))
+    assert math.isnan(nnunet.fold_val_dice(tmp_path, folder))
     out = tmp_path / "results" / folder.name / "nnUNetTrainer__nnUNetPlans__2d" / "fold_0" / "validation"
     out.mkdir(parents=True)
     (out / "summary.json").write_text(json.dumps({"foreground_mean": {"Dice": 0.71}}))
-    assert nnu.fold_val_dice(tmp_path, folder) == pytest.approx(0.71)
+    assert nnunet.fold_val_dice(tmp_path, folder) == pytest.approx(0.71)
 
 
 def test_training_curve_dot_sits_at_the_kept_step_not_the_loss_minimum():
     curves = pd.DataFrame({"step": [1, 2, 3], "val_loss": [0.2, 0.5, 0.6], "val_dice": [0.3, 0.5, 0.8],
                            "domain": "isic", "arch": "unet_r34", "n_labels": 10, "seed": 0})
     runs = pd.DataFrame({"domain": ["isic"], "arch": ["unet_r34"], "n_labels": [10], "seed": [0], "best_step": [3]})
-    fig = summary.curve_plot(curves, runs)
+    fig = baselines_report.curve_plot(curves, runs)
     dots = [line for line in fig.axes[0].lines if line.get_marker() == "o"]
     assert len(dots) == 1 and list(dots[0].get_xdata()) == [3] and list(dots[0].get_ydata()) == [0.8]
 
@@ -520,8 +542,8 @@ def test_test_predictions_are_scored_at_native_size_and_negatives_count(native_p
     (big, empty), truth = native_pair
     assert big.mask.shape == (512, 410)
     # the network predicts at the loaded size: here exactly the shrunk ground truth, and nothing on the negative
-    monkeypatch.setattr(sweep, "predict_masks", lambda net, images, side: [big.mask, np.zeros_like(empty.mask)])
-    rows = sweep.score_rows(None, [big, empty], [], 32)
+    monkeypatch.setattr(baselines, "predict_masks", lambda net, images, side: [big.mask, np.zeros_like(empty.mask)])
+    rows = baselines.score_rows(None, [big, empty], [], 32)
     assert rows[0]["dice"] == pytest.approx(ev.dice(ev.upsample(big.mask, (1000, 800)), truth))
     assert rows[0]["dice"] < 0.99, "scored against the 1000 px mask, not the 512 px copy"
     assert rows[1]["negative"] and rows[1]["dice"] == 1.0 and not rows[0]["negative"]
@@ -533,24 +555,24 @@ def test_negative_test_images_stay_test_units_of_a_run(tmp_path):
     neg = Case(case_id="toy_neg", domain="toy", image=data.test[0].image, mask=np.zeros((40, 40), bool),
                source="folder")
     data.test.append(neg)
-    df, _ = sweep.run_one(study, sweep.RunKey("toy", "unet_r34", 3, 0), {**TINY, "archs": ("unet_r34",)}, tmp_path)
+    df, _ = baselines.run_one(study, baselines.RunKey("toy", "unet_r34", 3, 0), {**TINY, "archs": ("unet_r34",)},
+                              tmp_path)
     assert "toy_neg" in set(df.case_id) and df.set_index("case_id").negative["toy_neg"]
     assert not df[df.case_id != "toy_neg"].negative.any()
-    assert "toy 4 images (1 without a target)" in sweep.units_note(study, None)
+    assert "toy 4 images (1 without a target)" in baselines.units_note(study, None)
 
 
 # ----------------------------------------------------------------------------- issue 20: one evaluation core
 
 
 def test_notebooks_06_and_08_summaries_go_through_the_evaluation_core(monkeypatch):
-    from frozenseg.baselines import pretraining
 
     calls = []
     for name in ("scored_units", "seed_summary", "select_best"):
         real = getattr(ev, name)
         monkeypatch.setattr(ev, name, lambda *a, _r=real, _n=name, **k: calls.append(_n) or _r(*a, **k))
     nn, pipe = _planted()
-    summary.headline(nn, pipe, {"isic": "02_isic"}, pipe.iloc[:0].assign(arm=[]))
+    baselines_report.headline(nn, pipe, {"isic": "02_isic"}, pipe.iloc[:0].assign(arm=[]))
     assert {"scored_units", "seed_summary", "select_best"} <= set(calls)
     calls.clear()
     df = pd.DataFrame([{"domain": "isic", "model": "litemedsam", "decoder": dec, "n_labels": n, "seed": s,
@@ -577,9 +599,9 @@ def test_notebook_prose_states_nothing_the_code_contradicts():
     assert "ResNet-18" not in md06, "the cpu profile trains RegNetX-200MF: the networks are printed from params"
     assert "lowest validation loss" not in md06, "the cpu profile monitors validation Dice: say what params say"
     assert "ISIC's drawer" not in md07, "the localizer arm fits the route's localizer: printed from the rows"
-    cpu = sweep.baseline_params(get_profile("cpu"))
-    assert "RegNetX-200MF" in sweep.size_caption(cpu) and "highest validation Dice" in sweep.size_caption(cpu)
-    assert "lowest validation loss" in sweep.monitor_note(sweep.baseline_params(get_profile("full")))
+    cpu = baselines.baseline_params(get_profile("cpu"))
+    assert "RegNetX-200MF" in baselines.size_caption(cpu) and "highest validation Dice" in baselines.size_caption(cpu)
+    assert "lowest validation loss" in baselines.monitor_note(baselines.baseline_params(get_profile("full")))
 
 
 def test_no_typed_timings_in_the_networks_code():
@@ -590,3 +612,62 @@ def test_no_typed_timings_in_the_networks_code():
     for name in ("nets.py", "train.py"):
         text = (paths.REPO / "lib" / "frozenseg" / "baselines" / name).read_text(encoding="utf-8")
         assert not re.findall(r"\d+(?:\.\d+)?\s*(?:s\b|x faster)", text), name
+
+
+# ----------------------------------------------------------------------------- issue 24: the method and the experiments
+
+
+NOT_METHOD = ("frozenseg.experiments", "frozenseg.report", "frozenseg.results", "frozenseg.study", "frozenseg.runner",
+              "notebooks")
+
+
+def foreign_imports(package: str) -> list[str]:
+    """'module imports target' for every import (module- or function-level) of ``frozenseg.<package>`` that reaches
+    the experiments, the report, results files, the study set-up or the notebooks."""
+    from test_import_graph import LIB, imports, modules
+
+    mods = modules(LIB / "frozenseg")
+    return [f"{m} imports {target}" for m, path in mods.items() if m.startswith(f"frozenseg.{package}")
+            for target, _, _ in imports(m, path, mods) if target.startswith(NOT_METHOD)]
+
+
+def test_the_baselines_package_is_the_method_only():
+    """The networks, their training loop and the nnU-Net adapter; notebook 06's sweep, its nnU-Net runs and its
+    tables, and notebook 08, live in frozenseg.experiments (no module left behind at the old paths)."""
+    from test_import_graph import LIB
+
+    assert foreign_imports("baselines") == []
+    assert sorted(p.name for p in (LIB / "frozenseg" / "baselines").glob("*.py")) == [
+        "__init__.py", "nets.py", "nnunet.py", "train.py"]
+    for name in ("import_predictions", "nnunet_sweep", "write_dataset", "test_units", "runs_root"):
+        assert hasattr(baselines, name) and not hasattr(nnunet, name), name
+
+
+# Per notebook: the experiments modules it may import; besides them only the infrastructure below.
+NOTEBOOK_EXPERIMENTS = {"06_trained_baselines": {"baselines", "baselines_report"}, "07_fewshot_decoder": {"fewshot"},
+                        "08_medical_pretraining": {"pretraining"}}
+INFRASTRUCTURE = {"frozenseg.study", "frozenseg.results", "frozenseg.evaluation", "frozenseg.report", "frozenseg.viz",
+                  "frozenseg.errors"}
+
+
+@pytest.mark.parametrize("name", sorted(NOTEBOOK_EXPERIMENTS))
+def test_notebooks_06_to_08_call_their_own_experiments_module_only(name):
+    """Each imports its experiment code from its own frozenseg.experiments module(s), never from a method package,
+    and names no frozenseg module by an alias a newcomer cannot read (``ev`` is the house's name for evaluation)."""
+    import ast
+
+    from frozenseg import paths
+
+    allowed = INFRASTRUCTURE | {f"frozenseg.experiments.{m}" for m in NOTEBOOK_EXPERIMENTS[name]}
+    used, aliases = set(), []
+    for node in ast.walk(ast.parse((paths.NOTEBOOKS / f"{name}.py").read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("frozenseg"):
+            subs = [f"{node.module}.{a.name}" for a in node.names] if node.module == "frozenseg" else [node.module]
+            used |= set(subs)
+            aliases += [a.asname for a in node.names if a.asname and node.module == "frozenseg"]
+        elif isinstance(node, ast.Import):
+            used |= {a.name for a in node.names if a.name.startswith("frozenseg")}
+            aliases += [a.asname for a in node.names if a.asname and a.name.startswith("frozenseg")]
+    assert used and used <= allowed, sorted(used - allowed)
+    assert used & {f"frozenseg.experiments.{m}" for m in NOTEBOOK_EXPERIMENTS[name]}
+    assert all(a == "ev" or len(a) > 2 for a in aliases), aliases

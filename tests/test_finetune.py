@@ -9,8 +9,9 @@ from frozenseg import finetune
 from frozenseg.boxes import mask_to_box
 from frozenseg.data.types import Case
 from frozenseg.errors import ConfigError
-from frozenseg.finetune import (STATUS_FAILED, TuningFailedError, labelled_set, predict_rows, static_fewshot_box,
-                                tune_decoder)
+from frozenseg.experiments import fewshot
+from frozenseg.experiments.fewshot import labelled_set, predict_rows, static_fewshot_box
+from frozenseg.finetune import STATUS_FAILED, TuningFailedError, tune_decoder
 from frozenseg.training import validation_split
 
 FAST = {"epochs": 2, "lr": 5e-4, "batch_size": 2, "patience": 2}
@@ -195,7 +196,7 @@ def test_gt_box_arm_predicts_empty_on_a_negative_test_image_and_scores_it(liteme
     """A 2D negative stays a test unit: the GT-box arm has no box there, predicts an empty mask (frozen and tuned)
     and the empty-mask rule scores it; no crash, the row says it is a negative."""
     from frozenseg.cache import EmbeddingCache
-    from frozenseg.finetune import arm_boxes
+    from frozenseg.experiments.fewshot import arm_boxes
 
     cases, _ = toy
     neg = Case(case_id="neg", domain="toy", image=cases[0].image, mask=np.zeros(cases[0].mask.shape, bool))
@@ -218,16 +219,16 @@ def test_frozen_rows_count_and_summaries_go_through_the_evaluation_core(monkeypa
     for name in ("scored_units", "seed_summary"):
         real = getattr(ev, name)
         monkeypatch.setattr(ev, name, lambda *a, _r=real, _n=name, **k: calls.append(_n) or _r(*a, **k))
-    info = finetune.run_info(None)
+    info = fewshot.run_info(None)
     assert info["status"] == "ok"
     rows = [{"domain": "isic", "seed": s, "unit": "case", "case_id": f"c{c}", "arm": "gt_box", "decoder": dec,
              "n_labels": n, "dice": d + 0.01 * s, "flag": "", **(info if dec == "frozen" else {"status": "ok"})}
             for s in (0, 1) for c in range(2) for dec, n, d in (("frozen", 0, 0.7), ("tuned", 2, 0.8))]
     df = pd.DataFrame(rows)
-    curves = finetune.fewshot_curves(df)
+    curves = fewshot.fewshot_curves(df)
     assert set(curves.decoder) == {"frozen", "tuned"} and {"scored_units", "seed_summary"} <= set(calls)
     assert curves[curves.decoder == "frozen"].sd.iloc[0] == pytest.approx(np.std([0.7, 0.71], ddof=1))
-    table = finetune.summarize_fewshot(df)
+    table = fewshot.summarize_fewshot(df)
     assert table["N=2 frozen"].iloc[0].startswith("0.705 ±")
 
 
@@ -246,7 +247,7 @@ def test_volume_scores_are_3d_through_the_evaluation_core():
                           + [{"case_id": f"v0_z{z}", "volume_id": "v0", "slice_index": z, "method": "tuned_gt_box_n3",
                               "arm": "gt_box", "decoder": "tuned", "n_labels": 3, "status": "failed",
                               "flag": "tuning_failed", "dice": np.nan, "_mask": None} for z in range(4)])
-    out = finetune.volume_scores(slices, {"v0": vol}).set_index("method")
+    out = fewshot.volume_scores(slices, {"v0": vol}).set_index("method")
     ok, bad = out.loc["tuned_gt_box_n2"], out.loc["tuned_gt_box_n3"]
     assert ok.dice == 1.0 and ok.slices_scored == 4 and ok.unit == "volume" and not ok.negative
     assert np.isnan(bad.dice) and bad.flag == "tuning_failed" and not bad.negative
@@ -271,19 +272,31 @@ def test_the_test_split_comes_from_the_evaluation_core(monkeypatch):
             return "the-data"
 
     with pytest.raises(Stop):
-        finetune.domain_results(Stub(), "isic", 0, {"n_test": 7, "budgets": (1,)})
+        fewshot.domain_results(Stub(), "isic", 0, {"n_test": 7, "budgets": (1,)})
     assert seen == [("the-data", 7)]
 
 
 def test_localizer_note_names_what_the_arm_fitted():
     import pandas as pd
 
-    from frozenseg.finetune.experiment import route_localizer
+    from frozenseg.experiments.fewshot import route_localizer
     from frozenseg.pipeline.router import get_route
 
     name = route_localizer(get_route("kvasir"))
     assert name.startswith(get_route("kvasir").localizer["name"]) and name.endswith("of route kvasir")
     df = pd.DataFrame({"domain": ["kvasir", "kvasir", "spleen"], "arm": ["localizer", "gt_box", "localizer"],
                        "localizer": [name, "ground-truth box", "volume-prior box per slice"]})
-    note = finetune.localizer_note(df, {"kvasir": "Kvasir"})
+    note = fewshot.localizer_note(df, {"kvasir": "Kvasir"})
     assert f"Kvasir: {name}" in note and "spleen: volume-prior box per slice" in note and "ground-truth" not in note
+
+
+def test_the_finetune_package_is_the_tuning_method_only():
+    """The tuning loop stays; notebook 07's arms, rows, tables and plot live in frozenseg.experiments.fewshot (no
+    module left behind, no import of experiment, report, results, study or notebook code)."""
+    from test_baselines import foreign_imports
+    from test_import_graph import LIB
+
+    assert foreign_imports("finetune") == []
+    assert sorted(p.name for p in (LIB / "frozenseg" / "finetune").glob("*.py")) == ["__init__.py", "tuner.py"]
+    for name in ("run_fewshot", "summarize_fewshot", "fewshot_params", "tune_arm"):
+        assert hasattr(fewshot, name) and not hasattr(finetune, name), name

@@ -123,13 +123,12 @@ SUMMARIES = ("seed_summary", "per_seed", "seed_cell", "mean_sd", "unit_interval"
 
 def _summary_paths(profile: str = "smoke") -> dict:
     """Per notebook (and the README): a call of the functions its tables are made with, on the smoke results."""
-    from frozenseg.baselines import pretraining
-    from frozenseg.baselines import summary as nn
+    from frozenseg.experiments import baselines_report, pretraining
     from frozenseg.concept import compare as cmp
     from frozenseg.concept import summary as cs
     from frozenseg.config import DOMAINS
     from frozenseg.experiments.data import cards_table
-    from frozenseg.finetune import summarize_fewshot
+    from frozenseg.experiments.fewshot import summarize_fewshot
     from frozenseg.experiments.oracle import sensitivity_summary, summarize_oracle
     from frozenseg.experiments import gallery
     from frozenseg.pipeline import routing
@@ -144,8 +143,9 @@ def _summary_paths(profile: str = "smoke") -> dict:
     section = lambda nb: (budget_table(r(nb)), ablation_table(r(nb)), gap_table(r(nb)))  # noqa: E731
 
     def baselines():
-        pipe, origin = nn.pipeline_per_seed(profile, DOMAINS)
-        return nn.headline(r("06_trained_baselines"), pipe, origin, nn.decoder_per_seed(profile))
+        pipe, origin = baselines_report.pipeline_per_seed(profile, DOMAINS)
+        return baselines_report.headline(r("06_trained_baselines"), pipe, origin,
+                                         baselines_report.decoder_per_seed(profile))
 
     def router():
         df = r("09_router")

@@ -145,10 +145,10 @@ def test_volume_genome_fits_on_train_volumes_leaving_each_out_and_is_cached(tiny
 
     torch.set_num_threads(1)
     train, test = tiny
-    from frozenseg.baselines import sweep
+    from frozenseg.experiments import baselines
 
     # enough organ-free slices that the genome's volume gets some of the networks' draw (round(10 x 0.6) of 9)
-    monkeypatch.setitem(sweep.DEFAULTS, "bg_ratio", 0.6)
+    monkeypatch.setitem(baselines.DEFAULTS, "bg_ratio", 0.6)
     study = setup(profile="smoke", seeds=[0], domains=["spleen"], verbose=False)
     study.__dict__["model"] = litemedsam
     study._data["spleen"] = DomainData(domain="spleen", source="phantom", train=[c for v in train for c in slices(v)],

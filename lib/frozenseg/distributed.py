@@ -1,6 +1,6 @@
 """Sweeps on Dask distributed: resumable units run serially, on a local cluster or an existing one; results in order.
 
-A sweep is a list of *units* (e.g. ``baselines.sweep.RunKey``) and a function that runs one unit resumably (reads a
+A sweep is a list of *units* (e.g. ``experiments.baselines.RunKey``) and a function that runs one unit resumably (reads a
 finished unit back from disk, else computes and saves it atomically). :func:`run_units` runs ``fn(unit)``, or
 ``fn(study, unit)`` when a study is given, for every unit and returns the results in the order of the units. Where
 it runs is chosen by ``scheduler`` or ``FROZENSEG_SCHEDULER``, never by code:

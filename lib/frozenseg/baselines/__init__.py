@@ -1,3 +1,3 @@
-"""Trained baselines of notebook 06: U-Net / SegFormer sweeps, the nnU-Net adapter, and the headline comparison."""
+"""The trained baselines' method: the networks (``nets``), their training loop (``train``) and the nnU-Net adapter
+(``nnunet``); notebook 06's sweep and tables are :mod:`frozenseg.experiments.baselines` and ``baselines_report``."""
 from .nets import ARCHS, FROM_SCRATCH, PRETRAINED, arch_label, build_net  # noqa: F401
-from .sweep import NOTEBOOK, RunKey, baseline_params, failed_runs, run_one, run_sweep, size_caption  # noqa: F401

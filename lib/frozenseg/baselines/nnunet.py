@@ -1,5 +1,6 @@
-"""nnU-Net v2 adapter: write its raw-data layout for a domain + N + seed, run plan / train / predict by
-subprocess (full profile, only when nnU-Net is installed), and read its predictions back into results rows.
+"""nnU-Net v2 adapter: write its raw-data layout for given labelled cases and test units, run plan / train / predict
+by subprocess (full profile, only when nnU-Net is installed), and read its predictions and fold validation back.
+Which cases a run of notebook 06 writes, and how its predictions are scored, is :mod:`frozenseg.experiments.baselines`.
 
 nnU-Net conflicts with this project's timm pin (nnunetv2 2.8 needs timm < 1.0.23), so it lives in the optional
 extra ``nnunet`` (pinned to 2.6.2 + dynamic-network-architectures 0.4.1, which accept our timm) or in a separate
@@ -16,13 +17,10 @@ import subprocess
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
-from .. import evaluation as ev
 from ..config import DOMAINS
 from ..errors import ConfigError, DataError
 from ..io import atomic_path, write_json_atomic
-from .runs import check_budget, runs_root, test_units, train_volume
 
 TARGETS = {"isic": "lesion", "spleen": "spleen", "kvasir": "polyp", "cxr": "lung"}
 IGNORE = 2          # nnU-Net's ignore label (the highest label): spleen slices outside the N labelled ones
@@ -107,24 +105,20 @@ def dataset_json(domain: str, n_channels: int, n_training: int, ignore: bool) ->
             "see cases.json)", "overwrite_image_reader_writer": "NibabelIO"}
 
 
-def write_dataset(study, domain: str, n: int, seed: int, budgets, raw_root: Path) -> Path:
-    """Write imagesTr/labelsTr/imagesTs/dataset.json/cases.json of one (domain, N, seed); returns the folder."""
-    from ..data.splits import subsample_train
-
-    data = study.data(domain)
-    check_budget(domain, n, len(data.train))
-    folder = Path(raw_root) / dataset_name(domain, n, seed, budgets)
-    labelled = subsample_train(data.train, n, seed)
-    cases, volumes = test_units(study, domain, None)
-    if volumes:
-        n_tr, ncha = _write_volumes(study, domain, labelled, volumes, folder, train_volume)
+def write_raw_dataset(folder: Path, domain: str, labelled, test_cases=(), test_volumes=(), train_volume=None,
+                      about: dict | None = None) -> Path:
+    """imagesTr/labelsTr/imagesTs/dataset.json/cases.json in ``folder``: the labelled 2D cases and the test images,
+    or, with ``test_volumes``, the whole train volumes (``train_volume(volume_id)``) whose only labelled slices are
+    the labelled ones, and the test volumes; ``about`` (e.g. N, seed, source) goes into cases.json after the domain."""
+    folder = Path(folder)
+    if test_volumes:
+        n_tr, ncha = _write_volumes(domain, labelled, test_volumes, folder, train_volume)
     else:
-        n_tr, ncha = _write_images(labelled, cases, folder)
-    write_json_atomic(folder / "dataset.json", dataset_json(domain, ncha, n_tr, ignore=bool(volumes)))
-    write_json_atomic(folder / "cases.json", {"domain": domain, "n": n, "seed": seed, "source": study.source_of(domain),
-                                              "train": [c.case_id for c in labelled],
-                                              "test": [c.case_id for c in cases] + list(v.volume_id for v in volumes),
-                                              "unit": "volume" if volumes else "case"})
+        n_tr, ncha = _write_images(labelled, test_cases, folder)
+    write_json_atomic(folder / "dataset.json", dataset_json(domain, ncha, n_tr, ignore=bool(test_volumes)))
+    test = [c.case_id for c in test_cases] + [v.volume_id for v in test_volumes]
+    write_json_atomic(folder / "cases.json", {"domain": domain, **(about or {}), "train": [c.case_id for c in labelled],
+                                              "test": test, "unit": "volume" if test_volumes else "case"})
     return folder
 
 
@@ -139,13 +133,13 @@ def _write_images(labelled, test, folder: Path) -> tuple[int, int]:
     return len(labelled), ncha
 
 
-def _write_volumes(study, domain, labelled, test_volumes, folder: Path, train_volume) -> tuple[int, int]:
+def _write_volumes(domain: str, labelled, test_volumes, folder: Path, train_volume) -> tuple[int, int]:
     """CT: whole train volumes whose only labelled slices are the N chosen ones (the rest is 'ignore')."""
     by_vol: dict[str, list[int]] = {}
     for c in labelled:
         by_vol.setdefault(c.volume_id, []).append(int(c.slice_index))
     for vid, zs in sorted(by_vol.items()):
-        vol = train_volume(study, domain, vid)
+        vol = train_volume(vid)
         if vol is None:
             raise DataError(None, f"train volume {vid} of {domain} cannot be reloaded", "use a phantom or real domain")
         lab = np.full(vol.mask.shape, IGNORE, np.uint8)
@@ -207,59 +201,3 @@ def fold_val_dice(root: Path, folder: Path, configuration: str = "2d", fold: str
         return float(json.loads(path.read_text(encoding="utf-8"))["foreground_mean"]["Dice"])
     except (OSError, ValueError, KeyError, TypeError):
         return float("nan")
-
-
-def import_predictions(study, folder: Path, pred_dir: Path, seed: int, n: int,
-                       val_dice: float = float("nan")) -> pd.DataFrame:
-    """Score nnU-Net's predictions of the test split into results rows (arch 'nnunet', init 'from scratch'): 2D cases
-    at the file's native size (``ev.score_case``), volumes in 3D (``ev.score_volume``); ``val_dice`` is its own fold
-    validation Dice (:func:`fold_val_dice`)."""
-    info = json.loads((folder / "cases.json").read_text(encoding="utf-8"))
-    domain = info["domain"]
-    cases, volumes = test_units(study, domain, None)
-    rows = []
-    for c in cases:
-        m = read_prediction(Path(pred_dir) / f"{c.case_id}.nii.gz").reshape(c.mask.shape) == 1
-        rows.append({"case_id": c.case_id, "volume_id": None, "unit": "case", "flag": "",
-                     **ev.score_case(m, c, with_hd95=False)})
-    for v in volumes:
-        m = read_prediction(Path(pred_dir) / f"{v.volume_id}.nii.gz") == 1
-        rows.append({"case_id": v.volume_id, "volume_id": v.volume_id, "unit": "volume", "flag": "",
-                     **ev.score_volume(m, v, with_hd95=False)})
-    return pd.DataFrame(rows).assign(domain=domain, seed=seed, method=f"nnunet_n{n}", arch="nnunet", n_labels=n,
-                                     labels_used=n, stop="nnU-Net's own schedule",
-                                     init="from scratch", status="ok", steps_run=np.nan, best_step=np.nan,
-                                     val_dice=float(val_dice), train_s=np.nan, n_fit=n, n_val=np.nan, n_bg=0,
-                                     image_side=np.nan, message="")
-
-
-def nnunet_sweep(study, params: dict, root: Path | None = None) -> list[pd.DataFrame]:
-    """Write, run and import every (domain, N, seed) when nnU-Net is installed; finished imports are read back."""
-    if not nnunet_available():
-        print("nnU-Net not installed: its rows are skipped (pip install -e '.[nnunet]', see notebook 06)")
-        return []
-    base = Path(root or runs_root(study.profile.name)).parent / "nnunet"
-    kw = {"configuration": params["nnunet_configuration"], "fold": params["nnunet_fold"],
-          "trainer": params["nnunet_trainer"]}
-    from ..data import budgets_for
-
-    parts = []
-    for dom in study.domains:
-        for n in budgets_for(study.data(dom), params["budgets"]):
-            for seed in study.seeds:
-                parts.append(_one_nnunet(study, dom, n, seed, params["budgets"], base, kw)
-                             .assign(source=study.source_of(dom)))
-    return parts
-
-
-def _one_nnunet(study, dom: str, n: int, seed: int, budgets, base: Path, kw: dict) -> pd.DataFrame:
-    """One nnU-Net run, resumable: rows.parquet beside the predictions marks it finished."""
-    done = base / "rows" / f"{dataset_name(dom, n, seed, budgets)}.parquet"
-    if done.is_file():
-        return pd.read_parquet(done)
-    folder = write_dataset(study, dom, n, seed, budgets, nnunet_dirs(base)["nnUNet_raw"])
-    pred = run_commands(folder, base, **kw)
-    rows = import_predictions(study, folder, pred, seed, n, fold_val_dice(base, folder, **kw))
-    with atomic_path(done) as tmp:
-        rows.to_parquet(tmp, index=False)
-    return rows

@@ -68,7 +68,7 @@ def bench_finetune(profile: str = "cpu", domains=None, n: int | None = None, see
     """Few-shot decoder tuning at N (default: the largest budget, 100 in cpu/full) per domain, warm cache; seconds."""
     import resource as _res
 
-    from ..finetune import fewshot_params, gt_box_provider, labelled_set, tune_arm
+    from ..experiments.fewshot import fewshot_params, gt_box_provider, labelled_set, tune_arm
     from ..study import setup
 
     study = setup(profile=profile, seeds=[seed], domains=domains, verbose=False)

@@ -11,7 +11,7 @@ import pandas as pd
 
 from .. import evaluation as ev
 from .. import viz
-from ..baselines.sweep import baseline_params
+from .baselines import baseline_params
 from ..boxes import mask_to_box
 from ..data.background import background_count, background_draw
 from ..data.splits import subsample_train
@@ -59,7 +59,7 @@ def fit_volume_pipeline(study, seed: int, params=None, gate=None, skills=SKILL_O
     if not genome or budget <= 0 or len(known) < 2:
         return vp
     vols = genome_volumes(known, seed, n_max=int(s["spleen_genome_volumes"]), labelled=by_vol)
-    # the networks' organ-free slices (baselines.sweep: the same draw over the same labelled volumes)
+    # the networks' organ-free slices (experiments.baselines: the same draw over the same labelled volumes)
     draw = background_draw(known.values(), background_count(n_labels, baseline_params(study.profile)["bg_ratio"]),
                            seed)
     bg = {v.volume_id: [z for vid, z in draw if vid == v.volume_id] for v in vols}

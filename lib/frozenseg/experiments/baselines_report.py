@@ -1,5 +1,6 @@
-"""The headline of section 4: the trained network chosen per (domain, N) by validation Dice vs the training-free
-pipeline vs the tuned decoder, the N a network needs to match the pipeline, and the data-efficiency panels.
+"""Notebook 06's headline, tables and figures (report section 4): the trained network chosen per (domain, N) by
+validation Dice vs the training-free pipeline vs the tuned decoder, the N a network needs to match the pipeline, and
+the data-efficiency panels.
 
 "The best trained network" of a cell is the arch with the highest validation Dice (``val_dice``: each run's Dice on
 the split carved from its N labels, at the weights it kept), mean over seeds per cell and per seed for the per-seed
@@ -13,9 +14,10 @@ import numpy as np
 import pandas as pd
 
 from .. import evaluation as ev
+from ..baselines.nets import ARCHS
 from ..config import DOMAINS
 from ..errors import DataError
-from .nets import ARCHS
+from ..results import PIPELINE_NOTEBOOKS, load_results
 
 DECODER_NOTEBOOK = "07_fewshot_decoder"
 PENDING = "pending"
@@ -68,8 +70,6 @@ def envelope_per_seed(df: pd.DataFrame) -> pd.DataFrame:
 def pipeline_per_seed(profile: str, domains) -> tuple[pd.DataFrame, dict[str, str]]:
     """Deployed-stage Dice per domain x N x seed from notebooks 02-05 with the labels the pipeline used, and per
     domain where it came from (or 'pending')."""
-    from ..results import PIPELINE_NOTEBOOKS, load_results
-
     parts, origin = [], {}
     for dom in domains:
         nb = PIPELINE_NOTEBOOKS.get(dom)
@@ -92,8 +92,6 @@ def pipeline_per_seed(profile: str, domains) -> tuple[pd.DataFrame, dict[str, st
 def decoder_per_seed(profile: str) -> pd.DataFrame:
     """Tuned-decoder Dice per domain x arm x N x seed from notebook 07, with labels used (empty when it has not
     run)."""
-    from ..results import load_results
-
     cols = ["domain", "arm", "n_labels", "seed", "dice", "labels_used"]
     try:
         df = load_results(DECODER_NOTEBOOK, profile)

@@ -1,6 +1,7 @@
-"""The experiment of notebook 07: per domain, seed and N, the decoder tuned on the boxes of each arm and scored on
-the fixed test split (``ev.test_units``: 2D images without a target included; spleen: every slice of each test
-volume, per 3D volume), the frozen decoder beside it; every prediction scored by ``evaluation`` at native size.
+"""Notebook 07's experiment, tables and figure: per domain, seed and N, the decoder tuned on the boxes of each arm
+and scored on the fixed test split (``ev.test_units``: 2D images without a target included; spleen: every slice of
+each test volume, per 3D volume), the frozen decoder beside it; every prediction scored by ``evaluation`` at native
+size. The tuning loop is :mod:`frozenseg.finetune`'s.
 
 Arms, each tuned on the boxes it is prompted with at test time:
 - ``gt_box`` (oracle): each image's own ground-truth box; an image without a target (a 2D negative, an organ-free
@@ -21,7 +22,7 @@ import pandas as pd
 from .. import evaluation as ev
 from ..boxes import clip_box, mask_to_box
 from ..errors import DataError
-from .tuner import STATUS_OK, TunedDecoder, tune_decoder
+from ..finetune.tuner import STATUS_FAILED, STATUS_OK, TunedDecoder, tune_decoder
 
 NOTEBOOK = "07_fewshot_decoder"
 # Sizes when a profile leaves them open (Profile.fewshot overrides; budgets None = Profile.budgets).
@@ -85,8 +86,8 @@ def _wh(shape) -> np.ndarray:
 def localizer_boxes_2d(study, domain: str, seed: int, n: int, labelled) -> ArmBoxes:
     """The route's localizer of a 2D domain at budget N (genome included; read from its cache when notebooks 02-05
     fitted it); a labelled image that is one of the supports is localized by the route refit without it."""
-    from ..experiments.domain import fit_domain
     from ..pipeline.genome import loo_pipelines
+    from .domain import fit_domain
 
     pipe, rec = fit_domain(study, domain, seed, n_labels=n)
     embs = study.embeddings(labelled, desc=f"{domain} train N={n}")
@@ -111,8 +112,8 @@ def localizer_boxes_volume(study, seed: int, n: int, labelled) -> ArmBoxes:
     outside it: predicted empty); a labelled slice is boxed by the prior of the other train volumes' labels (leave
     one volume out), at its own z even where that prior's z-range would not reach."""
     from ..localizers.base import grow_box
-    from ..experiments.spleen import fit_volume_pipeline
     from ..pipeline.volume import VolumePrior
+    from .spleen import fit_volume_pipeline
 
     vp = fit_volume_pipeline(study, seed, n_labels=n)
     margin, range_margin = float(vp.params["box_margin"]), int(vp.params["range_margin"])
@@ -287,3 +288,77 @@ def run_fewshot(study, notebook: str = NOTEBOOK) -> pd.DataFrame:
              for d in study.domains for seed in study.seeds]
     out = pd.concat(parts, ignore_index=True).drop(columns=["_mask"], errors="ignore")
     return out.assign(notebook=notebook, profile=study.profile.name, model=study.model_key)
+
+
+# ---------------------------------------------------------------- tables and the figure
+
+
+def fewshot_curves(df: pd.DataFrame) -> pd.DataFrame:
+    """Mean and sd (ev.ACROSS_SEEDS) of Dice per domain x arm x decoder x N, scored units of finished runs only."""
+    return (ev.seed_summary(ev.scored_units(df), ["domain", "arm", "decoder", "n_labels"])
+            .sort_values(["domain", "arm", "decoder", "n_labels"]))
+
+
+def summarize_fewshot(df: pd.DataFrame, titles: dict[str, str] | None = None) -> pd.DataFrame:
+    """One row per domain x arm: frozen and tuned Dice (ev.ACROSS_SEEDS) at each N, and failed runs."""
+    curves, rows = fewshot_curves(df), []
+    frozen_gt = curves[(curves.arm == "gt_box") & (curves.decoder == "frozen")].set_index("domain")
+    for (dom, arm), g in curves[curves.decoder == "tuned"].groupby(["domain", "arm"], sort=False):
+        row = {"domain": (titles or {}).get(dom, dom), "arm": ARM_LABELS.get(arm, arm)}
+        for n in sorted(g.n_labels.unique()):
+            t = g[g.n_labels == n].iloc[0]
+            f = frozen_gt.loc[dom] if arm == "gt_box" else curves[(curves.domain == dom) & (curves.arm == arm) &
+                                                                  (curves.decoder == "frozen") & (curves.n_labels == n)].iloc[0]
+            row[f"N={n} frozen"] = ev.fmt_mean_sd(f["mean"], f["sd"])
+            row[f"N={n} tuned"] = ev.fmt_mean_sd(t["mean"], t["sd"])
+        row["failed runs"] = int(df[(df.domain == dom) & (df.arm == arm) & (df.status == STATUS_FAILED)]
+                                 [["seed", "n_labels"]].drop_duplicates().shape[0])
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def localizer_note(df: pd.DataFrame, titles: dict[str, str] | None = None) -> str:
+    """Which localizer the GT-free 'localizer' arm ran with per domain, read from the rows (the route it fitted)."""
+    d = df[df.arm == "localizer"] if "localizer" in df else df.iloc[:0]
+    parts = [f"{(titles or {}).get(dom, dom)}: {', '.join(sorted(set(g.localizer.dropna())))}"
+             for dom, g in d.groupby("domain", sort=False)]
+    return ("Domain localizer arm, as fitted on the N labels per domain: " + "; ".join(parts) + "."
+            if parts else "Domain localizer arm: no rows.")
+
+
+def runs_table(df: pd.DataFrame, titles: dict[str, str] | None = None) -> pd.DataFrame:
+    """One row per tuning run: status, train/val sizes, epochs run, best epoch (0 = untuned kept), seconds."""
+    cols = ["domain", "seed", "arm", "n_labels", "labels_used", "status", "n_train", "n_val", "epochs_run",
+            "best_epoch", "tune_s"]
+    runs = df[df.decoder == "tuned"][cols].drop_duplicates(["domain", "seed", "arm", "n_labels"])
+    return runs.assign(domain=runs.domain.map(lambda d: (titles or {}).get(d, d))).reset_index(drop=True)
+
+
+def fewshot_plot(curves: pd.DataFrame, titles: dict[str, str] | None = None):
+    """Dice vs N per domain: tuned (solid) and frozen (dashed) decoders; GT-box arm blue, domain localizer orange,
+    mean train box green."""
+    import matplotlib.pyplot as plt
+
+    doms = list(dict.fromkeys(curves.domain))
+    fig, axes = plt.subplots(1, len(doms), figsize=(3.4 * len(doms), 3.3), squeeze=False, sharey=True)
+    for ax, dom in zip(axes[0], doms):
+        g = curves[curves.domain == dom]
+        ns = sorted(g[g.decoder == "tuned"].n_labels.unique())
+        for arm, color in (("gt_box", "C0"), ("localizer", "C1"), ("mean_box", "C2")):
+            for dec, ls in (("tuned", "-"), ("frozen", "--")):
+                c = g[(g.arm == arm) & (g.decoder == dec)].sort_values("n_labels")
+                if dec == "frozen" and arm == "gt_box" and len(c):
+                    c = pd.concat([c.iloc[[0]]] * len(ns)).assign(n_labels=ns)
+                if c.empty:
+                    continue
+                ax.errorbar(c.n_labels, c["mean"], yerr=c["sd"].fillna(0), color=color, ls=ls, marker="o", ms=3,
+                            capsize=2, label=f"{dec}, {arm.replace('_', ' ')}")
+        ax.set_title((titles or {}).get(dom, dom), fontsize=9)
+        ax.set_xlabel("labelled images N")
+        ax.set_xticks(ns)
+        ax.grid(alpha=0.3)
+    axes[0, 0].set_ylabel("test Dice")
+    axes[0, 0].set_ylim(0, 1)
+    axes[0, -1].legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    return fig

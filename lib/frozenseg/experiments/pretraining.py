@@ -1,5 +1,6 @@
-"""Section 6: generic vs medical pretraining, each frozen and few-shot tuned (GT-box prompts, same decoder arch),
-for every model whose weights are on disk; absent weights are reported, never filled in."""
+"""Notebook 08's experiment, table and figure (report section 6): generic vs medical pretraining, each frozen and
+few-shot tuned (notebook 07's GT-box arm, same decoder arch), for every model whose weights are on disk; absent
+weights are reported, never filled in."""
 from __future__ import annotations
 
 import dataclasses
@@ -10,6 +11,10 @@ import pandas as pd
 from .. import evaluation as ev
 from ..config import DOMAINS
 from ..errors import DataError, MissingDatasetError
+from ..results import load_results
+from .fewshot import NOTEBOOK as FEWSHOT_NOTEBOOK
+from .fewshot import fewshot_params  # noqa: F401  (notebook 08 tunes with notebook 07's settings)
+from .fewshot import gt_box_provider, labelled_set, method_name, predict_rows, run_info, tune_arm, volume_scores
 
 NOTEBOOK = "08_medical_pretraining"
 # model key -> pretraining kind; the comparison the study asks for is sam_vit_b vs medsam (both ViT-B)
@@ -35,23 +40,19 @@ def model_status() -> pd.DataFrame:
 
 def reusable_07(study, params: dict, key: str) -> pd.DataFrame | None:
     """Notebook 07's GT-box rows of ``key`` when they cover this study's domains, seeds and budgets, else None."""
-    from ..finetune import NOTEBOOK as NB07
-    from ..results import load_results
-
     try:
-        df = load_results(NB07, study.profile.name)
+        df = load_results(FEWSHOT_NOTEBOOK, study.profile.name)
     except DataError:
         return None
     df = df[(df.model == key) & (df.arm == "gt_box") & df.domain.isin(study.domains) & df.seed.isin(study.seeds)]
     tuned_ns = set(df[df.decoder == "tuned"].n_labels)
     covered = {(d, s) for d, s in zip(df.domain, df.seed)} >= {(d, s) for d in study.domains for s in study.seeds}
-    return df.assign(reused_from=NB07) if covered and tuned_ns >= set(params["budgets"]) else None
+    return df.assign(reused_from=FEWSHOT_NOTEBOOK) if covered and tuned_ns >= set(params["budgets"]) else None
 
 
 def gt_box_rows(study, domain: str, seed: int, params: dict) -> pd.DataFrame:
     """Frozen (once) and tuned GT-box rows of one domain and seed at every budget (notebook 07's arm, alone)."""
     from ..data import budgets_for
-    from ..finetune import gt_box_provider, labelled_set, method_name, predict_rows, run_info, tune_arm, volume_scores
 
     data = study.data(domain)
     test = ev.test_units(data, params["n_test"])
@@ -59,8 +60,8 @@ def gt_box_rows(study, domain: str, seed: int, params: dict) -> pd.DataFrame:
     box_of, rows = gt_box_provider([]), []
     for i, n in enumerate(budgets_for(data, params["budgets"])):
         labelled = labelled_set(data.train, n, seed)
-        run = tune_arm(study.model, labelled, study.embeddings(labelled, desc=f"{domain} N={n}"), gt_box_provider,
-                       params, seed)
+        run = tune_arm(study.model, labelled, study.embeddings(labelled, desc=f"{domain} N={n}"),
+                       [box_of(c) for c in labelled], params, seed)
         for dec, n_lab, r in [("tuned", n, run)] + ([("frozen", 0, None)] if i == 0 else []):
             meta = {"arm": "gt_box", "decoder": dec, "n_labels": n_lab, "method": method_name(dec, "gt_box", n_lab),
                     **run_info(r)}

@@ -1,4 +1,5 @@
-"""The sweep of notebook 06: every (domain, arch, N, seed) trained once, resumable, one tidy results table."""
+"""Notebook 06's sweep: every (domain, arch, N, seed) trained once, resumable, nnU-Net's runs beside them when it is
+installed, one tidy results table. The networks and their training loop are :mod:`frozenseg.baselines`'s."""
 from __future__ import annotations
 
 import functools
@@ -11,12 +12,15 @@ import numpy as np
 import pandas as pd
 
 from .. import evaluation as ev
+from .. import paths
+from ..baselines import nnunet
+from ..baselines.nets import SMALL_ARCHS, STUDY_ARCHS, arch_label, build_net, check_arch
+from ..baselines.nnunet import nnunet_available
+from ..baselines.train import STATUS_FAILED, TrainRun, predict_masks, prepare, train_net
+from ..errors import ConfigError
 from ..io import atomic_path, write_json_atomic
-from .nets import SMALL_ARCHS, STUDY_ARCHS, arch_label, build_net, check_arch
-from .nnunet import nnunet_sweep
-from .runs import NOTEBOOK, check_budget, runs_root, test_units, train_volume  # noqa: F401 (public names re-exported)
-from .train import STATUS_FAILED, TrainRun, predict_masks, prepare, train_net
 
+NOTEBOOK = "06_trained_baselines"
 # Sizes when a profile leaves them open (Profile.baselines overrides; budgets None = Profile.budgets).
 DEFAULTS = {"archs": STUDY_ARCHS, "budgets": None, "image_side": 256, "batch_size": 8, "steps": 2000,
             "eval_every": 100, "patience": 5, "min_delta": 0.0, "monitor": "val_loss", "precision": "fp32", "lr": 3e-4,
@@ -26,9 +30,9 @@ DEFAULTS = {"archs": STUDY_ARCHS, "budgets": None, "image_side": 256, "batch_siz
 TRAIN_KEYS = ("steps", "batch_size", "lr", "weight_decay", "eval_every", "patience", "min_delta", "monitor",
               "precision", "val_fraction")
 FLIP_DOMAINS = frozenset({"isic", "kvasir"})   # no laterality there: flips keep the label valid
-# The code a run's rows depend on (paths under lib/frozenseg), hashed into its signature: an edit retrains.
-# The code a finished run's rows depend on: training, and the scoring of its test predictions (an edit reruns it).
-CODE_FILES = ("baselines/nets.py", "baselines/train.py", "baselines/runs.py", "baselines/sweep.py", "training.py",
+# The code a finished run's rows depend on (paths under lib/frozenseg, hashed into its signature): the networks, their
+# training, this runner and the scoring of its test predictions; an edit retrains and rescores.
+CODE_FILES = ("baselines/nets.py", "baselines/train.py", "experiments/baselines.py", "training.py",
               "evaluation/metrics.py", "evaluation/units.py", "data/native.py")
 RUN_FILE, ROWS_FILE, CURVE_FILE, CKPT_FILE = "run.json", "rows.parquet", "curve.csv", "best.pt"
 INFO_COLUMNS = ["arch", "n_labels", "labels_used", "init", "status", "stop", "steps_run", "best_step", "val_dice",
@@ -93,6 +97,39 @@ class RunKey:
 def plan_runs(domains, archs, budgets, seeds) -> list[RunKey]:
     """Every run of the sweep in a fixed order (domain, N, seed, arch)."""
     return [RunKey(d, a, int(n), int(s)) for d in domains for n in budgets for s in seeds for a in archs]
+
+
+# ---------------------------------------------------------------- where runs live, what they train and are scored on
+
+
+def runs_root(profile: str) -> Path:
+    """Where run folders live: ``results/<profile>/06_trained_baselines/runs/``."""
+    return paths.results_dir(profile) / NOTEBOOK / "runs"
+
+
+def check_budget(domain: str, n: int, pool: int) -> None:
+    """Raise a ConfigError naming the pool size when N exceeds the train pool."""
+    if n < 1 or n > pool:
+        raise ConfigError(f"N={n} labelled cases asked for domain {domain!r}, but its train pool holds {pool}; "
+                          "use budgets <= the pool size or a profile with a larger n_train")
+
+
+def train_volume(study, domain: str, volume_id: str):
+    """A train volume by id (the DomainData keeps them), or None when the domain has none (2D folders)."""
+    data = study.data(domain)
+    if volume_id not in data.meta.get("train_volumes", []):
+        raise ConfigError(f"{volume_id!r} is not a train volume of {domain!r}")
+    return data.train_volumes.get(volume_id)
+
+
+def test_units(study, domain: str, n_test: int | None) -> tuple[list, list]:
+    """(2D test cases, test volumes): ``ev.test_units`` (2D negatives kept; spleen: whole volumes, every slice
+    predicted)."""
+    data = study.data(domain)
+    test = ev.test_units(data, n_test)
+    if data.volumes:
+        return [], [data.volumes[v] for v in dict.fromkeys(c.volume_id for c in test)]
+    return test, []
 
 
 # ---------------------------------------------------------------- training data
@@ -291,8 +328,6 @@ def run_sweep(study, params: dict | None = None, root: Path | None = None, noteb
     ``frozenseg.distributed.run_units``: a local Dask cluster by default, ``FROZENSEG_SCHEDULER`` (or
     ``scheduler``) for serial or an existing cluster; each run is resumable and seeds itself, so the table is the
     same whichever runs it."""
-    import functools
-
     from ..data import budgets_for
     from ..distributed import run_units
 
@@ -314,6 +349,79 @@ def run_sweep(study, params: dict | None = None, root: Path | None = None, noteb
     print(f"{trained} run(s) trained, {len(keys) - trained} finished run(s) read back")
     out = pd.concat(parts, ignore_index=True)
     return out.assign(notebook=notebook, profile=study.profile.name, model=out.arch)
+
+
+# ---------------------------------------------------------------- nnU-Net's runs (frozenseg.baselines.nnunet)
+
+
+def write_dataset(study, domain: str, n: int, seed: int, budgets, raw_root: Path) -> Path:
+    """nnU-Net's raw layout of one (domain, N, seed) under ``raw_root``: the networks' seeded N-label draw and the
+    test units they are scored on; returns the dataset folder."""
+    from ..data.splits import subsample_train
+
+    data = study.data(domain)
+    check_budget(domain, n, len(data.train))
+    folder = Path(raw_root) / nnunet.dataset_name(domain, n, seed, budgets)
+    cases, volumes = test_units(study, domain, None)
+    return nnunet.write_raw_dataset(folder, domain, subsample_train(data.train, n, seed), cases, volumes,
+                                    lambda vid: train_volume(study, domain, vid),
+                                    about={"n": n, "seed": seed, "source": study.source_of(domain)})
+
+
+def import_predictions(study, folder: Path, pred_dir: Path, seed: int, n: int,
+                       val_dice: float = float("nan")) -> pd.DataFrame:
+    """Score nnU-Net's predictions of the test split into results rows (arch 'nnunet', init 'from scratch'): 2D cases
+    at the file's native size (``ev.score_case``), volumes in 3D (``ev.score_volume``); ``val_dice`` is its own fold
+    validation Dice (:func:`frozenseg.baselines.nnunet.fold_val_dice`)."""
+    info = json.loads((folder / "cases.json").read_text(encoding="utf-8"))
+    domain = info["domain"]
+    cases, volumes = test_units(study, domain, None)
+    rows = []
+    for c in cases:
+        m = nnunet.read_prediction(Path(pred_dir) / f"{c.case_id}.nii.gz").reshape(c.mask.shape) == 1
+        rows.append({"case_id": c.case_id, "volume_id": None, "unit": "case", "flag": "",
+                     **ev.score_case(m, c, with_hd95=False)})
+    for v in volumes:
+        m = nnunet.read_prediction(Path(pred_dir) / f"{v.volume_id}.nii.gz") == 1
+        rows.append({"case_id": v.volume_id, "volume_id": v.volume_id, "unit": "volume", "flag": "",
+                     **ev.score_volume(m, v, with_hd95=False)})
+    return pd.DataFrame(rows).assign(domain=domain, seed=seed, method=f"nnunet_n{n}", arch="nnunet", n_labels=n,
+                                     labels_used=n, stop="nnU-Net's own schedule",
+                                     init="from scratch", status="ok", steps_run=np.nan, best_step=np.nan,
+                                     val_dice=float(val_dice), train_s=np.nan, n_fit=n, n_val=np.nan, n_bg=0,
+                                     image_side=np.nan, message="")
+
+
+def nnunet_sweep(study, params: dict, root: Path | None = None) -> list[pd.DataFrame]:
+    """Write, run and import every (domain, N, seed) when nnU-Net is installed; finished imports are read back."""
+    if not nnunet_available():
+        print("nnU-Net not installed: its rows are skipped (pip install -e '.[nnunet]', see notebook 06)")
+        return []
+    base = Path(root or runs_root(study.profile.name)).parent / "nnunet"
+    kw = {"configuration": params["nnunet_configuration"], "fold": params["nnunet_fold"],
+          "trainer": params["nnunet_trainer"]}
+    from ..data import budgets_for
+
+    parts = []
+    for dom in study.domains:
+        for n in budgets_for(study.data(dom), params["budgets"]):
+            for seed in study.seeds:
+                parts.append(_one_nnunet(study, dom, n, seed, params["budgets"], base, kw)
+                             .assign(source=study.source_of(dom)))
+    return parts
+
+
+def _one_nnunet(study, dom: str, n: int, seed: int, budgets, base: Path, kw: dict) -> pd.DataFrame:
+    """One nnU-Net run, resumable: rows.parquet beside the predictions marks it finished."""
+    done = base / "rows" / f"{nnunet.dataset_name(dom, n, seed, budgets)}.parquet"
+    if done.is_file():
+        return pd.read_parquet(done)
+    folder = write_dataset(study, dom, n, seed, budgets, nnunet.nnunet_dirs(base)["nnUNet_raw"])
+    pred = nnunet.run_commands(folder, base, **kw)
+    rows = import_predictions(study, folder, pred, seed, n, nnunet.fold_val_dice(base, folder, **kw))
+    with atomic_path(done) as tmp:
+        rows.to_parquet(tmp, index=False)
+    return rows
 
 
 def failed_runs(df: pd.DataFrame) -> pd.DataFrame:
