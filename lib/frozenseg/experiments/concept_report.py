@@ -5,8 +5,8 @@ import numpy as np
 import pandas as pd
 
 from .. import evaluation as ev
-from .hue import EMPTY_U
-from .loop import LOWEST_U_SPLIT
+from ..concept.hue import EMPTY_U
+from ..concept.loop import LOWEST_U_SPLIT
 
 STRATEGY_LABEL = {"hue": "HUE top-k", "random": "random"}
 

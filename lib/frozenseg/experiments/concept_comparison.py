@@ -6,7 +6,7 @@ import pandas as pd
 
 from .. import evaluation as ev
 from ..results import PIPELINE_NOTEBOOKS, results_if_run
-from .summary import STRATEGY_LABEL
+from .concept_report import STRATEGY_LABEL
 
 ARMS = {"localizer": "tuned decoder + domain localizer", "gt_box": "tuned decoder, GT box (oracle)",
         "mean_box": "tuned decoder + mean train box"}
