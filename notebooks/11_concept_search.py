@@ -42,9 +42,7 @@ from IPython.display import display
 
 import frozenseg.viz as viz
 from frozenseg import evaluation as ev
-from frozenseg.concept import EMPTY_U, P_HI, P_LO, FitSettings
-from frozenseg.concept.core import SAM3_TEXT_SETTINGS
-from frozenseg.experiments import concept_comparison as comparison
+from frozenseg.concept import EMPTY_U, P_HI, P_LO, SAM3_TEXT_SETTINGS, FitSettings
 from frozenseg.experiments import concept_report
 from frozenseg.experiments.concept_search import (concept_params, gallery_panels, lr_check, run_concept_study,
                                                   study_model)
@@ -119,7 +117,7 @@ art.table(table, "dice_vs_labels", caption=(
 display(table)
 
 # %%
-fig = viz.concept_curves(curves, ref, titles)
+fig = concept_report.concept_curves(curves, ref, titles)
 starts = sorted(params["starts"])
 art.figure(fig, "dice_vs_labels", caption=(
     f"Test Dice vs labelled images: HUE top-k (solid) and random (dashed), from {starts[0]} labelled image(s) (blue)"
@@ -138,20 +136,20 @@ art.figure(fig, "dice_vs_labels", caption=(
 # labels (nothing is interpolated).
 
 # %%
-cmp_rows = comparison.method_rows(study.profile.name, study.domains, results)
-cmp_table = comparison.comparison_table(cmp_rows, titles)
-art.table(cmp_table, "vs_methods", caption=(
+all_methods = concept_report.method_rows(study.profile.name, study.domains, results)
+vs_methods = concept_report.comparison_table(all_methods, titles)
+art.table(vs_methods, "vs_methods", caption=(
     f"Test Dice ({ev.ACROSS_SEEDS}) of every method on the test units all of them scored, with the number of "
     "labelled train images each used. Methods whose notebook has not run in this profile are absent."))
-display(cmp_table)
-matched = comparison.matched_table(cmp_rows, titles)
+display(vs_methods)
+matched = concept_report.matched_table(all_methods, titles)
 art.table(matched, "vs_methods_matched", caption=(
     "At the label counts concept search reached: every selection strategy and start size of concept search (one "
     "column each; none is chosen by its test score), the training-free pipeline and the tuned decoder with the "
     "domain's localizer at N equal to that count (same test units), and the GT-box oracle; "
     f"{ev.ACROSS_SEEDS}. '–': that method has no run with exactly that many labels in this profile."))
 display(matched)
-art.figure(comparison.comparison_figure(cmp_rows, titles), "vs_methods", caption=(
+art.figure(concept_report.comparison_figure(all_methods, titles), "vs_methods", caption=(
     "Test Dice vs labels used, every method on the same test units: concept search (red), the training-free "
     "pipeline (black), the tuned decoder (blue), the GT-box oracle (grey star, 0 labels)."))
 
@@ -186,7 +184,8 @@ art.table(corr.drop(columns=["key", "rho"]), "u_vs_dice", caption=(
     f"Interval: {ev.interval_note(params['n_boot'])} (spleen: a volume's slices resampled together)."))
 display(corr.drop(columns=["key", "rho"]))
 rho = dict(zip(corr.key, corr["Spearman rho (U vs Dice) [interval]"])) if len(corr) else {}
-fig = viz.uncertainty_scatter(concept_report.uncertainty_rows(results).query("strategy == 'hue'"), titles, rho)
+hue_rows = concept_report.uncertainty_rows(results).query("strategy == 'hue'")
+fig = concept_report.uncertainty_scatter(hue_rows, titles, rho)
 art.figure(fig, "u_vs_dice", caption=f"HUE uncertainty U vs true Dice, one point per test image (U = {EMPTY_U:g}: "
            "empty mask).")
 

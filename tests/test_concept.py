@@ -473,10 +473,10 @@ def _method_rows():
 
 
 def test_matched_table_shows_every_strategy_and_chooses_none_on_test():
-    from frozenseg.experiments import concept_comparison as comparison
+    from frozenseg.experiments import concept_report
 
     rows = _method_rows()
-    t = comparison.matched_table(rows).set_index("labels")
+    t = concept_report.matched_table(rows).set_index("labels")
     assert not any("best" in c for c in t.columns), "no column picks a strategy by its test score"
     at10 = t.loc[10]
     cell = lambda m: ev.seed_cell(rows[rows.method == m])  # noqa: E731
@@ -484,5 +484,5 @@ def test_matched_table_shows_every_strategy_and_chooses_none_on_test():
     assert at10["concept search, HUE top-k, start 5"] == cell("concept, hue, start 5, round 1") == "0.450 ± 0.071"
     assert at10["concept search, HUE top-k, start 1"] == "–" and t.loc[6]["concept search, HUE top-k, start 1"] != "–"
     assert at10["pipeline"] == cell("pipeline, N=10") and at10["tuned decoder + domain localizer"] == "–"
-    comp = comparison.comparison_table(rows).set_index("method")
+    comp = concept_report.comparison_table(rows).set_index("method")
     assert comp.loc["pipeline, N=10", "Dice"] == "0.550 ± 0.071", "sd across seeds with n - 1 (evaluation core)"

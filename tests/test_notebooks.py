@@ -130,7 +130,6 @@ def _summary_paths(profile: str = "smoke") -> dict:
     from frozenseg.finetune import summarize_fewshot
     from frozenseg.experiments.oracle import sensitivity_summary, summarize_oracle
     from frozenseg.experiments import gallery
-    from frozenseg.experiments import concept_comparison as comparison
     from frozenseg.experiments import concept_report
     from frozenseg.experiments import gate_validity
     from frozenseg.experiments.router import route_scores_table, routing_table
@@ -154,7 +153,7 @@ def _summary_paths(profile: str = "smoke") -> dict:
     def concept():
         df = r("11_concept_search")
         return (concept_report.dice_curves(df), concept_report.correlation_table(df, n_boot=50),
-                comparison.comparison_table(comparison.method_rows(profile, DOMAINS, df)))
+                concept_report.comparison_table(concept_report.method_rows(profile, DOMAINS, df)))
 
     def data_cards():
         study = setup(profile=profile, seeds=SEEDS, verbose=False)
