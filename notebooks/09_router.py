@@ -38,10 +38,10 @@ import pandas as pd
 from IPython.display import display
 
 from frozenseg import evaluation as ev
-from frozenseg.pipeline.routing import (FIXED, HINDSIGHT, feature_spaces, label_vs_test, rank_domain,
-                                        ranking_figure, ranking_images, ranking_table, route_domain,
-                                        route_scores_table, router_settings, routing_table, tidy,
-                                        unit_counts)
+from frozenseg.experiments.router import (FIXED, HINDSIGHT, feature_spaces, label_vs_test, rank_domain,
+                                          ranking_figure, ranking_images, ranking_table, route_domain,
+                                          route_scores_table, router_settings, routing_table, tidy,
+                                          unit_counts)
 from frozenseg.results import save_results
 from frozenseg.study import setup
 

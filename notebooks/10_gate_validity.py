@@ -21,9 +21,9 @@
 # the evaluation core). We report the **within-case** Spearman correlation of gate vs Dice (does the gate pick
 # the better of one image's masks? this is what keep-best needs), averaged over cases, and the **pooled** one
 # (all candidates of a domain), each with a bootstrap interval that resamples cases (spleen: volumes). Then an
-# **audit of the keep-best loop**: Dice of the localize mask, of the gate-kept (deployed) mask, and of an
-# oracle that keeps the truly best mask among the same candidates the loop compared, and how often an accepted
-# change lowered the true Dice.
+# **audit of the keep-best loop**: Dice of the localize mask, of the gate-kept (deployed) mask, and of the mask
+# that is best in hindsight (the truly best among the same candidates the loop compared, picked with the ground
+# truth, so a reference and not a method), and how often an accepted change lowered the true Dice.
 
 # %% tags=["parameters"]
 profile = "cpu"      # smoke | cpu | full
@@ -36,7 +36,7 @@ folders = {}         # extra domains, e.g. {"mydomain": "/path/with/images_and_m
 n_boot = None        # bootstrap resamples; None: the profile's (200 smoke, 1000 cpu/full)
 n_test = None        # test cases per 2D domain; None: the profile's (cpu 15, else the test split of 02-05)
 perturb = None       # perturbed localizer boxes decoded as extra candidates, e.g. ["scale_0.7", "shift_left"];
-                     # None: the profile's (frozenseg.pipeline.validity.SIZES), []: none
+                     # None: the profile's (frozenseg.experiments.gate_validity.SIZES), []: none
 spleen = True        # include the spleen volume pipeline's gate (per ground-truth slice)
 
 # %%
@@ -47,7 +47,7 @@ import pandas as pd
 from IPython.display import display
 
 from frozenseg import evaluation as ev
-from frozenseg.pipeline import validity as V
+from frozenseg.experiments import gate_validity
 from frozenseg.report import source_study_note
 from frozenseg.results import load_results, results_path, save_results
 from frozenseg.study import setup
@@ -55,13 +55,14 @@ from frozenseg.study import setup
 study = setup(profile=profile, seeds=seeds, domains=domains, source=source, model=model,
               data_root=data_root, folders=folders)
 art = study.artifacts("10_gate_validity")
-cfg = V.settings(study.profile.name, n_boot=n_boot, n_test=n_test, perturb=perturb)
+cfg = gate_validity.settings(study.profile.name, n_boot=n_boot, n_test=n_test, perturb=perturb)
 titles = {d: study.title(d) for d in study.domains}
 DOMAIN_NB = {"isic": "02_isic", "kvasir": "04_kvasir", "cxr": "05_cxr"}
 print("settings:", cfg)
-scales = ", ".join(f"{x:g}" for x in V.SCALES)
+scales = ", ".join(f"{x:g}" for x in gate_validity.SCALES)
 print(art.note(f"Perturbed boxes: the localizer's box scaled about its centre by {scales} "
-               f"and shifted by {V.SHIFT:.0%} of its side left, right, up and down ({len(V.PERTURBATIONS)} in all). "
+               f"and shifted by {gate_validity.SHIFT:.0%} of its side left, right, up and down "
+               f"({len(gate_validity.PERTURBATIONS)} in all). "
                f"This run decodes {len(cfg['perturb'])} of them on 2D images ({', '.join(cfg['perturb']) or 'none'}) "
                f"and {len(cfg['spleen_perturb'])} on spleen slices ({', '.join(cfg['spleen_perturb']) or 'none'}); "
                f"intervals from {cfg['n_boot']} bootstrap resamples.", name="perturbations"))
@@ -80,9 +81,9 @@ for seed in study.seeds:
     for dom in study.domains:
         t0 = time.perf_counter()
         if dom in DOMAIN_NB:
-            parts.append(V.run_validity(study, dom, seed, n_test=cfg["n_test"], perturb=cfg["perturb"]))
+            parts.append(gate_validity.run_validity(study, dom, seed, n_test=cfg["n_test"], perturb=cfg["perturb"]))
         elif dom == "spleen" and spleen:
-            parts.append(V.run_spleen_validity(study, seed, perturb=cfg["spleen_perturb"]))
+            parts.append(gate_validity.run_spleen_validity(study, seed, perturb=cfg["spleen_perturb"]))
         else:
             if dom != "spleen":
                 print(art.note(f"{titles.get(dom, dom)}: no pipeline notebook among 02-05 for this domain; "
@@ -92,7 +93,7 @@ for seed in study.seeds:
         print(f"{dom} seed {seed}: {timing[(dom, seed)]:.1f} s")
 rows = pd.concat(parts, ignore_index=True)
 save_results(rows, "10_gate_validity", study.profile.name)
-cands = V.rows_of(rows, "candidate")
+cands = gate_validity.rows_of(rows, "candidate")
 cands.groupby("domain", sort=False).agg(cases=("case_id", "nunique"), candidates=("gate", "size"),
                                         per_case=("case_id", lambda s: s.value_counts().mean()))
 
@@ -108,7 +109,7 @@ for dom, nb in DOMAIN_NB.items():
         print(art.note(f"{titles[dom]}: results of {nb} are absent, so the deployed Dice here is not cross-checked "
                        f"(run {nb} first).", name=f"check_{dom}"))
         continue
-    diff = V.agreement(rows[rows.domain == dom], load_results(nb, study.profile.name))
+    diff = gate_validity.agreement(rows[rows.domain == dom], load_results(nb, study.profile.name))
     print(f"{dom}: largest |deployed Dice here - {nb}| = {diff:.2e}")
     if not diff <= 1e-6:
         print(art.note(f"{titles[dom]}: the deployed Dice here differs from {nb}'s results by up to {diff:.3g} "
@@ -124,7 +125,7 @@ for dom, nb in DOMAIN_NB.items():
 # column therefore repeats the within-case correlation over only the masks the loop itself compared.
 
 # %%
-corr = V.correlation_table(rows, cfg["n_boot"], study.seeds[0])
+corr = gate_validity.correlation_table(rows, cfg["n_boot"], study.seeds[0])
 shown = pd.DataFrame({
     "domain": corr.domain.map(lambda d: titles.get(d, d)),
     "resampled units": [f"{n} {'volume' if d == 'spleen' else 'case'}{'s' if n != 1 else ''}"
@@ -149,7 +150,7 @@ display(art.table(shown, "correlations", caption=(
 print(art.note(source_study_note("gate_vs_dice_correlation", titles), name="reference", reference=True))
 
 # %%
-fig = V.scatter_figure(rows, corr, titles, seed=study.seeds[0])
+fig = gate_validity.scatter_figure(rows, corr, titles, seed=study.seeds[0])
 art.figure(fig, "scatter", caption=(
     f"Gate value vs true Dice of every candidate mask, seed {study.seeds[0]}, one colour per test case (spleen: "
     "per ground-truth slice): circles were compared by the keep-best loop, crosses are perturbed localizer boxes, "
@@ -160,33 +161,35 @@ plt.show()
 # %% [markdown]
 # ## Keep-best audit: how much of the achievable gain does the gate capture?
 #
-# *gate-kept* is the deployed mask; *oracle-kept* keeps, per case, the mask of highest true Dice among the
-# localize mask and every proposal the loop compared (an upper bound for any gate over the same proposals).
-# *captured* = (gate-kept − localize) / (oracle-kept − localize). A *harmful accept* is a skill step the gate
+# *gate-kept* is the deployed mask; *best-in-hindsight* keeps, per case, the mask of highest true Dice among the
+# localize mask and every proposal the loop compared: it is picked with the ground truth, so it decides nothing
+# and is the upper bound for any gate over the same proposals.
+# *captured* = (gate-kept − localize) / (best-in-hindsight − localize). A *harmful accept* is a skill step the gate
 # accepted although it lowered the true Dice; a *missed improvement* is a rejected step whose best proposal
 # would have raised it.
 
 # %%
-audit = V.keep_best_audit(rows)
+audit = gate_validity.keep_best_audit(rows)
 shown = audit.assign(domain=audit.domain.map(lambda d: titles.get(d, d)))
 display(art.table(shown.round(3), "audit", caption=(
     f"Keep-best audit over the test cases of every seed ({study.seeds}): cases, cases changed by at least one "
     "accepted skill, accepted steps (harmful / helpful by true Dice), rejected steps that would have helped, and "
-    "mean Dice of the localize, gate-kept (deployed) and oracle-kept masks. Spleen: per ground-truth slice; the "
-    "within-volume prior's extent trims (slices emptied outside the fitted organ extent) are not gate decisions "
-    "and are counted apart from the accepts, but the slices they empty score Dice 0 in the gate-kept column, so "
-    "spleen's captured share is not the gate's alone. captured is blank where the oracle gains nothing.")))
-skills = V.skill_audit(rows)
+    "mean Dice of the localize, gate-kept (deployed) and best-in-hindsight masks (the best true Dice among the masks "
+    "the loop compared, picked with the ground truth). Spleen: per ground-truth slice; the within-volume prior's "
+    "extent trims (slices emptied outside the fitted organ extent) are not gate decisions and are counted apart "
+    "from the accepts, but the slices they empty score Dice 0 in the gate-kept column, so spleen's captured share "
+    "is not the gate's alone. captured is blank where the best in hindsight gains nothing.")))
+skills = gate_validity.skill_audit(rows)
 display(art.table(skills.assign(domain=skills.domain.map(lambda d: titles.get(d, d))).round(3), "skills", caption=(
     "Per skill: cases it ran on, cases it fired on, cases whose proposal the gate accepted, of which harmful "
     "(lower true Dice), and the mean Dice change where accepted; spleen counts ground-truth slices.")))
 
 # %%
-fig = V.audit_figure(audit, titles)
+fig = gate_validity.audit_figure(audit, titles)
 art.figure(fig, "audit", caption=(
-    "Mean Dice of the localize mask, the gate-kept (deployed) mask and the oracle-kept mask (best true Dice among "
-    "the masks the keep-best loop compared), per domain, all seeds. Spleen: per ground-truth slice, extent trims "
-    "included in the gate-kept bar."))
+    "Mean Dice of the localize mask, the gate-kept (deployed) mask and the best-in-hindsight mask (best true Dice "
+    "among the masks the keep-best loop compared, picked with the ground truth), per domain, all seeds. Spleen: "
+    "per ground-truth slice, extent trims included in the gate-kept bar."))
 plt.show()
 
 # %%

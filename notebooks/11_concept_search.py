@@ -42,12 +42,10 @@ from IPython.display import display
 
 import frozenseg.viz as viz
 from frozenseg import evaluation as ev
-from frozenseg.concept import EMPTY_U, P_HI, P_LO, FitSettings
-from frozenseg.concept import compare as cmp
-from frozenseg.concept import summary as cs
-from frozenseg.concept.core import SAM3_TEXT_SETTINGS
-from frozenseg.concept.experiment import (concept_params, gallery_panels, lr_check, run_concept_study,
-                                          study_model)
+from frozenseg.concept import EMPTY_U, P_HI, P_LO, SAM3_TEXT_SETTINGS, FitSettings
+from frozenseg.experiments import concept_report
+from frozenseg.experiments.concept_search import (concept_params, gallery_panels, lr_check, run_concept_study,
+                                                  study_model)
 from frozenseg.errors import DataError
 from frozenseg.results import load_results, save_results
 from frozenseg.study import setup
@@ -107,9 +105,9 @@ try:
 except DataError as exc:
     oracle = None
     print(f"no GT-box oracle reference: {exc}")
-ref = cs.oracle_reference(oracle, results)
-curves = cs.dice_curves(results)
-table = cs.curve_table(curves, titles)
+ref = concept_report.oracle_reference(oracle, results)
+curves = concept_report.dice_curves(results)
+table = concept_report.curve_table(curves, titles)
 art.table(table, "dice_vs_labels", caption=(
     "Concept search through the frozen decoder: test Dice (over the held-out test split, negatives by the empty "
     f"rule; no credit for corrections; spleen per 3D volume; {ev.ACROSS_SEEDS}) after each round, by number of "
@@ -119,7 +117,7 @@ art.table(table, "dice_vs_labels", caption=(
 display(table)
 
 # %%
-fig = viz.concept_curves(curves, ref, titles)
+fig = concept_report.concept_curves(curves, ref, titles)
 starts = sorted(params["starts"])
 art.figure(fig, "dice_vs_labels", caption=(
     f"Test Dice vs labelled images: HUE top-k (solid) and random (dashed), from {starts[0]} labelled image(s) (blue)"
@@ -138,20 +136,20 @@ art.figure(fig, "dice_vs_labels", caption=(
 # labels (nothing is interpolated).
 
 # %%
-cmp_rows = cmp.method_rows(study.profile.name, study.domains, results)
-cmp_table = cmp.comparison_table(cmp_rows, titles)
-art.table(cmp_table, "vs_methods", caption=(
+all_methods = concept_report.method_rows(study.profile.name, study.domains, results)
+vs_methods = concept_report.comparison_table(all_methods, titles)
+art.table(vs_methods, "vs_methods", caption=(
     f"Test Dice ({ev.ACROSS_SEEDS}) of every method on the test units all of them scored, with the number of "
     "labelled train images each used. Methods whose notebook has not run in this profile are absent."))
-display(cmp_table)
-matched = cmp.matched_table(cmp_rows, titles)
+display(vs_methods)
+matched = concept_report.matched_table(all_methods, titles)
 art.table(matched, "vs_methods_matched", caption=(
     "At the label counts concept search reached: every selection strategy and start size of concept search (one "
     "column each; none is chosen by its test score), the training-free pipeline and the tuned decoder with the "
     "domain's localizer at N equal to that count (same test units), and the GT-box oracle; "
     f"{ev.ACROSS_SEEDS}. '–': that method has no run with exactly that many labels in this profile."))
 display(matched)
-art.figure(cmp.comparison_figure(cmp_rows, titles), "vs_methods", caption=(
+art.figure(concept_report.comparison_figure(all_methods, titles), "vs_methods", caption=(
     "Test Dice vs labels used, every method on the same test units: concept search (red), the training-free "
     "pipeline (black), the tuned decoder (blue), the GT-box oracle (grey star, 0 labels)."))
 
@@ -163,7 +161,7 @@ art.figure(cmp.comparison_figure(cmp_rows, titles), "vs_methods", caption=(
 # ensemble over rounds. It is reported beside the plain last-round Dice; ties go to the later round.
 
 # %%
-low_tab = cs.lowest_u_table(results, curves, titles)
+low_tab = concept_report.lowest_u_table(results, curves, titles)
 art.table(low_tab, "lowest_u", caption=(
     f"Test Dice ({ev.ACROSS_SEEDS}) at the last round: the last round's concept on every image, vs each image "
     "segmented by whichever "
@@ -179,14 +177,15 @@ display(low_tab)
 # bootstrap resamples test units (images; a spleen slice goes with its volume), never rows.
 
 # %%
-corr = cs.correlation_table(results, params["n_boot"], titles)
+corr = concept_report.correlation_table(results, params["n_boot"], titles)
 art.table(corr.drop(columns=["key", "rho"]), "u_vs_dice", caption=(
     "Spearman rank correlation of HUE uncertainty U with true Dice per domain, over test images at the last "
     "round of the HUE loops (start sizes and seeds pooled); negative means U ranks bad masks first. "
     f"Interval: {ev.interval_note(params['n_boot'])} (spleen: a volume's slices resampled together)."))
 display(corr.drop(columns=["key", "rho"]))
 rho = dict(zip(corr.key, corr["Spearman rho (U vs Dice) [interval]"])) if len(corr) else {}
-fig = viz.uncertainty_scatter(cs.uncertainty_rows(results).query("strategy == 'hue'"), titles, rho)
+hue_rows = concept_report.uncertainty_rows(results).query("strategy == 'hue'")
+fig = concept_report.uncertainty_scatter(hue_rows, titles, rho)
 art.figure(fig, "u_vs_dice", caption=f"HUE uncertainty U vs true Dice, one point per test image (U = {EMPTY_U:g}: "
            "empty mask).")
 
@@ -197,11 +196,11 @@ art.figure(fig, "u_vs_dice", caption=f"HUE uncertainty U vs true Dice, one point
 # is a real outcome, not a missing value); a fit on a single image is flagged `single_support`.
 
 # %%
-flags = cs.flag_table(results)
+flags = concept_report.flag_table(results)
 art.table(flags, "flags", caption=("Rounds whose concept was flagged, per domain, start size and selection "
                                    f"(learning rate {params['lr']:g} → {params['lr_min']:g})."))
 display(flags)
-tt = cs.timing_table(times, titles)
+tt = concept_report.timing_table(times, titles)
 art.table(tt, "timings", caption=(
     "Wall seconds on this machine: the start fit (shared by both strategies) and each loop's remaining rounds "
     "(fits, HUE scoring of the pool, test predictions)."))

@@ -182,13 +182,13 @@ def _u_rows(n_images, seeds=3, starts=(1, 5)):
 
 def test_u_vs_dice_interval_resamples_images_not_rows():
     """Rows repeat each image over start sizes and seeds: the bootstrap resamples images (evaluation core)."""
-    from frozenseg.concept import summary as cs
+    from frozenseg.experiments import concept_report
 
-    few = cs.correlation_table(_u_rows(4), n_boot=200).iloc[0]
+    few = concept_report.correlation_table(_u_rows(4), n_boot=200).iloc[0]
     assert few["pairs (starts x seeds x images)"] == 24 and few["images"] == 4 and few["resampled units"] == 4
     assert few["rho"] < -0.8 and "(no interval)" in few["Spearman rho (U vs Dice) [interval]"], \
         f"fewer than {ev.MIN_UNITS} images: no interval, however many rows repeat them"
-    many = cs.correlation_table(_u_rows(12), n_boot=200).iloc[0]
+    many = concept_report.correlation_table(_u_rows(12), n_boot=200).iloc[0]
     got = ev.spearman_interval(_u_rows(12).u, _u_rows(12).dice, _u_rows(12).case_id, n_boot=200, seed=0)
     assert many["resampled units"] == 12 and many["Spearman rho (U vs Dice) [interval]"] == ev.fmt_ci(
         got["rho"], got["lo"], got["hi"])
@@ -335,7 +335,7 @@ class _Study:
 def test_concept_labels_are_the_shared_seeded_draw_and_negatives_are_scored(tmp_path, monkeypatch):
     """Start set and random rounds label exactly subsample_train(train, L, seed); a negative test image is scored
     by the empty rule."""
-    from frozenseg.concept.experiment import label_pool, run_domain
+    from frozenseg.experiments.concept_search import label_pool, run_domain
 
     monkeypatch.setenv("FROZENSEG_OUT", str(tmp_path))
     train = [_case(i) for i in range(9)]
@@ -473,10 +473,10 @@ def _method_rows():
 
 
 def test_matched_table_shows_every_strategy_and_chooses_none_on_test():
-    from frozenseg.concept import compare as cmp
+    from frozenseg.experiments import concept_report
 
     rows = _method_rows()
-    t = cmp.matched_table(rows).set_index("labels")
+    t = concept_report.matched_table(rows).set_index("labels")
     assert not any("best" in c for c in t.columns), "no column picks a strategy by its test score"
     at10 = t.loc[10]
     cell = lambda m: ev.seed_cell(rows[rows.method == m])  # noqa: E731
@@ -484,5 +484,5 @@ def test_matched_table_shows_every_strategy_and_chooses_none_on_test():
     assert at10["concept search, HUE top-k, start 5"] == cell("concept, hue, start 5, round 1") == "0.450 ± 0.071"
     assert at10["concept search, HUE top-k, start 1"] == "–" and t.loc[6]["concept search, HUE top-k, start 1"] != "–"
     assert at10["pipeline"] == cell("pipeline, N=10") and at10["tuned decoder + domain localizer"] == "–"
-    comp = cmp.comparison_table(rows).set_index("method")
+    comp = concept_report.comparison_table(rows).set_index("method")
     assert comp.loc["pipeline, N=10", "Dice"] == "0.550 ± 0.071", "sd across seeds with n - 1 (evaluation core)"

@@ -7,7 +7,7 @@ import pytest
 from frozenseg import evaluation as ev
 from frozenseg.data.types import Case, DomainData, Volume
 from frozenseg.experiments import gallery as G
-from frozenseg.pipeline import validity as V
+from frozenseg.experiments import gate_validity
 from frozenseg.pipeline.core import Stage, Trace
 from frozenseg.experiments.domain import save_masks
 from frozenseg.results import save_results
@@ -33,25 +33,26 @@ def _candidates(gate_of, n_cases=12, n_cand=8, seed=0, domain="d"):
 
 
 def test_perfect_gate_gives_rho_one_and_a_reversed_gate_minus_one():
-    perfect = V.correlations(_candidates(lambda d, rng: d ** 4), n_boot=50, seed=0)   # monotone, not linear
+    perfect = gate_validity.correlations(_candidates(lambda d, rng: d ** 4), n_boot=50, seed=0)   # monotone, not linear
     assert perfect["within"] == pytest.approx(1.0) and perfect["pooled"] == pytest.approx(1.0)
     assert perfect["within_lo"] == pytest.approx(1.0)
-    assert V.verdict(perfect["within_lo"], perfect["within_hi"]) == "valid"
-    reversed_ = V.correlations(_candidates(lambda d, rng: 1 - d), n_boot=50, seed=0)
+    assert gate_validity.verdict(perfect["within_lo"], perfect["within_hi"]) == "valid"
+    reversed_ = gate_validity.correlations(_candidates(lambda d, rng: 1 - d), n_boot=50, seed=0)
     assert reversed_["within"] == pytest.approx(-1.0)
-    assert V.verdict(reversed_["within_lo"], reversed_["within_hi"]) == "inverted"
+    assert gate_validity.verdict(reversed_["within_lo"], reversed_["within_hi"]) == "inverted"
 
 
 def test_bootstrap_interval_contains_estimate_and_noise_gate_is_not_valid():
     noisy = _candidates(lambda d, rng: d + rng.normal(0, 0.3, d.size), n_cases=20, seed=1)
-    c = V.correlations(noisy, n_boot=300, seed=3)
+    c = gate_validity.correlations(noisy, n_boot=300, seed=3)
     assert c["within_lo"] <= c["within"] <= c["within_hi"]
     assert c["pooled_lo"] <= c["pooled"] <= c["pooled_hi"]
     assert 0 < c["within"] < 1 and c["within_hi"] - c["within_lo"] > 0.05
-    random = V.correlations(_candidates(lambda d, rng: rng.uniform(size=d.size), n_cases=20, seed=2), 300, 3)
+    random = gate_validity.correlations(_candidates(lambda d, rng: rng.uniform(size=d.size), n_cases=20, seed=2),
+                                        300, 3)
     assert random["within_lo"] < 0 < random["within_hi"]
-    assert V.verdict(random["within_lo"], random["within_hi"]) == "not shown"
-    again = V.correlations(noisy, n_boot=300, seed=3)
+    assert gate_validity.verdict(random["within_lo"], random["within_hi"]) == "not shown"
+    again = gate_validity.correlations(noisy, n_boot=300, seed=3)
     assert (again["within_lo"], again["within_hi"]) == (c["within_lo"], c["within_hi"]), "seeded bootstrap"
 
 
@@ -59,11 +60,12 @@ def test_cluster_bootstrap_resamples_whole_clusters():
     # clusters of constant values: a resample can only mix whole clusters, so the mean stays in [0, 10] and reaches
     # 10 whenever the zero cluster is left out; resampling single points instead would keep it near 80 / 58
     groups = [np.zeros(50)] + [np.full(2, 10.0)] * 4
-    lo, hi = ev.cluster_bootstrap(groups, V._mean_rho, 400, seed=0)
+    lo, hi = ev.cluster_bootstrap(groups, gate_validity._mean_rho, 400, seed=0)
     assert 0.0 <= lo < 1.0 and hi == pytest.approx(10.0)
     few = [np.zeros(3), np.ones(3), np.ones(3), np.zeros(3)][: ev.MIN_UNITS - 1]
-    assert np.isnan(ev.cluster_bootstrap(few, V._mean_rho, 10, 0)[0]), f"below {ev.MIN_UNITS} units: no interval"
-    assert V.verdict(*ev.cluster_bootstrap([np.ones(3)], V._mean_rho, 10, 0)) == "no interval"
+    assert np.isnan(ev.cluster_bootstrap(few, gate_validity._mean_rho, 10, 0)[0]), \
+        f"below {ev.MIN_UNITS} units: no interval"
+    assert gate_validity.verdict(*ev.cluster_bootstrap([np.ones(3)], gate_validity._mean_rho, 10, 0)) == "no interval"
 
 
 def test_spearman_is_nan_for_constant_or_tiny_inputs():
@@ -74,46 +76,51 @@ def test_spearman_is_nan_for_constant_or_tiny_inputs():
 
 def test_validity_uses_the_evaluation_core_not_copies():
     for name in ("cluster_bootstrap", "spearman", "fmt_ci", "MIN_UNITS"):
-        assert not hasattr(V, name), f"validity.{name} is a copy of evaluation.{name}"
-    c = V.correlations(_candidates(lambda d, rng: d + rng.normal(0, 0.3, d.size), n_cases=ev.MIN_UNITS - 1), 50, 0)
-    assert np.isfinite(c["within"]) and np.isnan(c["within_lo"]) and V.verdict(c["within_lo"], c["within_hi"]) == \
-        "no interval", f"{ev.MIN_UNITS - 1} cases: no interval"
+        assert not hasattr(gate_validity, name), f"gate_validity.{name} is a copy of evaluation.{name}"
+    noisy = _candidates(lambda d, rng: d + rng.normal(0, 0.3, d.size), n_cases=ev.MIN_UNITS - 1)
+    c = gate_validity.correlations(noisy, 50, 0)
+    verdict = gate_validity.verdict(c["within_lo"], c["within_hi"])
+    assert np.isfinite(c["within"]) and np.isnan(c["within_lo"]) and verdict == "no interval", \
+        f"{ev.MIN_UNITS - 1} cases: no interval"
 
 
 def test_candidates_of_a_test_image_are_scored_at_native_resolution(native_pair):
     case = native_pair[0][0]
     cand = [{"origin": "localize", "stage": "localize", "mask": case.mask, "gate": 0.5, "loop": True}]
-    row, = V.score_candidates(cand, case, case.mask, case.mask)
+    row, = gate_validity.score_candidates(cand, case, case.mask, case.mask)
     assert row["dice"] == pytest.approx(ev.score_case(case.mask, case, with_hd95=False)["dice"]) and row["dice"] < 0.99
-    assert V.score_candidates(cand, case.mask, case.mask, case.mask)[0]["dice"] == 1.0, "a bare mask: as given"
+    scored = gate_validity.score_candidates(cand, case.mask, case.mask, case.mask)
+    assert scored[0]["dice"] == 1.0, "a bare mask: as given"
     neg = Case("n", "mine", np.zeros((8, 8, 3), np.uint8), np.zeros((8, 8), bool))
     fp = np.zeros((8, 8), bool)
     fp[2:4, 2:4] = True
-    steps = V.step_rows([np.zeros_like(fp), fp], [0.1, 0.2], ["localize", "grow"], [False, True], [False, True],
-                        [[], [fp]], neg)
+    steps = gate_validity.step_rows([np.zeros_like(fp), fp], [0.1, 0.2], ["localize", "grow"], [False, True],
+                                    [False, True], [[], [fp]], neg)
     assert steps[0]["dice_before"] == 1.0 and steps[0]["dice"] == 0.0, ev.EMPTY_RULE
 
 
 def test_perturbed_boxes_are_scaled_and_shifted_inside_the_image():
-    boxes = dict(V.perturbed_boxes([10, 10, 29, 29], (64, 64)))
-    assert len(boxes) == len(V.SCALES) + 4
+    boxes = dict(gate_validity.perturbed_boxes([10, 10, 29, 29], (64, 64)))
+    assert len(boxes) == len(gate_validity.SCALES) + 4
     w = lambda b: b[2] - b[0]  # noqa: E731
     assert w(boxes["scale_0.7"]) < w(boxes["scale_0.85"]) < 19 < w(boxes["scale_1.15"]) < w(boxes["scale_1.3"])
     assert boxes["shift_left"][0] < 10 and boxes["shift_right"][0] > 10 and boxes["shift_up"][1] < 10
-    edge = dict(V.perturbed_boxes([0, 0, 63, 63], (64, 64)))
+    edge = dict(gate_validity.perturbed_boxes([0, 0, 63, 63], (64, 64)))
     assert all((b >= 0).all() and (b <= 63).all() for b in edge.values())
-    assert [n for n, _ in V.perturbed_boxes([10, 10, 29, 29], (64, 64), ["shift_up", "scale_1.3"])] == \
+    assert [n for n, _ in gate_validity.perturbed_boxes([10, 10, 29, 29], (64, 64), ["shift_up", "scale_1.3"])] == \
         ["shift_up", "scale_1.3"]
 
 
 def test_settings_follow_the_profile_and_reject_unknown_perturbations():
-    assert V.settings("smoke")["perturb"] == V.PERTURBATIONS and V.settings("smoke")["n_boot"] < 1000
-    cpu = V.settings("cpu", n_boot=50)
-    assert cpu["n_boot"] == 50 and 0 < len(cpu["perturb"]) < len(V.PERTURBATIONS)
-    assert V.settings("cpu", perturb=[])["perturb"] == () == V.settings("cpu", perturb=[])["spleen_perturb"]
-    assert len(V.settings("cpu")["spleen_perturb"]) < len(cpu["perturb"])
+    smoke = gate_validity.settings("smoke")
+    assert smoke["perturb"] == gate_validity.PERTURBATIONS and smoke["n_boot"] < 1000
+    cpu = gate_validity.settings("cpu", n_boot=50)
+    assert cpu["n_boot"] == 50 and 0 < len(cpu["perturb"]) < len(gate_validity.PERTURBATIONS)
+    none = gate_validity.settings("cpu", perturb=[])
+    assert none["perturb"] == () == none["spleen_perturb"]
+    assert len(gate_validity.settings("cpu")["spleen_perturb"]) < len(cpu["perturb"])
     with pytest.raises(Exception, match="unknown perturbation"):
-        V.settings("smoke", perturb=["scale_9"])
+        gate_validity.settings("smoke", perturb=["scale_9"])
 
 
 def _trace(gt):
@@ -128,27 +135,31 @@ def _trace(gt):
     return Trace(localization={}, stages=stages, decoder_calls=3), good
 
 
-def test_audit_finds_harmful_accepts_and_oracle_beats_gate():
+def test_audit_finds_harmful_accepts_and_the_best_in_hindsight_beats_the_gate():
     gt = _square()
     tr, _ = _trace(gt)
-    cands = V.trace_candidates(tr)
-    rows = V.score_candidates(cands, gt, tr.final, tr.stages[0].mask)
+    cands = gate_validity.trace_candidates(tr)
+    rows = gate_validity.score_candidates(cands, gt, tr.final, tr.stages[0].mask)
     assert len(rows) == 3, "the repeated 'tight' proposal is merged with the localize mask"
     assert sum(r["deployed"] for r in rows) == 1 and sum(r["localize_mask"] for r in rows) == 1
     st = tr.stages
-    steps = V.step_rows([s.mask for s in st], [s.gate for s in st], [s.name for s in st], [s.fired for s in st],
-                        [s.accepted for s in st], [[m for _, m, _ in s.proposals] for s in st], gt)
-    case = V.case_row(rows[0]["dice"], [r for r in rows if r["deployed"]][0]["dice"], [r["dice"] for r in rows])
-    assert case["dice_oracle_kept"] == pytest.approx(1.0)
-    assert case["dice_oracle_kept"] >= case["dice_deployed"] and case["dice_oracle_kept"] >= case["dice_localize"]
+    steps = gate_validity.step_rows([s.mask for s in st], [s.gate for s in st], [s.name for s in st],
+                                    [s.fired for s in st], [s.accepted for s in st],
+                                    [[m for _, m, _ in s.proposals] for s in st], gt)
+    deployed = [r for r in rows if r["deployed"]][0]["dice"]
+    case = gate_validity.case_row(rows[0]["dice"], deployed, [r["dice"] for r in rows])
+    best = case["dice_best_in_hindsight"]
+    assert best == pytest.approx(1.0) and best >= case["dice_deployed"] and best >= case["dice_localize"]
     base = {"domain": "d", "seed": 0, "case_id": "c0", "cluster": "c0"}
     df = pd.DataFrame([{**base, "unit": "candidate", **r} for r in rows]
                       + [{**base, "unit": "step", **r} for r in steps] + [{**base, "unit": "case", **case}])
-    a = V.keep_best_audit(df).iloc[0]
+    a = gate_validity.keep_best_audit(df).iloc[0]
     assert a["accepts"] == 1 and a["harmful accepts"] == 1 and a["helpful accepts"] == 0
     assert a["missed improvements"] == 1
-    assert a["gate-kept"] < a["localize"] < a["oracle-kept"] and a["captured"] < 0
-    s = V.skill_audit(df)
+    assert a["gate-kept"] < a["localize"] < a["best-in-hindsight"] and a["captured"] < 0
+    named = [*case, *a.index]
+    assert not [n for n in named if "oracle" in n], "'oracle' is the GT-box decoder only, not a mask kept in hindsight"
+    s = gate_validity.skill_audit(df)
     assert s.set_index("skill").loc["grow", "harmful"] == 1 and s.set_index("skill").loc["fix", "accepted"] == 0
 
 

@@ -124,15 +124,14 @@ SUMMARIES = ("seed_summary", "per_seed", "seed_cell", "mean_sd", "unit_interval"
 def _summary_paths(profile: str = "smoke") -> dict:
     """Per notebook (and the README): a call of the functions its tables are made with, on the smoke results."""
     from frozenseg.experiments import baselines_report, pretraining
-    from frozenseg.concept import compare as cmp
-    from frozenseg.concept import summary as cs
     from frozenseg.config import DOMAINS
     from frozenseg.experiments.data import cards_table
     from frozenseg.experiments.fewshot import summarize_fewshot
     from frozenseg.experiments.oracle import sensitivity_summary, summarize_oracle
     from frozenseg.experiments import gallery
-    from frozenseg.pipeline import routing
-    from frozenseg.pipeline import validity as V
+    from frozenseg.experiments import concept_report
+    from frozenseg.experiments import gate_validity
+    from frozenseg.experiments.router import route_scores_table, routing_table
     from frozenseg.experiments.domain import ablation_table
     from frozenseg.experiments.domain_report import budget_table, gap_table
     from frozenseg.experiments.spleen import volume_ablation_table, volume_gap_table
@@ -149,12 +148,12 @@ def _summary_paths(profile: str = "smoke") -> dict:
 
     def router():
         df = r("09_router")
-        return routing.routing_table(df[df.part == "routing"]), routing.route_scores_table(df[df.part == "routing"])
+        return routing_table(df[df.part == "routing"]), route_scores_table(df[df.part == "routing"])
 
     def concept():
         df = r("11_concept_search")
-        return (cs.dice_curves(df), cs.correlation_table(df, n_boot=50),
-                cmp.comparison_table(cmp.method_rows(profile, DOMAINS, df)))
+        return (concept_report.dice_curves(df), concept_report.correlation_table(df, n_boot=50),
+                concept_report.comparison_table(concept_report.method_rows(profile, DOMAINS, df)))
 
     def data_cards():
         study = setup(profile=profile, seeds=SEEDS, verbose=False)
@@ -172,7 +171,7 @@ def _summary_paths(profile: str = "smoke") -> dict:
             "08_medical_pretraining": lambda: pretraining.pretraining_table(r("08_medical_pretraining"),
                                                                             pretraining.model_status()),
             "09_router": router,
-            "10_gate_validity": lambda: V.correlation_table(r("10_gate_validity"), n_boot=50, seed=0),
+            "10_gate_validity": lambda: gate_validity.correlation_table(r("10_gate_validity"), n_boot=50, seed=0),
             "11_concept_search": concept,
             "12_gallery": lambda: gallery.pick_cases(r("02_isic")),
             "README": lambda: sample_rows(profile)}

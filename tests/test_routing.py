@@ -6,7 +6,7 @@ import pytest
 
 from frozenseg import evaluation as ev
 from frozenseg.data.types import Case, DomainData
-from frozenseg.pipeline import routing as R
+from frozenseg.experiments import router
 
 
 def _routes():
@@ -24,16 +24,16 @@ def _routes():
 
 
 def test_routing_table_reports_the_label_choice_and_labels_hindsight_as_a_reference():
-    t = R.routing_table(_routes()).iloc[0]
+    t = router.routing_table(_routes()).iloc[0]
     assert t["route chosen (on the labels)"] == "cxr"
     assert t["routed"] == ev.fmt_mean_sd(*ev.mean_sd([0.6, 0.5])[:2]) == "0.550 ± 0.071", "sd with n - 1"
-    assert "chooses nothing" in R.HINDSIGHT and t[R.HINDSIGHT] == "0.850 ± 0.071 (agnostic)"
+    assert "chooses nothing" in router.HINDSIGHT and t[router.HINDSIGHT] == "0.850 ± 0.071 (agnostic)"
     assert t["own route"] == "0.350 ± 0.071" and float(t["regret"]) == pytest.approx(0.3)
     assert "best on test (hindsight)" not in t.index
-    s = R.route_scores_table(_routes()).set_index("route")
+    s = router.route_scores_table(_routes()).set_index("route")
     assert s.loc["cxr", "chosen"] == "✓" and s.loc["agnostic", "chosen"] == "" and s.loc["cxr", "test Dice"] == \
         "0.550 ± 0.071"
-    assert R.unit_counts(_routes()) == {"isic": "4 units, 1 negative"}
+    assert router.unit_counts(_routes()) == {"isic": "4 units, 1 negative"}
 
 
 class _Study:
@@ -50,16 +50,16 @@ def test_router_test_units_keep_negatives_and_score_at_native_resolution(native_
     assert [c.case_id for c in ev.test_units(study.data("mine"), 2)] == ["a", "b"], "the negative stays"
     fp = np.zeros_like(cases[1].mask)
     fp[:5, :5] = True
-    rows = R._unit_rows(study, "mine", cases, [cases[0].mask, fp])
+    rows = router._unit_rows(study, "mine", cases, [cases[0].mask, fp])
     assert [r["unit"] for r in rows] == ["case", "case"] and "index" not in rows[0]
     assert rows[0]["dice"] == pytest.approx(ev.score_case(cases[0].mask, cases[0], False)["dice"])
     assert rows[0]["dice"] < 0.99, "scored against the 1000 px mask, not the 512 px one it was predicted on"
     assert rows[1]["negative"] and rows[1]["dice"] == 0.0, ev.EMPTY_RULE
-    empty = R._unit_rows(study, "mine", cases[1:], [np.zeros_like(fp)])[0]
+    empty = router._unit_rows(study, "mine", cases[1:], [np.zeros_like(fp)])[0]
     assert empty["dice"] == 1.0 and empty["negative"]
 
 
 def test_a_tiny_case_is_scored_as_loaded():
     c = Case("x", "d", np.zeros((8, 8, 3), np.uint8), np.eye(8, dtype=bool))
-    rows = R._unit_rows(_Study(DomainData("d", "phantom", [], [c])), "d", [c], [np.eye(8, dtype=bool)])
+    rows = router._unit_rows(_Study(DomainData("d", "phantom", [], [c])), "d", [c], [np.eye(8, dtype=bool)])
     assert rows[0]["dice"] == 1.0 and not rows[0]["negative"]

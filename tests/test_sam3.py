@@ -117,7 +117,7 @@ def test_features_are_cached_on_disk_by_weights_preprocessing_and_image(sam3_dat
 def test_concept_study_runs_through_sam3_end_to_end(sam3_data, monkeypatch):
     """notebook 11 with concept_backend="sam3": the same run_concept_study as the default, tiny SAM3, smoke sizes."""
     from frozenseg.concept import loop
-    from frozenseg.concept.experiment import concept_params, gallery_panels, run_concept_study, study_model
+    from frozenseg.experiments.concept_search import concept_params, gallery_panels, run_concept_study, study_model
     from frozenseg.models.sam3 import Sam3Concept
     from frozenseg.study import setup
 
@@ -144,7 +144,7 @@ def test_concept_study_runs_through_sam3_end_to_end(sam3_data, monkeypatch):
 
 
 def test_missing_sam3_weights_fail_before_any_work(tmp_path, monkeypatch):
-    from frozenseg.concept.experiment import run_concept_study
+    from frozenseg.experiments.concept_search import run_concept_study
     from frozenseg.study import setup
 
     monkeypatch.setenv("FROZENSEG_DATA", str(tmp_path))
@@ -157,7 +157,7 @@ def test_missing_sam3_weights_fail_before_any_work(tmp_path, monkeypatch):
 
 
 def test_backend_names_and_presets_are_checked():
-    from frozenseg.concept.experiment import concept_params, run_concept_study, study_model
+    from frozenseg.experiments.concept_search import concept_params, run_concept_study, study_model
     from frozenseg.config import get_profile
     from frozenseg.models import load_model
 

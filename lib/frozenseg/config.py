@@ -33,7 +33,7 @@ class Profile:
     jitter_levels: tuple[float, ...] = (0.0, 0.05, 0.1, 0.2, 0.3)
     loosen_levels: tuple[float, ...] = (1.0, 1.1, 1.25, 1.5, 2.0)
     budgets: tuple[int, ...] = (10, 25, 50, 100)
-    concept: dict = field(default_factory=dict)   # concept-search sizes (frozenseg.concept.experiment.DEFAULTS)
+    concept: dict = field(default_factory=dict)   # concept-search sizes (frozenseg.experiments.concept_search.DEFAULTS)
     fewshot: dict = field(default_factory=dict)   # decoder tuning sizes (frozenseg.experiments.fewshot.DEFAULTS)
     baselines: dict = field(default_factory=dict)  # trained-network sizes (frozenseg.experiments.baselines.DEFAULTS)
     pipeline: dict = field(default_factory=dict)  # training-free pipeline sizes (frozenseg.experiments.domain.DEFAULTS)

@@ -62,47 +62,6 @@ def sensitivity_plot(summary: pd.DataFrame, titles: dict[str, str] | None = None
     return fig
 
 
-# ---------------------------------------------------------------- concept search (notebook 11)
-
-
-def concept_curves(curves: pd.DataFrame, oracle: dict | None = None, titles: dict[str, str] | None = None):
-    """Test Dice vs labelled images per domain: HUE (solid) and random (dashed) per start size, GT-box oracle dotted."""
-    doms = list(dict.fromkeys(curves.domain))
-    fig, axes = plt.subplots(1, len(doms), figsize=(3.4 * len(doms), 3.2), squeeze=False, sharey=True)
-    for ax, dom in zip(axes[0], doms):
-        for (start, strat), g in curves[curves.domain == dom].groupby(["start", "strategy"]):
-            g = g.sort_values("round")
-            ax.plot(g.n_labelled, g.test_dice, marker="o", ls="-" if strat == "hue" else "--",
-                    color="C0" if start == curves.start.min() else "C1", label=f"start {start}, {strat}")
-        if oracle and dom in oracle:
-            ax.axhline(oracle[dom], color="k", ls=":", lw=1, label="GT-box oracle")
-        ax.set_title((titles or {}).get(dom, dom), fontsize=9)
-        ax.set_xlabel("labelled images")
-        ax.grid(alpha=0.3)
-    axes[0, 0].set_ylabel("test Dice (no credit)")
-    axes[0, 0].set_ylim(0, 1)
-    axes[0, -1].legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
-    return fig
-
-
-def uncertainty_scatter(rows: pd.DataFrame, titles: dict[str, str] | None = None, rho: dict | None = None):
-    """HUE uncertainty U vs true Dice per domain, one point per test image (U = 2: empty concept mask)."""
-    doms = list(dict.fromkeys(rows.domain))
-    fig, axes = plt.subplots(1, len(doms), figsize=(3.2 * len(doms), 3.0), squeeze=False, sharey=True)
-    for ax, dom in zip(axes[0], doms):
-        g = rows[rows.domain == dom]
-        ax.scatter(g.u, g.dice, s=12, alpha=0.7)
-        title = (titles or {}).get(dom, dom)
-        ax.set_title(title + (f"\nrho = {rho[dom]}" if rho and dom in rho else ""), fontsize=8)
-        ax.set_xlabel("U (HUE)")
-        ax.grid(alpha=0.3)
-    axes[0, 0].set_ylabel("true Dice")
-    axes[0, 0].set_ylim(-0.02, 1.02)
-    fig.tight_layout()
-    return fig
-
-
 def case_gallery(panels: dict[str, list], titles: dict[str, str] | None = None):
     """One row per label (e.g. domain + 'most uncertain'), panels of (case, prediction, caption)."""
     n = max((len(v) for v in panels.values()), default=1)

@@ -22,7 +22,7 @@ def bench_concept(profile: str = "cpu", domains=None, n_support: int = 5, epochs
 
     from .. import evaluation as ev
     from ..concept import DecoderBackend, annotation_loop, fit_concept, ground_truth_annotator
-    from ..concept.experiment import concept_params, fit_settings, loop_config, test_scorer
+    from ..experiments.concept_search import concept_params, fit_settings, loop_config, test_scorer
     from ..models import set_threads
     from ..study import setup
 

@@ -1,5 +1,5 @@
 """Hybrid Uncertainty Estimation (HUE): a GT-free uncertainty U of a concept's mask on one image (how well U ranks
-true Dice is measured in ``concept.summary.correlation_table`` with ``evaluation.spearman_interval``)."""
+true Dice is measured in ``experiments.concept_report.correlation_table`` with ``evaluation.spearman_interval``)."""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass

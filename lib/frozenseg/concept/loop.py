@@ -261,7 +261,7 @@ def _evaluate(backend, cfg: LoopConfig, rnd: int, last: bool, concept: Concept, 
 
 def default_scorer(test_masks):
     """Per-case Dice / IoU of test predictions against bare masks (rows carry the test index); a study scores its
-    test cases with ``concept.experiment.test_scorer`` (native resolution, volumes in 3D)."""
+    test cases with ``experiments.concept_search.test_scorer`` (native resolution, volumes in 3D)."""
     return lambda preds: [{"index": j, "dice": ev.dice(p, m), "iou": ev.iou(p, m)}
                           for j, (p, m) in enumerate(zip(preds, test_masks))]
 

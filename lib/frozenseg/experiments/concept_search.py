@@ -11,10 +11,12 @@ import pandas as pd
 
 from .. import evaluation as ev
 from .. import paths
+from ..concept.core import SAM3_TEXT_SETTINGS, Concept, FitSettings, default_settings, fit_concept, predict
+from ..concept.loop import LOWEST_U_SPLIT, LoopConfig, annotation_loop, ground_truth_annotator
 from ..data.splits import nested_order
 from ..errors import ConfigError
-from .core import SAM3_TEXT_SETTINGS, FitSettings, default_settings, fit_concept, predict
-from .loop import LOWEST_U_SPLIT, LoopConfig, annotation_loop, ground_truth_annotator
+from ..models.decoder_backend import DecoderBackend
+from .concept_report import extreme_cases
 
 NOTEBOOK = "11_concept_search"
 # Notebook 11's `concept_backend`: the model a concept is learned through.
@@ -63,8 +65,6 @@ def make_backend(study, name: str = "decoder"):
         from ..models import load_concept_model
 
         return load_concept_model("sam3", cache=study.cache)
-    from .core import DecoderBackend
-
     return DecoderBackend(study.model, study.cache)
 
 
@@ -198,9 +198,6 @@ def gallery_panels(study, df: pd.DataFrame, concepts: dict, n: int = 3, concept_
                    ) -> dict[str, list]:
     """Per domain: the most and least uncertain test images with the final HUE concept's prediction (backend: the
     results' ``concept_backend`` column unless given)."""
-    from .core import Concept, predict
-    from .summary import extreme_cases
-
     if concept_backend is None:
         used = df["concept_backend"].dropna().unique() if "concept_backend" in df else []
         concept_backend = str(used[0]) if len(used) else "decoder"

@@ -14,8 +14,8 @@ from ..data.splits import subsample_train
 from ..localizers import make_localizer
 from ..localizers.amg import zscore
 from ..localizers.features import dinov2_weights
-from ..experiments.budgets import settings
-from .router import load_routes
+from ..pipeline.router import ROUTING, fit_route, load_routes, route_scores
+from .budgets import settings
 
 FIXED = "agnostic"
 
@@ -23,8 +23,6 @@ FIXED = "agnostic"
 def router_settings(profile) -> dict:
     """Sizes of notebook 09 from the profile's pipeline dict: test units per domain (2D cases; spleen volumes, every
     slice), candidate routes, labels the router sees, and its cross-validation (folds, genome budget, finalists)."""
-    from .router import ROUTING
-
     s = settings(profile)
     return {"n_test": s.get("router_n_test", 12), "n_volumes": s.get("router_n_volumes", 1),
             "candidates": s.get("router_candidates") or list(load_routes()), "n_labels": s.get("router_n_labels", 10),
@@ -58,8 +56,6 @@ def route_domain(study, domain: str, seed: int) -> pd.DataFrame:
     """Per candidate route: its cross-validated Dice on the N labels (what the router sees, with its spread across
     folds; finalists refitted with their genome as deployed) and its test Dice when deployed from those labels
     (what it gets). The router's choice is the best finalist."""
-    from .router import fit_route, route_scores
-
     rs = router_settings(study.profile)
     routes = load_routes()
     data = study.data(domain)

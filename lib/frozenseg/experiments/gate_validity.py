@@ -5,11 +5,12 @@ skill made under keep-best (``Stage.proposals``) and decodes of the localizer's 
 candidate carries the gate value the pipeline gives it; the ground truth only scores it (Dice). From these rows:
 within-case and pooled Spearman correlations of gate vs Dice with case-bootstrap intervals (the evaluation core's
 ``cluster_bootstrap``: no interval below ``evaluation.MIN_UNITS`` units), and an audit of the keep-best loop
-(localize vs gate-kept vs oracle-kept Dice, harmful accepts). A 2D test image's masks are scored through
+(localize vs gate-kept vs best-in-hindsight Dice, harmful accepts). A 2D test image's masks are scored through
 ``evaluation.score_case`` (its native resolution; a negative by the empty rule), a spleen slice against its slice.
 
 Rows are tidy, one ``unit`` per kind: ``candidate`` (one candidate mask), ``step`` (one skill step of one case)
-and ``case`` (localize, deployed and oracle-kept Dice of one case).
+and ``case`` (localize, deployed and best-in-hindsight Dice of one case: the best in hindsight is the loop's mask of
+highest true Dice, picked with the ground truth, a reference that decides nothing).
 """
 from __future__ import annotations
 
@@ -21,6 +22,10 @@ import pandas as pd
 from .. import evaluation as ev
 from ..boxes import clip_box, loosen_box
 from ..errors import ConfigError
+from ..pipeline.frame import Candidate
+from ..pipeline.volume import LOCALIZE as VLOC
+from .domain import at_largest_budget, fit_domain, test_cases
+from .spleen import fit_volume_pipeline
 
 SCALES = (0.7, 0.85, 1.15, 1.3)          # localizer box scaled about its centre
 SHIFT = 0.15                             # localizer box moved by this fraction of its side, in four directions
@@ -81,8 +86,6 @@ def perturbed_boxes(box, shape, names=PERTURBATIONS, shift: float = SHIFT) -> li
 def perturbed_candidates(frame, box, names, decode_boxes=None) -> list[dict]:
     """Decodes of the perturbed boxes with their gate values (``decode_boxes(boxes) -> (masks, ious)``: a cached
     decoder; default the frame's own)."""
-    from .frame import Candidate
-
     pb = perturbed_boxes(box, frame.shape, names) if box is not None else []
     if not pb:
         return []
@@ -165,10 +168,10 @@ def step_rows(masks: list[np.ndarray], gates: list[float], names: list[str], fir
 
 
 def case_row(localize: float, deployed: float, loop_dice: list[float]) -> dict:
-    """Localize, gate-kept (deployed) and oracle-kept Dice of one case (the oracle picks among the loop's masks)."""
-    oracle = max([localize, deployed, *loop_dice])
+    """Localize, gate-kept (deployed) and best-in-hindsight Dice of one case (best true Dice among the loop's masks)."""
+    best = max([localize, deployed, *loop_dice])
     return {"method": "audit", "dice": deployed, "dice_localize": localize, "dice_deployed": deployed,
-            "dice_oracle_kept": oracle}
+            "dice_best_in_hindsight": best}
 
 
 def case_candidates(pipe, image, embedding, gt, perturb=PERTURBATIONS, decode_boxes=None) -> list[dict]:
@@ -191,8 +194,6 @@ def case_candidates(pipe, image, embedding, gt, perturb=PERTURBATIONS, decode_bo
 def run_validity(study, domain: str, seed: int, n_test: int | None = None, perturb=PERTURBATIONS) -> pd.DataFrame:
     """Candidate, step and case rows of one 2D domain and seed on its test split (first ``n_test`` cases)."""
     from tqdm.auto import tqdm
-
-    from ..experiments.domain import fit_domain, test_cases
 
     pipe, _ = fit_domain(study, domain, seed)
     cases = test_cases(study, domain)
@@ -243,9 +244,6 @@ def run_spleen_validity(study, seed: int, perturb=PERTURBATIONS, max_volumes: in
     Every candidate is re-scored with the final soft-tissue gate of its slice (trajectory cue included inside
     the fitted extent), so candidates of one slice are compared under one gate. The bootstrap unit is the volume.
     """
-    from .volume import LOCALIZE as VLOC
-    from ..experiments.spleen import fit_volume_pipeline
-
     vp = fit_volume_pipeline(study, seed)
     vols = study.data("spleen").volumes
     rows = []
@@ -352,18 +350,19 @@ def correlation_table(df: pd.DataFrame, n_boot: int, seed: int) -> pd.DataFrame:
 
 
 def keep_best_audit(df: pd.DataFrame) -> pd.DataFrame:
-    """Per domain: cases, gated accepts (harmful / helpful), localize vs gate-kept vs oracle-kept Dice, share captured.
+    """Per domain: cases, gated accepts (harmful / helpful), localize, gate-kept and best-in-hindsight Dice, captured.
 
-    captured = (gate-kept - localize) / (oracle-kept - localize) of the means; a harmful accept is a gate-accepted
-    step that lowered the case's true Dice, a missed one a rejected step whose best proposal would have raised it.
+    captured = (gate-kept - localize) / (best-in-hindsight - localize) of the means; a harmful accept is a
+    gate-accepted step that lowered the case's true Dice, a missed one a rejected step whose best proposal would have
+    raised it.
     """
     rows = []
     for dom in dict.fromkeys(df.domain):
         d = df[df.domain == dom]
         cs, st = rows_of(d, "case"), rows_of(d, "step")
         acc = st[st.accepted & st.gated]
-        loc, dep, orc = cs.dice_localize.mean(), cs.dice_deployed.mean(), cs.dice_oracle_kept.mean()
-        gap = orc - loc
+        loc, dep, best = cs.dice_localize.mean(), cs.dice_deployed.mean(), cs.dice_best_in_hindsight.mean()
+        gap = best - loc
         missed = st[st.fired & ~st.accepted & (st.best_proposal_dice > st.dice_before + TOL)]
         rows.append({"domain": dom, "cases": len(cs), "cases changed": int((acc.groupby(["seed", "case_id"])
                                                                              .size() > 0).sum()),
@@ -371,7 +370,7 @@ def keep_best_audit(df: pd.DataFrame) -> pd.DataFrame:
                      "helpful accepts": int((acc.dice > acc.dice_before + TOL).sum()),
                      "missed improvements": len(missed),
                      "extent trims (not gated)": int((st.accepted & ~st.gated).sum()),
-                     "localize": loc, "gate-kept": dep, "oracle-kept": orc,
+                     "localize": loc, "gate-kept": dep, "best-in-hindsight": best,
                      "captured": (dep - loc) / gap if gap > TOL else float("nan")})
     return pd.DataFrame(rows)
 
@@ -393,8 +392,6 @@ def agreement(df: pd.DataFrame, results: pd.DataFrame) -> float:
     """Largest |deployed Dice here - deployed Dice in the domain notebook's results at its largest budget (the
     pipeline refit here)| over shared cases (NaN if none)."""
     a = rows_of(df, "case").set_index(["seed", "case_id"]).dice_deployed
-    from ..experiments.domain import at_largest_budget
-
     r = at_largest_budget(results)
     r = r[r.stage == "deployed"]
     b = r.set_index(["seed", "case_id"]).dice
@@ -436,10 +433,10 @@ def scatter_figure(df: pd.DataFrame, corr: pd.DataFrame, titles: dict | None = N
 
 
 def audit_figure(audit: pd.DataFrame, titles: dict | None = None):
-    """Grouped bars per domain: localize, gate-kept (deployed) and oracle-kept mean Dice."""
+    """Grouped bars per domain: localize, gate-kept (deployed) and best-in-hindsight mean Dice."""
     import matplotlib.pyplot as plt
 
-    cols = (("localize", "#cbd5e1"), ("gate-kept", "#60a5fa"), ("oracle-kept", "#f59e0b"))
+    cols = (("localize", "#cbd5e1"), ("gate-kept", "#60a5fa"), ("best-in-hindsight", "#f59e0b"))
     fig, ax = plt.subplots(figsize=(1.9 * len(audit) + 2, 3.2))
     x = np.arange(len(audit))
     for j, (c, colour) in enumerate(cols):
