@@ -42,9 +42,9 @@ from IPython.display import display
 
 import frozenseg.viz as viz
 from frozenseg import evaluation as ev
-from frozenseg.concept import EMPTY_U, P_HI, P_LO, SAM3_TEXT_SETTINGS, FitSettings
 from frozenseg.experiments import concept_report
-from frozenseg.experiments.concept_search import (concept_params, gallery_panels, lr_check, run_concept_study,
+from frozenseg.experiments.concept_search import (EMPTY_U, P_HI, P_LO, SAM3_TEXT_SETTINGS, FitSettings,
+                                                  concept_params, gallery_panels, lr_check, run_concept_study,
                                                   study_model)
 from frozenseg.errors import DataError
 from frozenseg.results import load_results, save_results

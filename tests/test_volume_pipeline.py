@@ -6,6 +6,7 @@ import pytest
 from frozenseg.data import DomainData, Volume
 from frozenseg.data.phantoms import make_phantom_volume
 from frozenseg.errors import ConfigError, DataError
+from frozenseg.experiments import baselines as sweep
 from frozenseg.experiments import spleen as S
 from frozenseg.experiments.spleen import run_spleen
 from frozenseg.pipeline import volume as V

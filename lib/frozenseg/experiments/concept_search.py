@@ -12,6 +12,7 @@ import pandas as pd
 from .. import evaluation as ev
 from .. import paths
 from ..concept.core import SAM3_TEXT_SETTINGS, Concept, FitSettings, default_settings, fit_concept, predict
+from ..concept.hue import EMPTY_U, P_HI, P_LO  # noqa: F401  (the settings notebook 11 states)
 from ..concept.loop import LOWEST_U_SPLIT, LoopConfig, annotation_loop, ground_truth_annotator
 from ..data.splits import nested_order
 from ..errors import ConfigError
