@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.frozenseg-setup
 
 .DEFAULT_GOAL := help
-.PHONY: help setup report smoke test bench compare readme data data-status lab clean clean-cache
+.PHONY: help setup report smoke test bench gpu-check compare readme data data-status lab clean clean-cache
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -36,6 +36,9 @@ test: setup ## Run the test suite (library tests, notebooks in smoke mode, the r
 
 bench: setup ## Encoder torch vs OpenVINO vs matmul, cold vs warm build, pipeline, concept, decoder tuning -> bench/bench.json (BENCH="encode report")
 	$(PY) -m frozenseg.bench --profile $(PROFILE) $(if $(BENCH),--parts $(BENCH))
+
+gpu-check: setup ## On a GPU machine: the rehearsal on the GPU, LiteMedSAM's encoder GPU vs CPU -> bench/gpu_check.json (refuses without a GPU)
+	$(PY) -m frozenseg.bench.gpu_check
 
 compare: setup ## Compare two builds' tables cell by cell, timing columns left out (BEFORE=dir AFTER=dir: report/build/<profile>/tables)
 	$(PY) -m frozenseg.compare $(BEFORE) $(AFTER)
