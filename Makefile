@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.frozenseg-setup
 
 .DEFAULT_GOAL := help
-.PHONY: help setup report smoke test bench gpu-check compare readme data data-status lab clean clean-cache
+.PHONY: help setup report smoke test bench gpu-check compare readme data data-status plan lab clean clean-cache
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -49,8 +49,11 @@ readme: setup ## Rewrite the README's generated tables (sample-profile numbers, 
 data: setup ## Fetch and verify the real datasets and weights declared in data_manifest.yaml (needs a network)
 	$(PY) -m frozenseg.manifest fetch
 
-data-status: setup ## Show which real datasets and weights are present under FROZENSEG_DATA
-	$(PY) -m frozenseg.manifest status
+data-status: setup ## Show which real datasets and weights are present under FROZENSEG_DATA, and what each missing one skips or degrades
+	$(PY) -m frozenseg.plan status
+
+plan: setup ## Print what a run would do (data found, sizes, training runs and caps, estimated length) without running it (PROFILE=full)
+	$(PY) -m frozenseg.plan run --profile $(PROFILE) --seeds $(SEEDS)
 
 lab: setup ## Open the notebooks in JupyterLab
 	$(VENV)/bin/jupyter lab notebooks/

@@ -155,6 +155,7 @@ def run_all(profile: str, seeds: list[int], notebooks: list[str] | None = None, 
     if source:
         params["source"] = source
     order = run_order(notebooks or list(notebook_sources()))
+    announce_plan(profile, params["seeds"], data_root, order)
     cold = cache_entries()
     t0, times = time.perf_counter(), {}
     if jobs <= 1:
@@ -168,8 +169,35 @@ def run_all(profile: str, seeds: list[int], notebooks: list[str] | None = None, 
     write_json_atomic(paths.build_dir(profile) / "run_times.json", {
         "profile": profile, "seeds": params["seeds"], "jobs": jobs, "total_s": round(time.perf_counter() - t0, 1),
         "notebooks": times, "all_notebooks": sorted(order) == sorted(notebook_sources()),
-        "embedding_cache_entries_at_start": cold, "commit": git_commit()})
+        "embedding_cache_entries_at_start": cold, "commit": git_commit(), **run_units(profile, params["seeds"], data_root)})
     return report
+
+
+PLANNED_PROFILES = ("full",)     # profiles whose runs print their plan before the first notebook
+
+
+def announce_plan(profile: str, seeds: list[int], data_root: str | None, order: list[str]) -> None:
+    """Before a full run: what will run, its sizes and training caps, and its estimated length (frozenseg.plan)."""
+    if profile not in PLANNED_PROFILES:
+        return
+    from .plan.printout import plan_lines
+
+    print("\n".join(plan_lines(profile, seeds, data_root, notebooks=order)), flush=True)
+
+
+def run_units(profile: str, seeds: list[int], data_root: str | None) -> dict:
+    """The units of work of each notebook (frozenseg.plan.estimate) and the device, for run_times.json: a rehearsal's
+    seconds per unit are what a full run's estimate scales."""
+    from .errors import FrozenSegError
+    from .models import default_device
+    from .plan.estimate import run_units as units_of
+
+    try:
+        units = units_of(get_profile(profile), seeds, data_root)
+    except (FrozenSegError, OSError, ImportError) as exc:
+        print(f"[plan] units of work not recorded: {exc}", flush=True)
+        units = None
+    return {"units": units, "device": default_device()}
 
 
 def cache_entries() -> int:
@@ -197,6 +225,7 @@ def run_parallel(order: list[str], params: dict, force: bool, jobs: int) -> dict
         cmd += ["--data-root", params["data_root"]] if params.get("data_root") else []
         cmd += ["--source", params["source"]] if params.get("source") else []
         cmd += ["--force"] if force else []
+        cmd += ["--no-plan"]                      # printed once, by this process
         with open(logs / f"{name}.log", "w") as fh:
             return name, subprocess.run(cmd, env=env, stdout=fh, stderr=subprocess.STDOUT).returncode
 
@@ -242,12 +271,16 @@ def main(argv=None) -> int:
     ap.add_argument("--force", action="store_true", help="rerun notebooks even if up to date")
     ap.add_argument("--jobs", type=int, default=1, help="notebooks run at once (each after those it reads)")
     ap.add_argument("--no-report", action="store_true", help="run the notebooks only; do not build the report")
+    ap.add_argument("--no-plan", action="store_true", help="do not print a full run's plan before its first notebook")
     a = ap.parse_args(argv)
     seeds = [int(s) for chunk in a.seeds for s in str(chunk).split()]
     if a.no_report:
         params = {"profile": a.profile, "seeds": seeds, **({"data_root": a.data_root} if a.data_root else {}),
                   **({"source": a.source} if a.source else {})}
-        for name in run_order(a.notebooks or list(notebook_sources())):
+        order = run_order(a.notebooks or list(notebook_sources()))
+        if not a.no_plan:
+            announce_plan(a.profile, seeds, a.data_root, order)
+        for name in order:
             run_notebook(name, params, force=a.force)
         return 0
     path = run_all(a.profile, seeds, a.notebooks, a.force, a.data_root, a.source, a.jobs)

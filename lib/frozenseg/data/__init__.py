@@ -32,14 +32,15 @@ def budgets_for(data: DomainData, budgets) -> tuple[int, ...]:
     return fits or (len(data.train),)
 
 
-def real_available(domain: str) -> bool:
-    """True when a real dataset of ``domain`` is under the data root (spleen: MSD, or the silver CT folder)."""
+def real_available(domain: str, root=None) -> bool:
+    """True when a real dataset of ``domain`` is under the data root (``root``, default FROZENSEG_DATA; spleen: MSD,
+    or the silver CT folder)."""
     from .. import manifest
-    from .loaders import DATASET_KEYS
+    from .loaders import DATASET_KEYS, EXTRA_KEYS
 
-    present = {r["key"] for r in manifest.status() if r["present"]}
+    present = {r["key"] for r in manifest.status(root) if r["present"]}
     if domain == "spleen":
-        return bool({"msd_spleen", "spleen_ct_silver"} & present)
+        return bool({*DATASET_KEYS[domain], *EXTRA_KEYS[domain]} & present)
     return domain in DATASET_KEYS and set(DATASET_KEYS[domain]) <= present
 
 

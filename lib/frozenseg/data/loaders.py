@@ -413,6 +413,9 @@ DATASET_KEYS: dict[str, tuple[str, ...]] = {
     "isic": ("isic2018_task1",), "spleen": ("msd_spleen",), "kvasir": ("kvasir_seg",),
     "cxr": ("montgomery", "shenzhen"),
 }
+# Datasets a domain reads besides its own when they are present: ISIC's official test part, and the silver CT folder
+# that stands in for MSD Task09 (frozenseg.data.load_domain).
+EXTRA_KEYS: dict[str, tuple[str, ...]] = {"isic": ("isic2018_task1_eval",), "spleen": ("spleen_ct_silver",)}
 
 
 def load_real(domain: str, root: str | Path | None = None, **kwargs) -> list:

@@ -11,6 +11,6 @@ CLI (used by ``make data``)::
 from __future__ import annotations
 
 from .cli import main  # noqa: F401
-from .entries import (FORMATS, KINDS, LABELS, Entry, Part, bundled_path, get_entry, layout_missing,  # noqa: F401
+from .entries import (EFFECTS, FORMATS, KINDS, LABELS, Entry, Part, bundled_path, get_entry, layout_missing,  # noqa: F401
                       load_manifest, locate, missing_error, require, sha256_file, status, target_path, verify)
 from .fetching import CHUNK, TIMEOUT_S, FetchError, download, extract, fetch  # noqa: F401

@@ -16,7 +16,9 @@ from ..errors import ChecksumError, ConfigError, MissingDatasetError
 FORMATS = ("zip", "tar", "file", "hf_repo")
 KINDS = {"datasets": "dataset", "weights": "weights"}
 REQUIRED = ("url", "license", "sha256", "format", "target", "layout", "how_to_get")
-OPTIONAL = ("title", "homepage", "md5", "member", "extra", "manual", "default", "bundled", "files", "labels", "groups")
+OPTIONAL = ("title", "homepage", "md5", "member", "extra", "manual", "default", "bundled", "files", "labels", "groups",
+            "without")
+EFFECTS = ("fails", "skips", "degrades")   # what a run does without an entry (its ``without`` field)
 LABELS = ("manual", "silver")
 PART_KEYS = {"url", "sha256", "md5", "format", "member", "manual"}
 CHUNK = 1 << 20
@@ -58,6 +60,7 @@ class Entry:
     extra: tuple[Part, ...] = field(default_factory=tuple)
     labels: str = "manual"         # "silver": the masks are a model's output, said wherever they are used
     groups: dict = field(default_factory=dict)   # case or volume id -> scan/patient group (kept on one side of a split)
+    without: dict = field(default_factory=dict)  # effect, note (and notebooks, for weights) when the entry is missing
 
     def parts(self) -> list[Part]:
         """The primary download followed by the extra ones."""
@@ -119,7 +122,7 @@ def _entry(path: Path, key: str, kind: str, spec: object) -> Entry:
     if not isinstance(groups, dict):
         raise ConfigError(f"{where}: 'groups' must map case or volume ids to group names")
     return Entry(
-        labels=labels, groups={str(k): str(v) for k, v in groups.items()},
+        without=_without(where, spec.get("without")), labels=labels, groups={str(k): str(v) for k, v in groups.items()},
         key=key, kind=kind, url=spec["url"], license=spec["license"], sha256=spec["sha256"],
         format=spec["format"], target=spec["target"], layout=tuple(layout),
         how_to_get=" ".join(spec["how_to_get"].split()), title=spec.get("title") or key,
@@ -127,6 +130,22 @@ def _entry(path: Path, key: str, kind: str, spec: object) -> Entry:
         manual=bool(spec.get("manual", False)), default=bool(spec.get("default", False)),
         bundled=spec.get("bundled"), files=tuple(files), extra=parts,
     )
+
+
+def _without(where: str, spec: object) -> dict:
+    """The ``without`` field: {effect, note[, notebooks]}; {} when absent."""
+    if spec is None:
+        return {}
+    ok = (isinstance(spec, dict) and spec.get("effect") in EFFECTS and isinstance(spec.get("note"), str)
+          and set(spec) <= {"effect", "note", "notebooks"}
+          and all(isinstance(n, str) for n in spec.get("notebooks") or []))
+    if not ok:
+        raise ConfigError(f"{where}: 'without' must map effect (one of {list(EFFECTS)}), note (text) and optionally "
+                          f"notebooks (a list of notebook names), got {spec!r}")
+    out = {"effect": spec["effect"], "note": " ".join(spec["note"].split())}
+    if "notebooks" in spec:
+        out["notebooks"] = tuple(spec["notebooks"] or ())
+    return out
 
 
 def _check_part(where: str, spec: dict) -> None:

@@ -1,0 +1,137 @@
+"""Each notebook's units of work under a profile, and a run's length estimated from a rehearsal's per-unit times.
+
+The runner records each notebook's units beside its seconds in ``report/build/<profile>/run_times.json``; a later
+run divides a rehearsal's seconds by the rehearsal's units and multiplies by its own. Each notebook has one unit,
+the work its time grows with (named in :func:`work_units`); the estimate assumes it grows in proportion to it.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from .. import paths
+from ..config import Profile
+from .sizes import fits_budgets, live_domains
+
+REHEARSAL = "rehearsal"       # the rehearsal's profile name: its build's run_times.json holds the per-unit times
+PIPELINE_NOTEBOOKS = {"02_isic": "isic", "03_spleen": "spleen", "04_kvasir": "kvasir", "05_cxr": "cxr"}
+
+
+def work_units(profile: Profile, sizes: dict[str, dict], seeds, present: set[str] | None = None
+               ) -> dict[str, tuple[float, str]]:
+    """Notebook -> (units of work, what a unit is) for ``profile`` with the domain ``sizes`` of
+    :func:`frozenseg.plan.sizes.domain_sizes`."""
+    from ..experiments.baselines import baseline_params
+    from ..experiments.budgets import settings
+    from ..experiments.concept_search import concept_params
+    from ..experiments.fewshot import ARM_LABELS, fewshot_params
+    from ..experiments.pretraining import CANDIDATES
+    from ..pipeline.genome import MAX_GENOME_LABELS
+    from .sizes import weights_present
+
+    s = len(list(seeds))
+    live = live_domains(sizes)
+    test = sum(v["test"] for v in live.values())
+    pool = sum(v["train_pool"] for v in live.values())
+    pp, fp, bp, cp = settings(profile), fewshot_params(profile), baseline_params(profile), concept_params(profile)
+
+    def pipeline(d: str) -> float:
+        v = live.get(d)
+        if v is None:
+            return 0.0
+        if d == "spleen":
+            genome = pp["spleen_genome_budget"] * pp["spleen_genome_volumes"] * v.get("slices_per_volume", 0)
+            return s * sum(v["test"] + genome for _ in fits_budgets(profile.budgets, v["train_pool"]))
+        return s * sum(v["test"] + pp["genome_budget"] * min(pp["n_genome"], MAX_GENOME_LABELS, n)
+                       for n in fits_budgets(profile.budgets, v["train_pool"]))
+
+    image_epochs = s * fp["epochs"] * sum(sum(fits_budgets(fp["budgets"], v["train_pool"])) for v in live.values())
+    others = [k for k in CANDIDATES if k != profile.model and (present is None or weights_present(k, present))]
+    runs = s * len(bp["archs"]) * sum(len(fits_budgets(bp["budgets"], v["train_pool"])) for v in live.values())
+    loops = s * len(cp["starts"]) * 2 * cp["rounds"]
+    concept = loops * sum(min(cp["pool"] or v["train_pool"], v["train_pool"]) + v["test"] for v in live.values())
+    units = {
+        "00_data": (test + pool, "images (slices) read"),
+        "01_frozen_oracle": (s * test, "test units x seeds"),
+        **{nb: (pipeline(d), "pipeline runs on one image: test units and genome evaluations, at every N, x seeds")
+           for nb, d in PIPELINE_NOTEBOOKS.items()},
+        "06_trained_baselines": (runs * bp["steps"] * bp["batch_size"] * (bp["image_side"] / 256) ** 2,
+                                 "training images at the step cap, in 256 px equivalents"),
+        "07_fewshot_decoder": (len(ARM_LABELS) * image_epochs, "decoder-tuning image-epochs at the epoch cap"),
+        "08_medical_pretraining": (len(others) * image_epochs + s * test,
+                                   "decoder-tuning image-epochs of the models not reused from 07, plus test units"),
+        "09_router": (s * test, "test units x seeds"),
+        "10_gate_validity": (s * test, "test units x seeds"),
+        "11_concept_search": (concept, "image-rounds of the annotation loops"),
+        "12_gallery": (test, "test units"),
+    }
+    return {k: (float(v), what) for k, (v, what) in units.items()}
+
+
+def run_units(profile: Profile, seeds, data_root=None) -> dict[str, float]:
+    """What the runner records: each notebook's units for this profile, seeds and data root."""
+    from .sizes import domain_sizes, present_keys
+
+    sizes = domain_sizes(profile, data_root)
+    return {nb: round(u, 1) for nb, (u, _) in work_units(profile, sizes, seeds, present_keys(data_root)).items()}
+
+
+def rehearsal_timings(path: str | Path | None = None) -> tuple[dict | None, Path]:
+    """The rehearsal build's run_times.json (``path``, else report/build/rehearsal/) and where it was looked for."""
+    path = Path(path) if path else paths.build_dir(REHEARSAL) / "run_times.json"
+    if not path.is_file():
+        return None, path
+    return json.loads(path.read_text(encoding="utf-8")), path
+
+
+def estimate(units: dict[str, tuple[float, str]], timings: dict, notebooks=None) -> tuple[list[dict], float]:
+    """Per notebook: the rehearsal's seconds and units, this run's units, the estimate; and the total seconds.
+
+    A notebook's fixed cost (kernel start, imports, setup: the rehearsal's shortest notebook time, which every notebook
+    pays) is kept as it is; the rest of its rehearsal time is scaled by this run's units over the rehearsal's."""
+    times = {k: v for k, v in (timings.get("notebooks") or {}).items() if isinstance(v, (int, float))}
+    there = timings.get("units") or {}
+    fixed = min(times.values()) if times else 0.0
+    rows, total = [], 0.0
+    for nb in notebooks or list(units):
+        here, what = units.get(nb, (0.0, "no unit"))
+        t, u = times.get(nb), there.get(nb)
+        if t is None:
+            est, how = None, "no rehearsal time (it did not run, or was skipped as up to date)"
+        elif not u:
+            est, how = float(t), "not scaled (no units recorded in the rehearsal)"
+        else:
+            est, how = fixed + max(t - fixed, 0.0) * here / u, "scaled"
+        rows.append({"notebook": nb, "rehearsal_s": t, "rehearsal_units": u, "units": here, "unit": what,
+                     "estimate_s": est, "how": how})
+        total += est or 0.0
+    return rows, total
+
+
+def _hours(seconds: float) -> str:
+    return f"{seconds / 3600:.1f} h" if seconds >= 3600 else f"{seconds / 60:.0f} min"
+
+
+def estimate_lines(units: dict[str, tuple[float, str]], notebooks=None, timings_path=None) -> list[str]:
+    """The printed estimate, with how it was made; or the line that says to run the rehearsal."""
+    timings, where = rehearsal_timings(timings_path)
+    if timings is None:
+        return [f"Length: no rehearsal timings ({where} is absent): run make rehearsal (on the machine and device this "
+                "run will use), and this plan estimates the run's length from it"]
+    rows, total = estimate(units, timings, notebooks)
+    device = timings.get("device", "an unrecorded device")
+    lines = [f"Estimated length: about {_hours(total)}. This is an estimate, not a measurement: each notebook's time "
+             f"in the rehearsal ({where}, commit {timings.get('commit', '?')}, on {device}) less the fixed cost every "
+             "notebook pays, divided by that notebook's units of work in the rehearsal and multiplied by its units in "
+             "this run, plus the fixed cost. It assumes time grows in proportion to those units on the same device; "
+             "trained networks and tuned decoders are counted at their caps (the plateau stops most runs sooner, so "
+             "those lines are upper bounds), nnU-Net's own training is not included, and real weights cost what the "
+             "rehearsal's weights of the same architecture cost."]
+    lines.append(f"  {'notebook':<24} {'rehearsal':>10} {'units there':>12} {'units here':>14} {'estimate':>10}  unit")
+    for r in rows:
+        t = "-" if r["rehearsal_s"] is None else f"{r['rehearsal_s']:.0f} s"
+        ut = "-" if not r["rehearsal_units"] else f"{r['rehearsal_units']:.0f}"
+        est = "-" if r["estimate_s"] is None else _hours(r["estimate_s"])
+        note = "" if r["how"] == "scaled" else f" ({r['how']})"
+        lines.append(f"  {r['notebook']:<24} {t:>10} {ut:>12} {r['units']:>14.0f} {est:>10}  {r['unit']}{note}")
+    return lines
