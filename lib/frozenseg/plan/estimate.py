@@ -73,7 +73,7 @@ def run_units(profile: Profile, seeds, data_root=None) -> dict[str, float]:
     from .sizes import domain_sizes, present_keys
 
     sizes = domain_sizes(profile, data_root)
-    return {nb: round(u, 1) for nb, (u, _) in work_units(profile, sizes, seeds, present_keys(data_root)).items()}
+    return {nb: float(f"{u:.4g}") for nb, (u, _) in work_units(profile, sizes, seeds, present_keys(data_root)).items()}
 
 
 def rehearsal_timings(path: str | Path | None = None) -> tuple[dict | None, Path]:
@@ -109,7 +109,18 @@ def estimate(units: dict[str, tuple[float, str]], timings: dict, notebooks=None)
 
 
 def _hours(seconds: float) -> str:
-    return f"{seconds / 3600:.1f} h" if seconds >= 3600 else f"{seconds / 60:.0f} min"
+    """Seconds as h, min or s."""
+    if seconds >= 3600:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 60:.0f} min" if seconds >= 60 else f"{seconds:.0f} s"
+
+
+def _num(x: float) -> str:
+    """A unit count: whole numbers from 100 up, three significant digits below."""
+    return f"{x:.0f}" if x >= 100 else f"{x:.3g}"
+
+
+SHORT = {"scaled": "", "not scaled (no units recorded in the rehearsal)": " (unscaled)"}
 
 
 def estimate_lines(units: dict[str, tuple[float, str]], notebooks=None, timings_path=None) -> list[str]:
@@ -120,18 +131,21 @@ def estimate_lines(units: dict[str, tuple[float, str]], notebooks=None, timings_
                 "run will use), and this plan estimates the run's length from it"]
     rows, total = estimate(units, timings, notebooks)
     device = timings.get("device", "an unrecorded device")
-    lines = [f"Estimated length: about {_hours(total)}. This is an estimate, not a measurement: each notebook's time "
-             f"in the rehearsal ({where}, commit {timings.get('commit', '?')}, on {device}) less the fixed cost every "
-             "notebook pays, divided by that notebook's units of work in the rehearsal and multiplied by its units in "
-             "this run, plus the fixed cost. It assumes time grows in proportion to those units on the same device; "
+    left_out = [r["notebook"] for r in rows if r["estimate_s"] is None]
+    lines = [f"Estimated length: about {_hours(total)}"
+             + (f", leaving out {len(left_out)} notebook(s) the rehearsal has no time for ({', '.join(left_out)})"
+                if left_out else "")
+             + f". This is an estimate, not a measurement: each notebook's time in the rehearsal ({where}, commit "
+             f"{timings.get('commit', '?')}, on {device}) less the fixed cost every notebook pays (the rehearsal's "
+             "shortest notebook), divided by that notebook's units of work in the rehearsal and multiplied by its units "
+             "in this run, plus the fixed cost. It assumes time grows in proportion to those units on the same device; "
              "trained networks and tuned decoders are counted at their caps (the plateau stops most runs sooner, so "
              "those lines are upper bounds), nnU-Net's own training is not included, and real weights cost what the "
              "rehearsal's weights of the same architecture cost."]
     lines.append(f"  {'notebook':<24} {'rehearsal':>10} {'units there':>12} {'units here':>14} {'estimate':>10}  unit")
     for r in rows:
-        t = "-" if r["rehearsal_s"] is None else f"{r['rehearsal_s']:.0f} s"
-        ut = "-" if not r["rehearsal_units"] else f"{r['rehearsal_units']:.0f}"
-        est = "-" if r["estimate_s"] is None else _hours(r["estimate_s"])
-        note = "" if r["how"] == "scaled" else f" ({r['how']})"
-        lines.append(f"  {r['notebook']:<24} {t:>10} {ut:>12} {r['units']:>14.0f} {est:>10}  {r['unit']}{note}")
+        t = "-" if r["rehearsal_s"] is None else _hours(r["rehearsal_s"])
+        ut = "-" if not r["rehearsal_units"] else _num(r["rehearsal_units"])
+        est = "-" if r["estimate_s"] is None else _hours(r["estimate_s"]) + SHORT.get(r["how"], "")
+        lines.append(f"  {r['notebook']:<24} {t:>10} {ut:>12} {_num(r['units']):>14} {est:>10}  {r['unit']}")
     return lines
