@@ -1,4 +1,5 @@
 """`make gpu-check`: the refusal without a GPU, and the comparison and JSON logic with both devices on the CPU."""
+import copy
 import json
 import os
 import subprocess
@@ -47,7 +48,12 @@ def torch_encoder(monkeypatch):
     monkeypatch.setenv("FROZENSEG_ENCODER", "torch")      # no OpenVINO export in a test
 
 
-def test_check_on_cpu_writes_json(tmp_path, torch_encoder):
+@pytest.fixture(scope="module")
+def lite():
+    return gpu_check._litemedsam()
+
+
+def test_check_on_cpu_writes_json(tmp_path, torch_encoder, lite):
     calls = []
 
     def rehearse(device):
@@ -55,7 +61,8 @@ def test_check_on_cpu_writes_json(tmp_path, torch_encoder):
         return {"ran": True, "device": device, "returncode": 0, "wall_s": 1.0, "run_times": {"notebooks": {}}}
 
     out = tmp_path / "gpu_check.json"
-    res = gpu_check.run_check(out, devices={"gpu": "cpu", "cpu": "cpu"}, rehearse=rehearse, n_images=2, repeats=1)
+    res = gpu_check.run_check(out, devices={"gpu": "cpu", "cpu": "cpu"}, rehearse=rehearse, n_images=2, repeats=1,
+                              load=lambda: lite)
     assert calls == ["cpu"]
     data = json.loads(out.read_text())
     assert data == json.loads(json.dumps(res))
@@ -63,21 +70,19 @@ def test_check_on_cpu_writes_json(tmp_path, torch_encoder):
     assert data["ok"] and not data["problems"] and enc["within_tolerance"]
     assert enc["max_rel_diff"] == 0.0 and enc["mask_dice_min"] == 1.0     # one engine twice: the same numbers
     assert enc["s_per_image_gpu"] > 0 and enc["s_per_image_cpu"] > 0 and enc["images"] == 2
+    assert len(enc["per_image_rel_diff"]) == 2
     assert enc["tolerance_rel"] == gpu_check.EMBED_REL_TOL and enc["tolerance_reason"]
     assert data["rehearsal"]["device"] == "cpu"
 
 
-def test_check_fails_on_a_different_encoder_or_a_failed_rehearsal(tmp_path, torch_encoder):
-    def perturbed():
-        model = gpu_check._litemedsam()
-        with torch.no_grad():
-            for p in model.image_encoder.parameters():
-                p.mul_(1.05)
-        return model
-
-    models = iter([perturbed(), gpu_check._litemedsam()])     # the 'gpu' side first, then the 'cpu' side
+def test_check_fails_on_a_different_encoder_or_a_failed_rehearsal(tmp_path, torch_encoder, lite):
+    perturbed = copy.deepcopy(lite)
+    with torch.no_grad():
+        for p in perturbed.image_encoder.parameters():
+            p.mul_(1.05)
+    models = iter([perturbed, lite])                          # the 'gpu' side first, then the 'cpu' side
     out = tmp_path / "gpu_check.json"
-    res = gpu_check.run_check(out, devices={"gpu": "cpu", "cpu": "cpu"}, n_images=2, repeats=1,
+    res = gpu_check.run_check(out, devices={"gpu": "cpu", "cpu": "cpu"}, n_images=1, repeats=1,
                               rehearse=lambda dev: {"ran": True, "returncode": 3, "command": "frozenseg.rehearsal"},
                               load=lambda: next(models))
     assert not res["ok"] and not res["encoder"]["within_tolerance"]

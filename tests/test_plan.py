@@ -157,3 +157,16 @@ def test_other_profiles_print_no_plan_but_record_units(fake_runner, capsys):
     smoke = get_profile("smoke")
     assert units["00_data"] == 3 * (smoke.n_test + smoke.n_train) + smoke.phantom_depth * (
         smoke.spleen_test_volumes + smoke.spleen_train_volumes)
+
+
+def test_a_failed_plan_never_stops_or_loses_a_run(fake_runner, fake_root, monkeypatch, capsys):
+    def broken(*a, **k):
+        raise ValueError("unreadable header")
+
+    monkeypatch.setattr("frozenseg.plan.printout.plan_lines", broken)
+    monkeypatch.setattr("frozenseg.plan.estimate.run_units", broken)
+    runner.run_all("full", [0], ["00_data"], data_root=str(fake_root))
+    out = capsys.readouterr().out
+    assert "could not plan this run (ValueError: unreadable header)" in out and "[nb] 00_data" in out
+    times = json.loads((paths.build_dir("full") / "run_times.json").read_text())
+    assert times["units"] is None and times["notebooks"]["00_data"] >= 0

@@ -182,20 +182,22 @@ def announce_plan(profile: str, seeds: list[int], data_root: str | None, order: 
         return
     from .plan.printout import plan_lines
 
-    print("\n".join(plan_lines(profile, seeds, data_root, notebooks=order)), flush=True)
+    try:
+        print("\n".join(plan_lines(profile, seeds, data_root, notebooks=order)), flush=True)
+    except Exception as exc:  # noqa: BLE001 - the plan informs; a failure to make it must not stop the run
+        print(f"[plan] could not plan this run ({type(exc).__name__}: {exc}); running it anyway", flush=True)
 
 
 def run_units(profile: str, seeds: list[int], data_root: str | None) -> dict:
     """The units of work of each notebook (frozenseg.plan.estimate) and the device, for run_times.json: a rehearsal's
     seconds per unit are what a full run's estimate scales."""
-    from .errors import FrozenSegError
     from .models import default_device
     from .plan.estimate import run_units as units_of
 
     try:
         units = units_of(get_profile(profile), seeds, data_root)
-    except (FrozenSegError, OSError, ImportError) as exc:
-        print(f"[plan] units of work not recorded: {exc}", flush=True)
+    except Exception as exc:  # noqa: BLE001 - a finished run keeps its times even when its units cannot be counted
+        print(f"[plan] units of work not recorded ({type(exc).__name__}: {exc})", flush=True)
         units = None
     return {"units": units, "device": default_device()}
 
