@@ -170,3 +170,36 @@ def test_a_failed_plan_never_stops_or_loses_a_run(fake_runner, fake_root, monkey
     assert "could not plan this run (ValueError: unreadable header)" in out and "[nb] 00_data" in out
     times = json.loads((paths.build_dir("full") / "run_times.json").read_text())
     assert times["units"] is None and times["notebooks"]["00_data"] >= 0
+
+
+def test_a_weights_entry_is_declared_only_for_notebooks_that_reach_the_code_reading_it():
+    """Each notebook named in a weight's ``without.notebooks`` imports (through its experiments modules) a module
+    that names the entry's key: a declaration cannot drift to a notebook that never reads the weights."""
+    import re
+
+    from test_import_graph import LIB, import_graph
+
+    graph = {k.removeprefix("lib."): {v.removeprefix("lib.") for v in vs}
+             for k, vs in import_graph(LIB / "frozenseg").items()}
+
+    def reach(start: set[str]) -> set[str]:
+        seen, todo = set(), list(start)
+        while todo:
+            m = todo.pop()
+            if m not in seen and m not in ("frozenseg.study", "frozenseg.report", "frozenseg.results"):
+                seen.add(m)
+                todo += graph.get(m, ())
+        return seen
+
+    def source(module: str) -> str:
+        path = LIB / (module.replace(".", "/") + ".py")
+        return (path if path.is_file() else path.with_suffix("") / "__init__.py").read_text(encoding="utf-8")
+
+    for key, entry in load_manifest().items():
+        for nb in entry.without.get("notebooks", ()):
+            src = (paths.NOTEBOOKS / f"{nb}.py").read_text(encoding="utf-8")
+            mods = {f"frozenseg.experiments.{m}" for m in re.findall(r"from frozenseg\.experiments\.(\w+) import", src)}
+            for names in re.findall(r"from frozenseg\.experiments import ([\w, ]+)", src):
+                mods |= {f"frozenseg.experiments.{n.strip()}" for n in names.split(",")}
+            readers = [m for m in reach(mods) if re.search(rf"[\"']{key}[\"']", source(m))]
+            assert readers, f"{key}: {nb} reaches no module that names it; fix its without.notebooks"
