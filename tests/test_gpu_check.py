@@ -2,6 +2,7 @@
 import copy
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -112,3 +113,15 @@ def test_phantom_images_cover_the_domains():
     images, masks = gpu_check.phantom_images(4, side=64)
     assert len(images) == 4 and all(im.shape == (64, 64, 3) and im.dtype == np.uint8 for im in images)
     assert all(m.shape == (64, 64) for m in masks)
+
+
+def test_readme_documents_every_key_of_the_json(tmp_path, torch_encoder, lite):
+    res = gpu_check.run_check(tmp_path / "g.json", devices={"gpu": "cpu", "cpu": "cpu"}, n_images=1, repeats=1,
+                              rehearse=lambda dev: {
+                                  "ran": True, "command": "c", "device": dev, "returncode": 0, "wall_s": 1.0,
+                                  "run_times_path": None, "run_times": None}, load=lambda: lite)
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    section = readme.split("**On a GPU: `make gpu-check`.**")[1].split("\n\n**")[0]
+    documented = set(re.findall(r"`(?:encoder\.)?(\w+)`", section))
+    keys = set(res) | set(res["encoder"]) | set(res["rehearsal"])
+    assert keys <= documented, f"README's gpu-check section does not name {sorted(keys - documented)}"
