@@ -169,7 +169,8 @@ def run_all(profile: str, seeds: list[int], notebooks: list[str] | None = None, 
     write_json_atomic(paths.build_dir(profile) / "run_times.json", {
         "profile": profile, "seeds": params["seeds"], "jobs": jobs, "total_s": round(time.perf_counter() - t0, 1),
         "notebooks": times, "all_notebooks": sorted(order) == sorted(notebook_sources()),
-        "embedding_cache_entries_at_start": cold, "commit": git_commit(), **run_units(profile, params["seeds"], data_root)})
+        "embedding_cache_entries_at_start": cold, "commit": git_commit(),
+        **run_units(profile, params["seeds"], data_root)})
     return report
 
 

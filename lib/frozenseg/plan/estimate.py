@@ -137,8 +137,8 @@ def estimate_lines(units: dict[str, tuple[float, str]], notebooks=None, timings_
                 if left_out else "")
              + f". This is an estimate, not a measurement: each notebook's time in the rehearsal ({where}, commit "
              f"{timings.get('commit', '?')}, on {device}) less the fixed cost every notebook pays (the rehearsal's "
-             "shortest notebook), divided by that notebook's units of work in the rehearsal and multiplied by its units "
-             "in this run, plus the fixed cost. It assumes time grows in proportion to those units on the same device; "
+             "shortest notebook), divided by that notebook's units of work in the rehearsal and multiplied by its "
+             "units in this run, plus the fixed cost. It assumes time grows in proportion to those units on the same device; "
              "trained networks and tuned decoders are counted at their caps (the plateau stops most runs sooner, so "
              "those lines are upper bounds), nnU-Net's own training is not included, and real weights cost what the "
              "rehearsal's weights of the same architecture cost."]
