@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..config import DOMAINS, Profile
-from ..errors import DataError, MissingDatasetError
+from ..errors import ConfigError, DataError, MissingDatasetError
 
 
 def entry_sizes(root: str | Path | None = None, manifest=None) -> list[dict]:
@@ -117,9 +117,12 @@ def domain_sizes(profile: Profile, root: str | Path | None = None, domains=DOMAI
             continue
         try:
             sizes = _real_spleen(profile, root, present) if d == "spleen" else _real_2d(d, profile, root, present)
-        except (MissingDatasetError, DataError) as exc:
+        except DataError as exc:
             why = "missing" if isinstance(exc, MissingDatasetError) else "unreadable"
             out[d] = {"source": "missing", "test": 0, "train_pool": 0, "problem": f"{why}: {exc.problem} ({exc.path})"}
+            continue
+        except ConfigError as exc:          # e.g. a test size larger than the dataset: the run stops there too
+            out[d] = {"source": "missing", "test": 0, "train_pool": 0, "problem": f"cannot split: {exc}"}
             continue
         if not sizes["test"]:
             sizes["problem"] = "no test unit under this split: the run stops at this domain with an error"
