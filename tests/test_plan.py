@@ -104,6 +104,37 @@ def test_estimate_scales_each_notebook_by_its_units():
     assert total == 10.0 + 10010.0
 
 
+def test_estimate_scales_notebook_06s_training_by_the_networks_own_clock():
+    timings = {"notebooks": {"00_data": 10.0, "06_trained_baselines": 110.0}, "units": {"06_trained_baselines": 0.5},
+               "training": {"06_trained_baselines": {"seconds": 80.0, "units": 40.0}}, "test_units": 5.0}
+    units = {"00_data": (5.0, "images"), "06_trained_baselines": (400.0, "training images")}
+    rows, _ = est.estimate(units, timings, test_here=50.0)
+    six = {r["notebook"]: r for r in rows}["06_trained_baselines"]
+    # fixed 10 s; the rest beyond training (110 - 80 - 10 = 20 s) by test units (x10); training at 2 s per image
+    assert six["estimate_s"] == 10.0 + 20.0 * 10 + 80.0 / 40.0 * 400
+
+
+def test_training_record_reads_the_runs_this_build_trained(monkeypatch, tmp_path):
+    import os
+
+    monkeypatch.setenv("FROZENSEG_OUT", str(tmp_path))
+    from frozenseg.experiments.baselines import runs_root
+
+    def run(name, seconds, steps, batch, side, mtime):
+        f = runs_root("rehearsal") / "isic" / name / "run.json"
+        f.parent.mkdir(parents=True)
+        f.write_text(json.dumps({"seconds": seconds, "steps_run": steps,
+                                 "signature": {"train": {"batch_size": batch}, "image_side": side}}))
+        os.utime(f, (mtime, mtime))
+
+    run("a", 12.0, 10, 4, 128, 2000.0)
+    run("b", 30.0, 20, 2, 256, 2000.0)
+    run("old", 999.0, 99, 8, 256, 10.0)                      # finished by an earlier build: left out
+    rec = est.training_record("rehearsal", since=1000.0)["06_trained_baselines"]
+    assert rec == {"seconds": 42.0, "units": 10 * 4 * 0.25 + 20 * 2 * 1.0}
+    assert est.training_record("rehearsal", since=3000.0) == {}
+
+
 def test_plan_of_a_full_run_on_a_fake_data_root(fake_root, tmp_path):
     text = "\n".join(plan_lines("full", [0], fake_root, timings_path=tmp_path / "absent.json"))
     assert "profile full" in text and str(fake_root) in text
@@ -148,6 +179,7 @@ def test_full_run_prints_its_plan_before_the_first_notebook(fake_runner, fake_ro
     assert "Training runs and their caps" in out and "no rehearsal timings" in out
     times = json.loads((paths.build_dir("full") / "run_times.json").read_text())
     assert times["units"]["06_trained_baselines"] > 0 and times["device"] in ("cpu", "cuda")
+    assert times["test_units"] > 0 and times["training"] == {}          # no network trained in this fake run
 
 
 def test_other_profiles_print_no_plan_but_record_units(fake_runner, capsys):

@@ -156,7 +156,7 @@ def run_all(profile: str, seeds: list[int], notebooks: list[str] | None = None, 
         params["source"] = source
     order = run_order(notebooks or list(notebook_sources()))
     announce_plan(profile, params["seeds"], data_root, order)
-    cold = cache_entries()
+    cold, started = cache_entries(), time.time()
     t0, times = time.perf_counter(), {}
     if jobs <= 1:
         for name in order:
@@ -170,7 +170,7 @@ def run_all(profile: str, seeds: list[int], notebooks: list[str] | None = None, 
         "profile": profile, "seeds": params["seeds"], "jobs": jobs, "total_s": round(time.perf_counter() - t0, 1),
         "notebooks": times, "all_notebooks": sorted(order) == sorted(notebook_sources()),
         "embedding_cache_entries_at_start": cold, "commit": git_commit(),
-        **run_units(profile, params["seeds"], data_root)})
+        **run_units(profile, params["seeds"], data_root, started)})
     return report
 
 
@@ -189,18 +189,19 @@ def announce_plan(profile: str, seeds: list[int], data_root: str | None, order: 
         print(f"[plan] could not plan this run ({type(exc).__name__}: {exc}); running it anyway", flush=True)
 
 
-def run_units(profile: str, seeds: list[int], data_root: str | None) -> dict:
-    """The units of work of each notebook (frozenseg.plan.estimate) and the device, for run_times.json: a rehearsal's
-    seconds per unit are what a full run's estimate scales."""
+def run_units(profile: str, seeds: list[int], data_root: str | None, started: float = 0.0) -> dict:
+    """The units of work of each notebook, the test units and the trained networks' own clock since ``started``
+    (frozenseg.plan.estimate) and the device, for run_times.json: a rehearsal's seconds per unit are what a full run's
+    estimate scales."""
     from .models import default_device
     from .plan.estimate import run_units as units_of
 
     try:
-        units = units_of(get_profile(profile), seeds, data_root)
+        record = units_of(get_profile(profile), seeds, data_root, started)
     except Exception as exc:  # noqa: BLE001 - a finished run keeps its times even when its units cannot be counted
         print(f"[plan] units of work not recorded ({type(exc).__name__}: {exc})", flush=True)
-        units = None
-    return {"units": units, "device": default_device()}
+        record = {"units": None}
+    return {**record, "device": default_device()}
 
 
 def cache_entries() -> int:

@@ -68,12 +68,38 @@ def work_units(profile: Profile, sizes: dict[str, dict], seeds, present: set[str
     return {k: (float(v), what) for k, (v, what) in units.items()}
 
 
-def run_units(profile: Profile, seeds, data_root=None) -> dict[str, float]:
-    """What the runner records: each notebook's units for this profile, seeds and data root."""
+def test_units(sizes: dict[str, dict], seeds) -> float:
+    """Test units of the domains a run gets through, times the seeds."""
+    return float(len(list(seeds)) * sum(v["test"] for v in live_domains(sizes).values()))
+
+
+def training_record(profile: str, since: float = 0.0) -> dict:
+    """The trained networks' own clock in this run: seconds of training and the training images they saw (256 px
+    equivalents), summed over the run folders notebook 06 finished after ``since`` (a time.time() value)."""
+    from ..experiments.baselines import NOTEBOOK, RUN_FILE, runs_root
+
+    seconds = images = 0.0
+    root = runs_root(profile)
+    for f in root.rglob(RUN_FILE) if root.is_dir() else ():
+        if f.stat().st_mtime < since:
+            continue
+        rec = json.loads(f.read_text(encoding="utf-8"))
+        sig = rec.get("signature") or {}
+        seconds += float(rec.get("seconds") or 0.0)
+        images += (rec.get("steps_run") or 0) * (sig.get("train") or {}).get("batch_size", 0) * (
+            (sig.get("image_side") or 256) / 256) ** 2
+    return {NOTEBOOK: {"seconds": round(seconds, 2), "units": images}} if images else {}
+
+
+def run_units(profile: Profile, seeds, data_root=None, since: float = 0.0) -> dict:
+    """What the runner records beside its times: each notebook's units, the test units, and the trained networks'
+    own seconds and training images (notebook 06 is mostly training; its estimate scales that part by itself)."""
     from .sizes import domain_sizes, present_keys
 
     sizes = domain_sizes(profile, data_root)
-    return {nb: float(f"{u:.4g}") for nb, (u, _) in work_units(profile, sizes, seeds, present_keys(data_root)).items()}
+    units = work_units(profile, sizes, seeds, present_keys(data_root))
+    return {"units": {nb: float(f"{u:.4g}") for nb, (u, _) in units.items()}, "test_units": test_units(sizes, seeds),
+            "training": training_record(profile.name, since)}
 
 
 def rehearsal_timings(path: str | Path | None = None) -> tuple[dict | None, Path]:
@@ -84,20 +110,27 @@ def rehearsal_timings(path: str | Path | None = None) -> tuple[dict | None, Path
     return json.loads(path.read_text(encoding="utf-8")), path
 
 
-def estimate(units: dict[str, tuple[float, str]], timings: dict, notebooks=None) -> tuple[list[dict], float]:
+def estimate(units: dict[str, tuple[float, str]], timings: dict, notebooks=None, test_here: float | None = None
+             ) -> tuple[list[dict], float]:
     """Per notebook: the rehearsal's seconds and units, this run's units, the estimate; and the total seconds.
 
     A notebook's fixed cost (kernel start, imports, setup: the rehearsal's shortest notebook time, which every notebook
-    pays) is kept as it is; the rest of its rehearsal time is scaled by this run's units over the rehearsal's."""
+    pays) is kept as it is; the rest of its rehearsal time is scaled by this run's units over the rehearsal's. Where
+    the rehearsal recorded a notebook's own training clock (notebook 06), training is scaled by its seconds per
+    training image and the rest of the notebook by the test units."""
     times = {k: v for k, v in (timings.get("notebooks") or {}).items() if isinstance(v, (int, float))}
-    there = timings.get("units") or {}
+    there, trained = timings.get("units") or {}, timings.get("training") or {}
     fixed = min(times.values()) if times else 0.0
+    test_ratio = test_here / timings["test_units"] if test_here is not None and timings.get("test_units") else None
     rows, total = [], 0.0
     for nb in notebooks or list(units):
         here, what = units.get(nb, (0.0, "no unit"))
-        t, u = times.get(nb), there.get(nb)
+        t, u, tr = times.get(nb), there.get(nb), trained.get(nb)
         if t is None:
             est, how = None, "no rehearsal time (it did not run, or was skipped as up to date)"
+        elif tr and tr.get("units") and test_ratio is not None:
+            rest = max(t - tr["seconds"] - fixed, 0.0) * test_ratio
+            est, how = fixed + rest + tr["seconds"] / tr["units"] * here, "scaled"
         elif not u:
             est, how = float(t), "not scaled (no units recorded in the rehearsal)"
         else:
@@ -123,13 +156,14 @@ def _num(x: float) -> str:
 SHORT = {"scaled": "", "not scaled (no units recorded in the rehearsal)": " (unscaled)"}
 
 
-def estimate_lines(units: dict[str, tuple[float, str]], notebooks=None, timings_path=None) -> list[str]:
+def estimate_lines(units: dict[str, tuple[float, str]], notebooks=None, timings_path=None,
+                   test_here: float | None = None) -> list[str]:
     """The printed estimate, with how it was made; or the line that says to run the rehearsal."""
     timings, where = rehearsal_timings(timings_path)
     if timings is None:
         return [f"Length: no rehearsal timings ({where} is absent): run make rehearsal (on the machine and device this "
                 "run will use), and this plan estimates the run's length from it"]
-    rows, total = estimate(units, timings, notebooks)
+    rows, total = estimate(units, timings, notebooks, test_here)
     device = timings.get("device", "an unrecorded device")
     left_out = [r["notebook"] for r in rows if r["estimate_s"] is None]
     lines = [f"Estimated length: about {_hours(total)}"

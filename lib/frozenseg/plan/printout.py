@@ -16,7 +16,7 @@ def _size(nbytes: int) -> str:
 def plan_lines(profile: str, seeds, data_root: str | Path | None = None, notebooks=None,
                timings_path: str | Path | None = None) -> list[str]:
     """Every line of the plan of a run of ``profile`` with ``seeds`` at ``data_root``."""
-    from .estimate import estimate_lines, work_units
+    from .estimate import estimate_lines, test_units, work_units
     from .sizes import domain_sizes, entry_sizes, present_keys, training_runs
     from .uses import effects
 
@@ -53,4 +53,4 @@ def plan_lines(profile: str, seeds, data_root: str | Path | None = None, noteboo
     for t in training_runs(prof, sizes, seeds, present):
         lines.append(f"  {t['notebook']}: {t['runs']} {t['what']}; {t['cap']}")
     units = work_units(prof, sizes, seeds, present)
-    return lines + estimate_lines(units, notebooks, timings_path)
+    return lines + estimate_lines(units, notebooks, timings_path, test_units(sizes, seeds))
