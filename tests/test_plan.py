@@ -107,10 +107,10 @@ def test_estimate_scales_each_notebook_by_its_units():
 def test_estimate_scales_notebook_06s_training_by_the_networks_own_clock():
     timings = {"notebooks": {"00_data": 10.0, "06_trained_baselines": 110.0}, "units": {"06_trained_baselines": 0.5},
                "training": {"06_trained_baselines": {"seconds": 80.0, "units": 40.0}}, "test_units": 5.0}
-    units = {"00_data": (5.0, "images"), "06_trained_baselines": (400.0, "training images")}
+    units = {"00_data": (5.0, "images"), "06_trained_baselines": (400.0, "training steps")}
     rows, _ = est.estimate(units, timings, test_here=50.0)
     six = {r["notebook"]: r for r in rows}["06_trained_baselines"]
-    # fixed 10 s; the rest beyond training (110 - 80 - 10 = 20 s) by test units (x10); training at 2 s per image
+    # fixed 10 s; the rest beyond training (110 - 80 - 10 = 20 s) by test units (x10); training at 2 s per step
     assert six["estimate_s"] == 10.0 + 20.0 * 10 + 80.0 / 40.0 * 400
 
 
@@ -120,18 +120,17 @@ def test_training_record_reads_the_runs_this_build_trained(monkeypatch, tmp_path
     monkeypatch.setenv("FROZENSEG_OUT", str(tmp_path))
     from frozenseg.experiments.baselines import runs_root
 
-    def run(name, seconds, steps, batch, side, mtime):
+    def run(name, seconds, steps, mtime):
         f = runs_root("rehearsal") / "isic" / name / "run.json"
         f.parent.mkdir(parents=True)
-        f.write_text(json.dumps({"seconds": seconds, "steps_run": steps,
-                                 "signature": {"train": {"batch_size": batch}, "image_side": side}}))
+        f.write_text(json.dumps({"seconds": seconds, "steps_run": steps, "signature": {"profile": "rehearsal"}}))
         os.utime(f, (mtime, mtime))
 
-    run("a", 12.0, 10, 4, 128, 2000.0)
-    run("b", 30.0, 20, 2, 256, 2000.0)
-    run("old", 999.0, 99, 8, 256, 10.0)                      # finished by an earlier build: left out
+    run("a", 12.0, 10, 2000.0)
+    run("b", 30.0, 20, 2000.0)
+    run("old", 999.0, 99, 10.0)                              # finished by an earlier build: left out
     rec = est.training_record("rehearsal", since=1000.0)["06_trained_baselines"]
-    assert rec == {"seconds": 42.0, "units": 10 * 4 * 0.25 + 20 * 2 * 1.0}
+    assert rec == {"seconds": 42.0, "units": 30.0}
     assert est.training_record("rehearsal", since=3000.0) == {}
 
 

@@ -55,8 +55,9 @@ def work_units(profile: Profile, sizes: dict[str, dict], seeds, present: set[str
         "01_frozen_oracle": (s * test, "test units x seeds"),
         **{nb: (pipeline(d), "pipeline runs on one image: test units and genome evaluations, at every N, x seeds")
            for nb, d in PIPELINE_NOTEBOOKS.items()},
-        "06_trained_baselines": (runs * bp["steps"] * bp["batch_size"] * (bp["image_side"] / 256) ** 2,
-                                 "training images at the step cap, in 256 px equivalents"),
+        # steps, not pixels: a small network's step costs mostly its fixed overhead at the rehearsal's sizes and on a
+        # GPU, so scaling by image area multiplies that overhead too
+        "06_trained_baselines": (runs * bp["steps"], "training steps at the step cap"),
         "07_fewshot_decoder": (len(ARM_LABELS) * image_epochs, "decoder-tuning image-epochs at the epoch cap"),
         "08_medical_pretraining": (len(others) * image_epochs + s * test,
                                    "decoder-tuning image-epochs of the models not reused from 07, plus test units"),
@@ -74,26 +75,24 @@ def test_units(sizes: dict[str, dict], seeds) -> float:
 
 
 def training_record(profile: str, since: float = 0.0) -> dict:
-    """The trained networks' own clock in this run: seconds of training and the training images they saw (256 px
-    equivalents), summed over the run folders notebook 06 finished after ``since`` (a time.time() value)."""
+    """The trained networks' own clock in this run: seconds of training and steps run, summed over the run folders
+    notebook 06 finished after ``since`` (a time.time() value)."""
     from ..experiments.baselines import NOTEBOOK, RUN_FILE, runs_root
 
-    seconds = images = 0.0
+    seconds = steps = 0.0
     root = runs_root(profile)
     for f in root.rglob(RUN_FILE) if root.is_dir() else ():
         if f.stat().st_mtime < since:
             continue
         rec = json.loads(f.read_text(encoding="utf-8"))
-        sig = rec.get("signature") or {}
         seconds += float(rec.get("seconds") or 0.0)
-        images += (rec.get("steps_run") or 0) * (sig.get("train") or {}).get("batch_size", 0) * (
-            (sig.get("image_side") or 256) / 256) ** 2
-    return {NOTEBOOK: {"seconds": round(seconds, 2), "units": images}} if images else {}
+        steps += float(rec.get("steps_run") or 0)
+    return {NOTEBOOK: {"seconds": round(seconds, 2), "units": steps}} if steps else {}
 
 
 def run_units(profile: Profile, seeds, data_root=None, since: float = 0.0) -> dict:
     """What the runner records beside its times: each notebook's units, the test units, and the trained networks'
-    own seconds and training images (notebook 06 is mostly training; its estimate scales that part by itself)."""
+    own seconds and steps (notebook 06 is mostly training; its estimate scales that part by itself)."""
     from .sizes import domain_sizes, present_keys
 
     sizes = domain_sizes(profile, data_root)
@@ -116,8 +115,8 @@ def estimate(units: dict[str, tuple[float, str]], timings: dict, notebooks=None,
 
     A notebook's fixed cost (kernel start, imports, setup: the rehearsal's shortest notebook time, which every notebook
     pays) is kept as it is; the rest of its rehearsal time is scaled by this run's units over the rehearsal's. Where
-    the rehearsal recorded a notebook's own training clock (notebook 06), training is scaled by its seconds per
-    training image and the rest of the notebook by the test units."""
+    the rehearsal recorded a notebook's own training clock (notebook 06), training is scaled by its seconds per step
+    and the rest of the notebook by the test units."""
     times = {k: v for k, v in (timings.get("notebooks") or {}).items() if isinstance(v, (int, float))}
     there, trained = timings.get("units") or {}, timings.get("training") or {}
     fixed = min(times.values()) if times else 0.0
