@@ -23,6 +23,13 @@ def image_hash(image: np.ndarray) -> str:
     return h.hexdigest()
 
 
+def case_key(case) -> list:
+    """A labelled case's identity in a cache key: id, image size, and short content hashes of image and mask (the
+    same ids at another size, or relabelled, are another case)."""
+    return [case.case_id, list(case.image.shape[:2]), image_hash(case.image)[:16],
+            image_hash(np.asarray(case.mask))[:16]]
+
+
 class EmbeddingCache:
     """Embeddings stored as ``<root>/<model cache id>/<hh>/<hash>.npz``; shared by every notebook and profile."""
 

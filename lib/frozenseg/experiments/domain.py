@@ -13,6 +13,8 @@ from tqdm.auto import tqdm
 from .. import evaluation as ev
 from .. import paths
 from ..boxes import mask_to_box
+from ..cache import case_key
+from ..localizers import feature_key
 from ..pipeline.core import Pipeline, Route
 from ..pipeline.genome import code_hash, fit_genome
 from ..pipeline.router import get_route
@@ -25,10 +27,12 @@ DEPLOYED, NAIVE, ORACLE = "deployed", "naive", "oracle"
 
 
 def genome_depends_on(route: Route, model, support, genome_cases, budget: int) -> dict:
-    """What a 2D genome fit depends on (its cache key): route, model weights, the labelled case ids, the budget and
-    the code."""
-    return {"route": route.__dict__, "model": model.cache_id, "support": [c.case_id for c in support],
-            "genome": [c.case_id for c in genome_cases], "budget": budget, "code": code_hash(GENOME_CODE)}
+    """What a 2D genome fit depends on (its cache key): route, the feature space its localizer resolves to (not
+    'auto'), model weights and device, the labelled cases (ids, sizes, image and mask hashes), the budget and the
+    code."""
+    return {"route": route.__dict__, "features": feature_key(route.localizer), "model": model.cache_id,
+            "support": [case_key(c) for c in support], "genome": [case_key(c) for c in genome_cases],
+            "budget": budget, "code": code_hash(GENOME_CODE)}
 
 
 def fit_domain(study, domain: str, seed: int, route: Route | None = None, genome: bool = True,

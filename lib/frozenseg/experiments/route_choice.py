@@ -11,7 +11,9 @@ from pathlib import Path
 import pandas as pd
 
 from .. import paths
+from ..cache import case_key
 from ..io import write_json_atomic
+from ..localizers import feature_key
 from ..pipeline.core import Route
 from ..pipeline.genome import code_hash
 from ..pipeline.router import ROUTING, candidate_routes, route_scores
@@ -53,9 +55,11 @@ def choose_on_labels(model, cases, embeddings, candidates: list[Route], seed: in
 
 
 def choice_key(candidates: list[Route], model, cases, rs: dict, seed: int) -> str:
-    """Cache key of a choice: candidate route specs, model weights, label ids, router settings, seed and code."""
+    """Cache key of a choice: candidate route specs and the feature spaces they resolve to, model weights and
+    device, the labels (ids, sizes, content hashes), router settings, seed and code."""
     blob = json.dumps({"routes": [r.__dict__ for r in candidates], "model": model.cache_id,
-                       "labels": [c.case_id for c in cases], "settings": rs, "seed": seed,
+                       "features": [feature_key(r.localizer) for r in candidates],
+                       "labels": [case_key(c) for c in cases], "settings": rs, "seed": seed,
                        "code": [code_hash(CHOICE_CODE), hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:16]]},
                       sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
