@@ -87,3 +87,22 @@ def dinov2_weights_dir(tmp_path, monkeypatch):
     clear and clear.cache_clear()
     yield tmp_path
     clear and clear.cache_clear()
+
+
+@pytest.fixture
+def ellipse_folder(tmp_path):
+    """A user folder domain: images/ and masks/ of ten 64 x 80 PNGs, a dark ellipse on noisy grey in each."""
+    from PIL import Image
+
+    root = tmp_path / "mine"
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    yy, xx = np.mgrid[:64, :80]
+    for i in range(10):
+        rng = np.random.default_rng(i)
+        img = (rng.random((64, 80, 3)) * 40 + 140).astype(np.uint8)
+        mask = ((yy - 26 - 2 * (i % 5)) / (12 + i % 4)) ** 2 + ((xx - 30 - 3 * i) / (16 + i % 3)) ** 2 < 1
+        img[mask] = 40
+        Image.fromarray(img).save(root / "images" / f"m{i:02d}.png")
+        Image.fromarray(mask.astype(np.uint8) * 255).save(root / "masks" / f"m{i:02d}.png")
+    return root

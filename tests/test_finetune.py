@@ -303,22 +303,12 @@ def test_the_finetune_package_is_the_tuning_method_only():
 
 
 @pytest.fixture
-def folder_study(tmp_path, litemedsam, monkeypatch):
-    """A smoke study of one user folder domain 'mine' (ten 64 x 80 PNGs with a dark ellipse): no routes.yaml entry."""
-    from PIL import Image
-
-    monkeypatch.setenv("FROZENSEG_THREADS", "1")        # setup() sets torch's threads; this module runs on one
-
+def folder_study(ellipse_folder, litemedsam, monkeypatch):
+    """A smoke study of one user folder domain 'mine' (no routes.yaml entry), on one torch thread."""
     from frozenseg.study import setup
 
-    root = tmp_path / "mine"
-    (root / "images").mkdir(parents=True)
-    (root / "masks").mkdir()
-    for i in range(10):
-        c = _ellipse_case(i % 5, 64, 80)
-        Image.fromarray(np.roll(c.image, 2 * i, axis=1)).save(root / "images" / f"m{i:02d}.png")
-        Image.fromarray(np.roll(c.mask, 2 * i, axis=1).astype(np.uint8) * 255).save(root / "masks" / f"m{i:02d}.png")
-    return setup(profile="smoke", seeds=[0], domains=["mine"], folders={"mine": str(root)}, verbose=False)
+    monkeypatch.setenv("FROZENSEG_THREADS", "1")        # setup() sets torch's threads; this module runs on one
+    return setup(profile="smoke", seeds=[0], domains=["mine"], folders={"mine": str(ellipse_folder)}, verbose=False)
 
 
 def test_notebook_07_on_a_folder_domain_routes_its_localizer_arm_through_the_router(folder_study, monkeypatch):
