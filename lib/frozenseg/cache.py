@@ -1,4 +1,5 @@
-"""On-disk embedding cache keyed by model, weights, preprocessing and image content; atomic writes."""
+"""On-disk embedding cache keyed by model, weights, preprocessing, device type and dtype (``cache_id``) and image
+content; atomic writes."""
 from __future__ import annotations
 
 import hashlib
