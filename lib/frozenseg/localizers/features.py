@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import functools
-import hashlib
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,7 +12,7 @@ import torch.nn.functional as F
 
 from ..cache import image_hash
 from ..errors import ConfigError, MissingDatasetError
-from ..models.base import default_device
+from ..models.base import default_device, folder_id
 from .grid import FeatureGrid
 
 DINOV2_KEYS = ("dinov2_vits14", "dinov2_vitb14")      # manifest entries tried in order
@@ -171,17 +170,6 @@ def _dinov2(folder: str, device: str, kw: tuple) -> Dinov2Features:
     return Dinov2Features.from_pretrained(folder, device=device, **dict(kw))
 
 
-def folder_id(path: Path) -> str:
-    """Short identity of a weights folder: its files' names and sizes and its JSON configs (no full-file hash)."""
-    h = hashlib.sha256()
-    for p in sorted(Path(path).glob("*")):
-        if p.is_file():
-            h.update(p.name.encode() + str(p.stat().st_size).encode())
-            if p.suffix == ".json":
-                h.update(p.read_bytes())
-    return h.hexdigest()[:16]
-
-
 def resolved_space(spec) -> str | list:
     """What a ``features`` setting means here and now, for cache keys: 'auto' resolved ('dinov2' when its weights
     are present, else 'sam'), and 'dinov2' named with its weights folder's identity; a list maps item by item."""
@@ -193,7 +181,7 @@ def resolved_space(spec) -> str | list:
         spec = "dinov2" if dinov2_weights() is not None else "sam"
     if spec == "dinov2":
         path = dinov2_weights()
-        return f"dinov2:{path.name}-{folder_id(path)}" if path is not None else "dinov2:absent"
+        return f"dinov2:{path.name}-{folder_id(path)[:16]}" if path is not None else "dinov2:absent"
     return str(spec)
 
 

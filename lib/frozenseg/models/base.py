@@ -260,6 +260,19 @@ def compute_id(module: torch.nn.Module) -> str:
     return f"{p.device.type}-{str(p.dtype).removeprefix('torch.')}"
 
 
+def folder_id(path) -> str:
+    """Identity of a weights folder: sha256 of its files' names and sizes and its JSON configs (no full-file hash)."""
+    from pathlib import Path
+
+    h = hashlib.sha256()
+    for p in sorted(Path(path).glob("*")):
+        if p.is_file():
+            h.update(p.name.encode() + str(p.stat().st_size).encode())
+            if p.suffix == ".json":
+                h.update(p.read_bytes())
+    return h.hexdigest()
+
+
 def state_dict_hash(*modules) -> str:
     """sha256 of the parameters of randomly initialised modules (their weights id)."""
     h = hashlib.sha256()

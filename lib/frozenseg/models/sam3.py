@@ -279,13 +279,9 @@ def _state_id(model) -> str:
 
 
 def _folder_id(path: Path) -> str:
-    """Identity of a weights folder: sha256 of its config plus file sizes (no full-file hashing)."""
-    h = hashlib.sha256()
-    for p in sorted(path.glob("*")):
-        if p.is_file():
-            h.update(p.name.encode() + str(p.stat().st_size).encode())
-            if p.suffix == ".json":
-                h.update(p.read_bytes())
+    """Identity of the SAM3 weights folder (``base.folder_id``); DataError when it holds no safetensors."""
+    from .base import folder_id
+
     if not any(path.glob("*.safetensors")):
         raise DataError(path, "no *.safetensors in the SAM3 folder", "copy the facebook/sam3 files there (see data_manifest.yaml)")
-    return h.hexdigest()
+    return folder_id(path)
