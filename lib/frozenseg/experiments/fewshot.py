@@ -258,9 +258,9 @@ def domain_results(study, domain: str, seed: int, params: dict) -> pd.DataFrame:
     from ..data import budgets_for
 
     data = study.data(domain)
+    test = ev.test_units(data, params["n_test"])
     for arm, why in skipped_arms(study, domain).items():
         print(f"{domain}, seed {seed}: {why}")
-    test = ev.test_units(data, params["n_test"])
     test_embs = study.embeddings(test, desc=f"{domain} test")
     params = {**params, "domain_budgets": budgets_for(data, params["budgets"])}
     rows = [r for n in params["domain_budgets"] for r in budget_rows(study, domain, seed, n, params, test, test_embs)]
