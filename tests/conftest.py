@@ -67,3 +67,42 @@ def native_pair(tmp_path, monkeypatch):
         warnings.simplefilter("ignore")          # 'b' has an empty mask, on purpose
         cases = load_folder(root, "mine", max_side=512)
     return cases, truth
+
+
+@pytest.fixture
+def dinov2_weights_dir(tmp_path, monkeypatch):
+    """A tiny random DINOv2 saved where the manifest's dinov2_vits14 entry looks; the per-process extractor cleared."""
+    import torch
+    from transformers import Dinov2Config, Dinov2Model
+
+    from frozenseg.localizers import features
+
+    torch.manual_seed(0)
+    cfg = Dinov2Config(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
+                       patch_size=14, image_size=56)
+    Dinov2Model(cfg).save_pretrained(tmp_path / "weights" / "dinov2-small")
+    monkeypatch.setenv("FROZENSEG_DATA", str(tmp_path))
+    monkeypatch.setenv("FROZENSEG_CACHE", str(tmp_path / "cache"))
+    clear = getattr(features, "_dinov2", None)     # the per-process extractor (absent before it existed)
+    clear and clear.cache_clear()
+    yield tmp_path
+    clear and clear.cache_clear()
+
+
+@pytest.fixture
+def ellipse_folder(tmp_path):
+    """A user folder domain: images/ and masks/ of ten 64 x 80 PNGs, a dark ellipse on noisy grey in each."""
+    from PIL import Image
+
+    root = tmp_path / "mine"
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    yy, xx = np.mgrid[:64, :80]
+    for i in range(10):
+        rng = np.random.default_rng(i)
+        img = (rng.random((64, 80, 3)) * 40 + 140).astype(np.uint8)
+        mask = ((yy - 26 - 2 * (i % 5)) / (12 + i % 4)) ** 2 + ((xx - 30 - 3 * i) / (16 + i % 3)) ** 2 < 1
+        img[mask] = 40
+        Image.fromarray(img).save(root / "images" / f"m{i:02d}.png")
+        Image.fromarray(mask.astype(np.uint8) * 255).save(root / "masks" / f"m{i:02d}.png")
+    return root

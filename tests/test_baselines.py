@@ -422,6 +422,40 @@ def test_pretraining_tunes_on_the_gt_boxes_of_its_labels_as_notebook_07_does(mon
     assert len(boxes) == 3 and all(np.array_equal(b, g) for b, g in zip(boxes, gt))
 
 
+def test_notebook_08_runs_a_second_model_that_notebook_07_does_not_cover(ellipse_folder, tmp_path, monkeypatch):
+    """Notebook 08's calls with LiteMedSAM and a second model (a tiny random SAM standing in for SAM ViT-B, whose
+    registry loader builds the full-size network) and no notebook 07 rows to reuse: each model runs 07's GT-box arm
+    itself, frozen and tuned, and both get columns."""
+    from frozenseg import models
+    from frozenseg.models.base import state_dict_hash
+    from frozenseg.models.sam import SamCheckpoint
+    from frozenseg.study import setup
+    from test_models import _tiny_sam
+
+    monkeypatch.setenv("FROZENSEG_OUT", str(tmp_path / "out"))          # no notebook 07 results to reuse
+    monkeypatch.setenv("FROZENSEG_DATA", str(tmp_path / "data"))
+    monkeypatch.setenv("FROZENSEG_THREADS", "1")
+    sam = _tiny_sam()
+    tiny = SamCheckpoint(sam, weights_id=state_dict_hash(sam), key="sam_vit_b", label=models.MODELS["sam_vit_b"][0])
+    real = models.load_model
+    monkeypatch.setattr(models, "load_model", lambda key="litemedsam", *a, **k: tiny if key == "sam_vit_b"
+                        else real(key, *a, **k))
+    study = setup(profile="smoke", seeds=[0], domains=["mine"], folders={"mine": str(ellipse_folder)}, verbose=False)
+    params = {**pretraining.fewshot_params(study.profile), "budgets": (2,), "epochs": 1}
+    status = pretraining.model_status()
+    assert status.set_index("model").present.to_dict() == {"sam_vit_b": False, "medsam": False, "litemedsam": True}
+    status["present"] = status.model.isin(["litemedsam", "sam_vit_b"])
+    df = pretraining.run_pretraining(study, params, status)
+    assert set(df.model) == {"litemedsam", "sam_vit_b"} and (df.reused_from == "").all()
+    for key, g in df.groupby("model"):
+        assert set(zip(g.decoder, g.n_labels)) == {("frozen", 0), ("tuned", 2)}, key
+        assert len(g) == 2 * len(study.data("mine").test) and g.dice.notna().all() and (g.status == "ok").all()
+    table = pretraining.pretraining_table(df, status)
+    labels = [models.MODELS[k][0] for k in ("litemedsam", "sam_vit_b")]
+    assert list(table.columns) == ["domain"] + [f"{lab}: {col}" for lab in labels for col in ("frozen", "tuned N=2")]
+    pretraining.pretraining_plot(df, status)
+
+
 def test_pretraining_status_lists_absent_weights_without_inventing_columns(tmp_path, monkeypatch):
 
     monkeypatch.setenv("FROZENSEG_DATA", str(tmp_path))

@@ -116,3 +116,27 @@ def test_mask_cache_returns_identical_masks_cold_and_warm(tmp_path, litemedsam, 
     path.write_bytes(b"garbage")
     again, _ = MaskCache(tmp_path).decode_boxes(litemedsam, img, emb, boxes)
     assert np.array_equal(again, cold_masks)
+
+
+def test_key_depends_on_the_device_and_dtype_the_encoder_runs_in(tmp_path):
+    """A GPU's embeddings never mix with the CPU's: the key names the encoder's device type and dtype ('meta' stands
+    in for a GPU on a machine without one; the key reads the parameters, wherever they were moved)."""
+    import torch
+
+    from frozenseg.models.base import state_dict_hash
+    from frozenseg.models.sam import SamCheckpoint
+    from test_models import _tiny_sam
+
+    def model():
+        sam = _tiny_sam()
+        return SamCheckpoint(sam, weights_id=state_dict_hash(sam), key="sam_tiny")
+
+    cache, img = EmbeddingCache(tmp_path), _img(1)
+    cpu = model()
+    assert cache.path(cpu, img) == cache.path(model(), img), "same weights, device and dtype: one entry"
+    assert cpu.cache_id.endswith("-cpu-float32")
+    moved = model().to("meta")
+    assert moved.cache_id.endswith("-meta-float32") and cache.path(moved, img) != cache.path(cpu, img)
+    half = model()
+    half.image_encoder.to(torch.bfloat16)
+    assert half.cache_id.endswith("-cpu-bfloat16") and cache.path(half, img) != cache.path(cpu, img)

@@ -115,6 +115,23 @@ def test_environment_line_names_the_engine(monkeypatch):
     assert "encoder openvino" in environment_line("smoke", "phantom", "litemedsam", [0])
 
 
+def test_environment_line_tells_the_device_that_runs(monkeypatch):
+    """FROZENSEG_DEVICE=cpu with a GPU visible: the models run on the CPU, and the line says so."""
+    import torch
+
+    from frozenseg.repro import environment_line
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda i=0: "Test GPU")
+    monkeypatch.setenv(engine.ENV, "auto")
+    monkeypatch.setenv("FROZENSEG_DEVICE", "cpu")
+    line = environment_line("smoke", "phantom", "litemedsam", [0])
+    assert f"device cpu x{torch.get_num_threads()} |" in line and "cuda" not in line and "Test GPU" not in line
+    monkeypatch.delenv("FROZENSEG_DEVICE")
+    line = environment_line("smoke", "phantom", "litemedsam", [0])
+    assert "device cuda:Test GPU |" in line and "encoder eager torch" in line
+
+
 def test_tiny_sam_through_openvino_matches_pytorch(ellipse_image):
     """The same engine code on a segment-anything model (a tiny random ViT config)."""
     from frozenseg.models.base import state_dict_hash

@@ -300,3 +300,55 @@ def test_the_finetune_package_is_the_tuning_method_only():
     assert sorted(p.name for p in (LIB / "frozenseg" / "finetune").glob("*.py")) == ["__init__.py", "tuner.py"]
     for name in ("run_fewshot", "summarize_fewshot", "fewshot_params", "tune_arm"):
         assert hasattr(fewshot, name) and not hasattr(finetune, name), name
+
+
+@pytest.fixture
+def folder_study(ellipse_folder, litemedsam, monkeypatch):
+    """A smoke study of one user folder domain 'mine' (no routes.yaml entry), on one torch thread."""
+    from frozenseg.study import setup
+
+    monkeypatch.setenv("FROZENSEG_THREADS", "1")        # setup() sets torch's threads; this module runs on one
+    return setup(profile="smoke", seeds=[0], domains=["mine"], folders={"mine": str(ellipse_folder)}, verbose=False)
+
+
+def test_notebook_07_on_a_folder_domain_routes_its_localizer_arm_through_the_router(folder_study, monkeypatch):
+    """A folder domain has no route of its own: the localizer arm's route is chosen among the profile's router
+    candidates by the router's cross-validation on the same labels, and every arm runs."""
+    from frozenseg.experiments import route_choice
+    from frozenseg.pipeline.router import get_route
+
+    with pytest.raises(ConfigError):
+        get_route("mine")
+    seen = []
+    real = route_choice.route_scores
+    monkeypatch.setattr(route_choice, "route_scores", lambda model, cases, *a, **k: seen.append(len(cases))
+                        or real(model, cases, *a, **k))
+    params = {**fewshot.fewshot_params(folder_study.profile), "budgets": (4,), "epochs": 1}
+    df = fewshot.domain_results(folder_study, "mine", 0, params)
+    assert set(df.arm) == {"gt_box", "localizer", "mean_box"} and df.dice.notna().all()
+    assert seen == [4], "the router cross-validated the profile's router candidates on the four labels"
+    names = set(df[df.arm == "localizer"].localizer)
+    chosen = route_choice.route_choice(folder_study, "mine", 0, 4)      # the cached choice
+    assert chosen["cached"] and chosen["name"] in folder_study.profile.pipeline["router_candidates"]
+    assert names == {f"{fewshot.route_localizer(chosen['route'])}, chosen for mine by the router "
+                     f"({route_choice.CV})"}
+
+
+def test_notebook_07_skips_the_localizer_arm_of_a_folder_of_volumes_and_says_why(capsys):
+    """The volume localizer is spleen's: a user's folder of 3D volumes gets no localizer arm (a printed note), never
+    spleen's prior."""
+    from frozenseg.config import get_profile
+    from frozenseg.data import DomainData
+    from frozenseg.data.phantoms import make_phantom_volume
+    from frozenseg.errors import DataError
+    from frozenseg.study import Study
+
+    study = Study(profile=get_profile("smoke"), seeds=[0], domains=["ct"], source="phantom", model_key="litemedsam",
+                  folders={"ct": "."})
+    vols = [make_phantom_volume(i, 48, 8, 0) for i in range(3)]
+    study._data["ct"] = DomainData.from_volumes("ct", "folder", vols[:2], vols[2:], {})
+    assert "spleen only" in fewshot.skipped_arms(study, "ct")["localizer"]
+    with pytest.raises(DataError, match="skipped"):
+        fewshot.arm_boxes(study, "ct", 0, 2, "localizer", [])
+    study._data["spleen"] = DomainData.from_volumes("spleen", "phantom", vols[:2], vols[2:], {})
+    assert fewshot.skipped_arms(study, "spleen") == {}

@@ -456,3 +456,41 @@ def test_drawer_backend_choice_is_checked_before_any_work(monkeypatch):
         with_localizer(route, backend="replay")
     with pytest.raises(ConfigError, match="heuristic"):
         with_localizer(route, backend="gpt")
+
+
+# ---------------------------------------------------------------- DINOv2: one extractor per process, on the device
+
+def test_dinov2_is_loaded_once_per_process_for_every_fit_and_leave_one_out_pipeline(dinov2_weights_dir, isic,
+                                                                                   litemedsam, monkeypatch):
+    from dataclasses import replace
+
+    from transformers import Dinov2Model
+
+    from frozenseg.pipeline import Pipeline, get_route
+    from frozenseg.pipeline.genome import loo_pipelines
+
+    loads, real = [], Dinov2Model.from_pretrained.__func__
+    monkeypatch.setattr(Dinov2Model, "from_pretrained",
+                        classmethod(lambda cls, *a, **k: loads.append(a) or real(cls, *a, **k)))
+    monkeypatch.setenv("FROZENSEG_DEVICE", "cpu")
+    cases, embs = isic
+    a = make_localizer("cpg", model=litemedsam, features="dinov2").fit(cases[:2], embs[:2])
+    b = make_localizer("cpg", model=litemedsam, features="auto").fit(cases[1:3], embs[1:3])
+    route = replace(get_route("kvasir"), localizer={"name": "cpg", "features": "dinov2"})
+    pipe = Pipeline(route, litemedsam).fit(cases[:3], embs[:3])
+    pipes = loo_pipelines(pipe, cases[:3], cases[:3], embs[:3])
+    assert len({id(p) for p in pipes}) == 3, "three leave-one-out pipelines were fitted"
+    assert len(loads) == 1, f"DINOv2 read from disk {len(loads)} times for six fits; once per process"
+    assert {id(x) for x in [a.space, b.space, pipe.localizer.space] + [p.localizer.space for p in pipes]} == \
+        {id(a.space)} and a.space.name == "dinov2"
+
+
+def test_dinov2_is_built_on_the_study_device(dinov2_weights_dir, monkeypatch):
+    """FROZENSEG_DEVICE (models.default_device) places the feature extractor; 'meta' stands in for a GPU here."""
+    from frozenseg.localizers.features import make_feature_space
+
+    monkeypatch.setenv("FROZENSEG_DEVICE", "meta")
+    space = make_feature_space("dinov2")
+    assert {p.device.type for p in space.net.parameters()} == {"meta"}
+    monkeypatch.setenv("FROZENSEG_DEVICE", "cpu")
+    assert {p.device.type for p in make_feature_space("auto").net.parameters()} == {"cpu"}

@@ -363,3 +363,41 @@ def test_method_modules_import_at_module_level_and_sit_in_no_import_circle():
     for m in method:
         back = {t for t in reach(m) if m in reach(t)}
         assert not back, f"{m} is in an import circle with {sorted(back)}"
+
+
+def test_genome_and_route_choice_keys_hold_the_resolved_features_and_the_images(tmp_path, monkeypatch):
+    """A cached genome (or route choice) is reused only for the same feature space and the same images: features
+    'auto' resolving to DINOv2 (its weights added) or to SAM, and the same case ids at another size, are misses."""
+    from dataclasses import replace
+
+    import torch
+    from transformers import Dinov2Config, Dinov2Model
+
+    from frozenseg.config import get_profile
+    from frozenseg.experiments.domain import genome_depends_on
+    from frozenseg.experiments.route_choice import choice_key, choice_settings
+    from frozenseg.pipeline.genome import cache_key
+
+    class Model:
+        cache_id = "stand-in"
+
+    monkeypatch.setenv("FROZENSEG_DATA", str(tmp_path))
+    route, rs = get_route("kvasir"), choice_settings(get_profile("smoke"))
+    small = [make_phantom_case("kvasir", i, 64, 0) for i in range(4)]
+    large = [make_phantom_case("kvasir", i, 96, 0) for i in range(4)]
+    assert [c.case_id for c in small] == [c.case_id for c in large]
+
+    def keys(cases, r=route):
+        return cache_key(genome_depends_on(r, Model(), cases[:2], cases[2:], 2)), choice_key([r], Model(), cases, rs, 0)
+
+    on_sam = keys(small)
+    assert on_sam == keys(small), "the same inputs: the same keys"
+    assert len({on_sam[0], keys(large)[0]}) == 2 and len({on_sam[1], keys(large)[1]}) == 2, "another size: a miss"
+    torch.manual_seed(0)
+    Dinov2Model(Dinov2Config(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
+                             patch_size=14)).save_pretrained(tmp_path / "weights" / "dinov2-small")
+    on_dino = keys(small)
+    assert on_dino[0] != on_sam[0] and on_dino[1] != on_sam[1], "features 'auto' now resolves to DINOv2: a miss"
+    assert keys(small, replace(route, localizer={**route.localizer, "features": "dinov2"})) != on_sam
+    sam = replace(route, localizer={**route.localizer, "features": "sam"})
+    assert keys(small, sam)[0] != on_dino[0], "an explicit 'sam' route is its own fit"

@@ -174,3 +174,14 @@ def test_backend_names_and_presets_are_checked():
     assert dec["epochs"] == s3["epochs"] == smoke.concept["epochs"]
     mine = get_profile("smoke", concept={**smoke.concept, "lr": 0.02})
     assert concept_params(mine, "sam3")["lr"] == 0.02, "a profile's explicit lr wins over the backend's preset"
+
+
+def test_sam3_is_loaded_on_the_study_device(sam3_data, monkeypatch):
+    """FROZENSEG_DEVICE (models.default_device) places SAM3 however it is loaded; 'meta' stands in for a GPU here."""
+    from frozenseg.models import load_concept_model
+    from frozenseg.models.sam3 import Sam3Concept
+
+    monkeypatch.setenv("FROZENSEG_DEVICE", "meta")
+    for be in (Sam3Concept.from_pretrained(), load_concept_model("sam3")):
+        assert {p.device.type for p in be.model.parameters()} == {"meta"} and be.device.type == "meta"
+        assert be.cache_id.endswith("-meta-float32"), "its cached features are keyed by the device too"

@@ -387,3 +387,21 @@ def test_one_powell_fit_serves_the_2d_and_the_volume_genome(tiny, litemedsam, mo
     rec = V.fit_volume_genome(None, [a], slices(a) + slices(b), [], [], lambda cases: [None] * len(cases),
                               spec={"box_margin": (0.0, 0.3)}, skills=("within_volume_prior",), budget=2)
     assert specs[1:] == [{"box_margin"}] and rec["fit_dice"] == 1.0
+
+
+def test_volume_genome_key_holds_the_volumes_sizes_and_content(monkeypatch):
+    """The same volume and slice ids at another size are another genome fit (a cache miss)."""
+    from frozenseg.pipeline import genome
+
+    keys = []
+    monkeypatch.setattr(genome, "fit_powell", lambda objective, spec, start, budget, cache=None, **k:
+                        keys.append(genome.cache_key(cache)) or {"params": {}})
+
+    class Model:
+        cache_id = "stand-in"
+
+    for size in (48, 64, 48):
+        vols = [make_phantom_volume(i, size, 12, 0) for i in range(2)]
+        V.fit_volume_genome(Model(), vols[:1], slices(vols[0]) + slices(vols[1]), slices(vols[1])[:1], [None],
+                            lambda cases: [None] * len(cases), budget=2, cache=True)
+    assert keys[0] == keys[2] != keys[1]

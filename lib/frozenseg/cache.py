@@ -1,4 +1,5 @@
-"""On-disk embedding cache keyed by model, weights, preprocessing and image content; atomic writes."""
+"""On-disk embedding cache keyed by model, weights, preprocessing, device type and dtype (``cache_id``) and image
+content; atomic writes."""
 from __future__ import annotations
 
 import hashlib
@@ -21,6 +22,13 @@ def image_hash(image: np.ndarray) -> str:
     h = hashlib.sha256(f"{image.shape}|{image.dtype}|".encode())
     h.update(np.ascontiguousarray(image).tobytes())
     return h.hexdigest()
+
+
+def case_key(case) -> list:
+    """A labelled case's identity in a cache key: id, image size, and short content hashes of image and mask (the
+    same ids at another size, or relabelled, are another case)."""
+    return [case.case_id, list(case.image.shape[:2]), image_hash(case.image)[:16],
+            image_hash(np.asarray(case.mask))[:16]]
 
 
 class EmbeddingCache:

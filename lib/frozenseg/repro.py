@@ -71,9 +71,22 @@ def environment_line(profile: str, source: str, model: str, seeds) -> str:
     from .models import default_device
     from .models.engine import openvino_version, planned_engine
 
-    dev = "cuda:" + torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"cpu x{torch.get_num_threads()}"
-    engine = planned_engine(default_device())
+    device = default_device()
+    engine = planned_engine(device)
     engine = f"openvino {openvino_version().split('-')[0]} f32" if engine == "openvino" else "eager torch"
     return (f"frozenseg {__version__} | commit {git_commit()} | python {platform.python_version()} | "
-            f"torch {torch.__version__} | numpy {np.__version__} | device {dev} | encoder {engine} | data {source} | "
-            f"model {model} | profile {profile} | seeds {list(seeds)}")
+            f"torch {torch.__version__} | numpy {np.__version__} | device {device_label(device)} | encoder {engine} | "
+            f"data {source} | model {model} | profile {profile} | seeds {list(seeds)}")
+
+
+def device_label(device) -> str:
+    """What the environment line says about the device the models run on (``models.default_device``, so
+    ``FROZENSEG_DEVICE=cpu`` reads cpu with a GPU visible): 'cuda:<GPU name>' or 'cpu x<threads>'."""
+    import torch
+
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            return f"{dev} (no GPU visible)"
+        return "cuda:" + torch.cuda.get_device_name(dev.index or 0)
+    return f"cpu x{torch.get_num_threads()}" if dev.type == "cpu" else str(dev)

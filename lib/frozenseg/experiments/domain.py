@@ -13,9 +13,11 @@ from tqdm.auto import tqdm
 from .. import evaluation as ev
 from .. import paths
 from ..boxes import mask_to_box
+from ..cache import case_key
+from ..localizers import feature_key
 from ..pipeline.core import Pipeline, Route
 from ..pipeline.genome import code_hash, fit_genome
-from ..pipeline.router import get_route
+from ..pipeline.router import get_route, load_routes
 from .budgets import DEFAULTS, GENOME_CODE, budgets, label_sets, settings  # noqa: F401  (used by notebooks)
 from .route_choice import given_route, route_choice
 
@@ -25,29 +27,37 @@ DEPLOYED, NAIVE, ORACLE = "deployed", "naive", "oracle"
 
 
 def genome_depends_on(route: Route, model, support, genome_cases, budget: int) -> dict:
-    """What a 2D genome fit depends on (its cache key): route, model weights, the labelled case ids, the budget and
-    the code."""
-    return {"route": route.__dict__, "model": model.cache_id, "support": [c.case_id for c in support],
-            "genome": [c.case_id for c in genome_cases], "budget": budget, "code": code_hash(GENOME_CODE)}
+    """What a 2D genome fit depends on (its cache key): route, the feature space its localizer resolves to (not
+    'auto'), model weights and device, the labelled cases (ids, sizes, image and mask hashes), the budget and the
+    code."""
+    return {"route": route.__dict__, "features": feature_key(route.localizer), "model": model.cache_id,
+            "support": [case_key(c) for c in support], "genome": [case_key(c) for c in genome_cases],
+            "budget": budget, "code": code_hash(GENOME_CODE)}
 
 
 def fit_domain(study, domain: str, seed: int, route: Route | None = None, genome: bool = True,
                use_cache: bool = True, n_labels: int | None = None) -> tuple[Pipeline, dict]:
     """A fitted pipeline for one domain, seed and label budget N (default the largest budget), and its record:
     the genome (fit leave-one-out on the budget's genome cases, cached on disk by what it depends on;
-    ``use_cache=False`` refits it) and ``labels``, the ids of every labelled case the pipeline used."""
+    ``use_cache=False`` refits it) and ``labels``, the ids of every labelled case the pipeline used. ``route`` None:
+    the domain's routes.yaml entry; a domain without one (a user's folder) is routed by cross-validation on the
+    same labels (``route_choice``; the record's ``route_how`` says how)."""
     s = settings(study.profile)
     data = study.data(domain)
-    route = route or get_route(domain)
     n_labels = int(n_labels or max(budgets(study.profile, data)))
+    routed, seen = {}, set()            # seen: the labels a route choice saw (counted as used)
+    if route is None and domain not in load_routes():
+        choice = route_choice(study, domain, seed, n_labels, use_cache=use_cache)
+        route, routed, seen = choice["route"], {"route_how": choice["how"]}, set(choice["labels"])
+    route = route or get_route(domain)
     support, gcases = label_sets(data.train, n_labels, seed, s)
     support_embs = study.embeddings(support, desc=f"{domain} support")
     pipe = Pipeline(route, study.model).fit(support, support_embs)
-    used = {"n_labels": n_labels}
+    used = {"n_labels": n_labels, **routed}
     if not (genome and route.genome) or len(support) < 2:     # a leave-one-out genome fit needs two labels
-        ids = sorted(c.case_id for c in support)
+        ids = sorted({c.case_id for c in support} | seen)
         return pipe, {"params": {}, "evals": 0, "cached": False, **used, "labels": ids, "labels_used": len(ids)}
-    ids = sorted({c.case_id for c in support + gcases})
+    ids = sorted({c.case_id for c in support + gcases} | seen)
     used.update(labels=ids, labels_used=len(ids))
     rec = fit_genome(pipe, gcases, study.embeddings(gcases, desc=f"{domain} genome"), budget=s["genome_budget"],
                      seed=seed, support=support, support_embeddings=support_embs, use_cache=use_cache,

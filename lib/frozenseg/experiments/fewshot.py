@@ -97,7 +97,9 @@ def localizer_boxes_2d(study, domain: str, seed: int, n: int, labelled) -> ArmBo
 
     pipes = loo_pipelines(pipe, labelled, pipe.support, pipe.support_embeddings, strict=False)
     train = [box(p, c, e) for p, c, e in zip(pipes, labelled, embs)]
-    return ArmBoxes(train, lambda case, emb: box(pipe, case, emb), rec["labels_used"], route_localizer(pipe.route))
+    how = f", chosen for {domain} by the router ({rec['route_how']})" if rec.get("route_how") else ""
+    return ArmBoxes(train, lambda case, emb: box(pipe, case, emb), rec["labels_used"],
+                    route_localizer(pipe.route) + how)
 
 
 def route_localizer(route) -> str:
@@ -146,9 +148,20 @@ def arm_boxes(study, domain: str, seed: int, n: int, arm: str, labelled) -> ArmB
         return ArmBoxes([f(c) for c in labelled], lambda case, emb: f(case), len(labelled), "mean train GT box")
     if arm == "localizer":
         if study.data(domain).volumes:
+            if domain != "spleen":
+                raise DataError(None, f"{domain}: {skipped_arms(study, domain)['localizer']}", "use a 2D folder")
             return localizer_boxes_volume(study, seed, n, labelled)
         return localizer_boxes_2d(study, domain, seed, n, labelled)
     raise DataError(None, f"unknown few-shot arm {arm!r}", f"choose from {list(ARM_LABELS)}")
+
+
+def skipped_arms(study, domain: str) -> dict[str, str]:
+    """{arm: why} for the arms a domain cannot run: the localizer arm of a 3D domain other than spleen (a user's
+    folder of volumes), whose volume pipeline (prior, genome) is spleen's alone."""
+    if domain != "spleen" and study.data(domain).volumes:
+        return {"localizer": "the localizer arm is skipped: the volume localizer (frozenseg.pipeline.volume) is "
+                             "fitted for spleen only, so a folder of 3D volumes has no GT-free localizer to tune on"}
+    return {}
 
 
 def tune_arm(model, labelled, embeddings, boxes, params: dict, seed: int) -> TunedDecoder:
@@ -220,8 +233,8 @@ def budget_rows(study, domain: str, seed: int, n: int, params: dict, test, test_
     ``labels_used``: the tuned decoder sees the N labelled masks; a frozen arm only what its box needs."""
     labelled = labelled_set(study.data(domain).train, n, seed)
     embs = study.embeddings(labelled, desc=f"{domain} train N={n}")
-    rows = []
-    for arm in ARM_LABELS:
+    rows, skip = [], skipped_arms(study, domain)
+    for arm in (a for a in ARM_LABELS if a not in skip):
         boxes = arm_boxes(study, domain, seed, n, arm, labelled)
         run = tune_arm(study.model, labelled, embs, boxes.train, params, seed)
         variants = [("tuned", n, run, len(labelled))]
@@ -246,6 +259,8 @@ def domain_results(study, domain: str, seed: int, params: dict) -> pd.DataFrame:
 
     data = study.data(domain)
     test = ev.test_units(data, params["n_test"])
+    for arm, why in skipped_arms(study, domain).items():
+        print(f"{domain}, seed {seed}: {why}")
     test_embs = study.embeddings(test, desc=f"{domain} test")
     params = {**params, "domain_budgets": budgets_for(data, params["budgets"])}
     rows = [r for n in params["domain_budgets"] for r in budget_rows(study, domain, seed, n, params, test, test_embs)]

@@ -11,10 +11,12 @@ from pathlib import Path
 import pandas as pd
 
 from .. import paths
+from ..cache import case_key
 from ..io import write_json_atomic
+from ..localizers import feature_key
 from ..pipeline.core import Route
 from ..pipeline.genome import code_hash
-from ..pipeline.router import ROUTING, candidate_routes, route_scores
+from ..pipeline.router import ROUTING, candidate_routes, get_route, load_routes, route_scores
 from .budgets import GENOME_CODE, label_sets, settings
 
 CHOICE_CODE = GENOME_CODE + ("router.py",)   # of frozenseg.pipeline; this module is hashed beside them
@@ -29,6 +31,14 @@ def choice_settings(profile) -> dict:
     return {"folds": int(s.get("router_folds", ROUTING["folds"])),
             "genome_budget": int(s.get("router_genome_budget", ROUTING["genome_budget"])),
             "finalists": int(s.get("router_finalists", ROUTING["finalists"]))}
+
+
+def domain_candidates(domain: str, profile) -> list[Route]:
+    """The routes a domain's deployed one is chosen from: its routes.yaml candidates, or, for a domain with no entry
+    there (a user's folder), the profile's router candidates (``router_candidates``; default every route)."""
+    if domain in load_routes():
+        return candidate_routes(domain)
+    return [get_route(n) for n in settings(profile).get("router_candidates") or list(load_routes())]
 
 
 def labelled_cases(train, n_labels: int, seed: int, s: dict) -> list:
@@ -53,9 +63,11 @@ def choose_on_labels(model, cases, embeddings, candidates: list[Route], seed: in
 
 
 def choice_key(candidates: list[Route], model, cases, rs: dict, seed: int) -> str:
-    """Cache key of a choice: candidate route specs, model weights, label ids, router settings, seed and code."""
+    """Cache key of a choice: candidate route specs and the feature spaces they resolve to, model weights and
+    device, the labels (ids, sizes, content hashes), router settings, seed and code."""
     blob = json.dumps({"routes": [r.__dict__ for r in candidates], "model": model.cache_id,
-                       "labels": [c.case_id for c in cases], "settings": rs, "seed": seed,
+                       "features": [feature_key(r.localizer) for r in candidates],
+                       "labels": [case_key(c) for c in cases], "settings": rs, "seed": seed,
                        "code": [code_hash(CHOICE_CODE), hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:16]]},
                       sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
@@ -64,8 +76,9 @@ def choice_key(candidates: list[Route], model, cases, rs: dict, seed: int) -> st
 def route_choice(study, domain: str, seed: int, n_labels: int, candidates: list[Route] | None = None,
                  use_cache: bool = True) -> dict:
     """The deployed route of one domain, seed and budget N: {'route' (Route), 'name', 'how', 'scores' (the router's
-    table, empty without a cross-validation), 'labels' (ids it saw), 'settings', 'seconds', 'cached'}."""
-    candidates = list(candidates or candidate_routes(domain))
+    table, empty without a cross-validation), 'labels' (ids it saw), 'settings', 'seconds', 'cached'}. Candidates
+    default to :func:`domain_candidates` (a folder domain is routed among the profile's router candidates)."""
+    candidates = list(candidates or domain_candidates(domain, study.profile))
     data, rs = study.data(domain), choice_settings(study.profile)
     cases = labelled_cases(data.train, n_labels, seed, settings(study.profile))
     by_name = {r.domain: r for r in candidates}

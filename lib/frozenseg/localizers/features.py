@@ -1,6 +1,7 @@
 """Frozen feature spaces for the localizers: the SAM image embedding, or DINOv2 patch tokens via transformers."""
 from __future__ import annotations
 
+import functools
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,6 +12,7 @@ import torch.nn.functional as F
 
 from ..cache import image_hash
 from ..errors import ConfigError, MissingDatasetError
+from ..models.base import default_device, folder_id
 from .grid import FeatureGrid
 
 DINOV2_KEYS = ("dinov2_vits14", "dinov2_vitb14")      # manifest entries tried in order
@@ -74,11 +76,12 @@ class Dinov2Features:
         self.center, self.memo, self._memo = bool(center), int(memo), OrderedDict()
 
     @classmethod
-    def from_pretrained(cls, path: str | Path, **kw) -> "Dinov2Features":
-        """Load frozen weights from a transformers-format folder."""
+    def from_pretrained(cls, path: str | Path, device: str | None = None, **kw) -> "Dinov2Features":
+        """Load frozen weights from a transformers-format folder onto ``device`` (None: ``models.default_device``);
+        :func:`load_dinov2` keeps one per process."""
         from transformers import Dinov2Model
 
-        return cls(Dinov2Model.from_pretrained(str(path)), **kw)
+        return cls(Dinov2Model.from_pretrained(str(path)).to(device or default_device()), **kw)
 
     @torch.no_grad()
     def tokens(self, image: np.ndarray) -> np.ndarray:
@@ -154,6 +157,34 @@ def dinov2_weights() -> Path | None:
     return None
 
 
+def load_dinov2(path: str | Path, device: str | None = None, **kw) -> Dinov2Features:
+    """The DINOv2 feature space of one weights folder on ``device`` (None: ``models.default_device``, i.e. the
+    study's, ``FROZENSEG_DEVICE``): loaded once per process and shared by every fit, the genome's leave-one-out
+    pipelines included, with its memo of patch tokens."""
+    return _dinov2(str(Path(path).resolve()), str(device or default_device()), tuple(sorted(kw.items())))
+
+
+@functools.lru_cache(maxsize=4)
+def _dinov2(folder: str, device: str, kw: tuple) -> Dinov2Features:
+    """One DINOv2 extractor per (folder, device, settings)."""
+    return Dinov2Features.from_pretrained(folder, device=device, **dict(kw))
+
+
+def resolved_space(spec) -> str | list:
+    """What a ``features`` setting means here and now, for cache keys: 'auto' resolved ('dinov2' when its weights
+    are present, else 'sam'), and 'dinov2' named with its weights folder's identity; a list maps item by item."""
+    if isinstance(spec, (list, tuple)):
+        return [resolved_space(s) for s in spec]
+    if hasattr(spec, "name") and not isinstance(spec, str):
+        return str(spec.name)
+    if spec == "auto":
+        spec = "dinov2" if dinov2_weights() is not None else "sam"
+    if spec == "dinov2":
+        path = dinov2_weights()
+        return f"dinov2:{path.name}-{folder_id(path)[:16]}" if path is not None else "dinov2:absent"
+    return str(spec)
+
+
 def make_feature_space(spec, model=None, **kw):
     """'sam', 'dinov2', 'colour', 'auto' (DINOv2 when its weights are present, else SAM) or a feature-space object."""
     if callable(spec) and hasattr(spec, "name"):
@@ -172,5 +203,5 @@ def make_feature_space(spec, model=None, **kw):
             from ..manifest import locate
 
             locate(DINOV2_KEYS[0])    # raises the error that says where to put the weights
-        return Dinov2Features.from_pretrained(path, **{k: v for k, v in kw.items() if k != "pool"})
+        return load_dinov2(path, **{k: v for k, v in kw.items() if k != "pool"})
     raise ConfigError(f"unknown feature space {spec!r}; choose 'sam', 'dinov2', 'colour' or 'auto'")

@@ -120,8 +120,9 @@ class PromptableModel:
     # ---- identity -------------------------------------------------------------------------
     @property
     def cache_id(self) -> str:
-        """What an embedding depends on besides the image: model, weights and preprocessing."""
-        return f"{self.key}-{self.weights_id[:16]}-{self.preprocess_id}"
+        """What an embedding depends on besides the image: model, weights, preprocessing, and the device type and
+        dtype the encoder computes in (a GPU's embeddings never mix with the CPU's in one cache)."""
+        return f"{self.key}-{self.weights_id[:16]}-{self.preprocess_id}-{compute_id(self.image_encoder)}"
 
     def parameters(self):
         """All parameters of the three parts."""
@@ -249,6 +250,27 @@ def resize_longest(image: np.ndarray, side: int) -> tuple[torch.Tensor, tuple[in
     if (nh, nw) != (h, w):
         x = F.interpolate(x, size=(nh, nw), mode="bilinear", align_corners=False, antialias=True)
     return x, (nh, nw)
+
+
+def compute_id(module: torch.nn.Module) -> str:
+    """Device type and dtype of a module's parameters, e.g. 'cpu-float32' (part of the cache keys)."""
+    p = next(module.parameters(), None)
+    if p is None:
+        return "cpu-float32"
+    return f"{p.device.type}-{str(p.dtype).removeprefix('torch.')}"
+
+
+def folder_id(path) -> str:
+    """Identity of a weights folder: sha256 of its files' names and sizes and its JSON configs (no full-file hash)."""
+    from pathlib import Path
+
+    h = hashlib.sha256()
+    for p in sorted(Path(path).glob("*")):
+        if p.is_file():
+            h.update(p.name.encode() + str(p.stat().st_size).encode())
+            if p.suffix == ".json":
+                h.update(p.read_bytes())
+    return h.hexdigest()
 
 
 def state_dict_hash(*modules) -> str:

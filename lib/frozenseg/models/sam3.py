@@ -71,21 +71,24 @@ class Sam3Concept:
 
     @property
     def cache_id(self) -> str:
-        """What the cached features depend on besides the image: model, weights and preprocessing."""
-        return f"{self.key}-{self.weights_id[:16]}-{self.preprocess_id}"
+        """What the cached features depend on besides the image: model, weights, preprocessing, and the device type
+        and dtype the vision encoder computes in."""
+        from .base import compute_id
+
+        return f"{self.key}-{self.weights_id[:16]}-{self.preprocess_id}-{compute_id(self.model.vision_encoder)}"
 
     @classmethod
     def from_pretrained(cls, path: str | Path | None = None, cache=None, device: str | None = None) -> "Sam3Concept":
-        """Load SAM3 from ``path`` or the manifest's ``sam3`` folder (MissingDatasetError says how to get it)."""
+        """Load SAM3 from ``path`` or the manifest's ``sam3`` folder onto ``device`` (None: ``default_device``, the
+        study's); MissingDatasetError says how to get the weights."""
         from transformers import Sam3Model
 
         from ..manifest import locate, require
+        from .base import default_device
 
         path = require(MANIFEST_KEY, path) if path is not None else locate(MANIFEST_KEY)
         weights_id = _folder_id(path)
-        model = Sam3Model.from_pretrained(str(path))
-        if device is not None:
-            model = model.to(device)
+        model = Sam3Model.from_pretrained(str(path)).to(device or default_device())
         pre = path / "preprocessor_config.json"
         cfg = json.loads(pre.read_text()) if pre.is_file() else {}
         size = (cfg.get("size") or {}).get("height", model.config.vision_config.image_size)
@@ -276,13 +279,9 @@ def _state_id(model) -> str:
 
 
 def _folder_id(path: Path) -> str:
-    """Identity of a weights folder: sha256 of its config plus file sizes (no full-file hashing)."""
-    h = hashlib.sha256()
-    for p in sorted(path.glob("*")):
-        if p.is_file():
-            h.update(p.name.encode() + str(p.stat().st_size).encode())
-            if p.suffix == ".json":
-                h.update(p.read_bytes())
+    """Identity of the SAM3 weights folder (``base.folder_id``); DataError when it holds no safetensors."""
+    from .base import folder_id
+
     if not any(path.glob("*.safetensors")):
         raise DataError(path, "no *.safetensors in the SAM3 folder", "copy the facebook/sam3 files there (see data_manifest.yaml)")
-    return h.hexdigest()
+    return folder_id(path)

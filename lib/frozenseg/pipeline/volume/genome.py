@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 
 from ... import evaluation as ev
+from ...cache import case_key, image_hash
 from ...data.types import Volume
 from ...errors import ConfigError, DataError
 from .. import genome
@@ -77,9 +78,9 @@ def fit_volume_genome(model, volumes, train_slices, support, support_embeddings,
     that saw it. With ``labelled`` ({volume id: slice indices}) each volume is scored in 3D on its labelled slices
     plus its organ-free ``background`` slices ({volume id: slice indices}; :data:`GENOME_OBJECTIVE`); None scores
     whole volumes. ``embed(cases)`` gives slice embeddings. With ``cache`` the record is read from (``use_cache``)
-    and written to the genome cache under a key of the model, the labelled, background and support slices, the
-    volumes, every setting and the code. Returns the genome record (params, start/fit Dice, history, labels and
-    background slices scored, ``extra``)."""
+    and written to the genome cache under a key of the model, the labelled, background and support slices and the
+    volumes (ids, sizes, content hashes), every setting and the code. Returns the genome record (params, start/fit
+    Dice, history, labels and background slices scored, ``extra``)."""
     spec = dict(spec or VOLUME_GENOME)
     base = {**DEFAULT_PARAMS, **(params or {})}
     unknown = set(spec) - set(DEFAULT_PARAMS)
@@ -130,9 +131,10 @@ def fit_volume_genome(model, volumes, train_slices, support, support_embeddings,
               "bounds": {k: list(spec[k]) for k in spec}, "budget": int(budget), **(extra or {})}
     key = None
     if cache:
-        key = {"model": model.cache_id, "labels": sorted(c.case_id for c in train_slices),
+        key = {"model": model.cache_id, "labels": sorted(case_key(c) for c in train_slices),
                "labelled": labelled, "background": background, "objective": record["objective"],
-               "genome": record["volumes"], "support": [c.case_id for c in support], "budget": budget,
+               "genome": [[v.volume_id, list(v.image.shape), image_hash(v.image)[:16], image_hash(v.mask)[:16]]
+                          for v in volumes], "support": [case_key(c) for c in support], "budget": budget,
                "params": base, "gate": gate, "skills": list(skills), "spec": spec,
                "code": code_hash(VOLUME_GENOME_CODE)}
     return genome.fit_powell(objective, spec, base, budget, cache=key, name=volumes[0].domain, use_cache=use_cache,
