@@ -6,7 +6,8 @@ from frozenseg.compare import compare_folders, is_timing, main
 
 def _build(folder, dice=(0.81, 0.62), seconds=(1.0, 2.0), extra=None):
     folder.mkdir()
-    t = pd.DataFrame({"domain": ["isic", "cxr"], "Dice": list(dice), "seconds": list(seconds)})
+    t = pd.DataFrame({"domain": ["isic", "cxr"], "Dice": list(dice), "seconds": list(seconds),
+                      "note": [None, "kept"], "sd": [float("nan"), 0.1]})
     t.to_csv(folder / "02_isic__budgets.csv", index=False)
     pd.DataFrame({"what": ["a"], "train_s": [3.0]}).to_csv(folder / "06__runs.csv", index=False)
     if extra:

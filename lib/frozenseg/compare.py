@@ -15,6 +15,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from .errors import DataError
@@ -50,12 +51,18 @@ def compare_table(before: pd.DataFrame, after: pd.DataFrame, name: str = "table"
         return TableDiff(name, "columns", f"before only {gone}, after only {new}")
     if a.shape != b.shape:
         return TableDiff(name, "shape", f"{a.shape} -> {b.shape}")
-    sa, sb = a.astype(str).to_numpy(), b.astype(str).to_numpy()
+    sa, sb = _cells(a), _cells(b)
     rows, cols = (sa != sb).nonzero()
     if not len(rows):
         return None
     cells = [(int(r), a.columns[c], sa[r, c], sb[r, c]) for r, c in zip(rows[:5], cols[:5])]
     return TableDiff(name, "cells", f"{len(rows)} cell(s) differ, e.g. {cells[0]}", cells)
+
+
+def _cells(table: pd.DataFrame) -> np.ndarray:
+    """Every cell as text, a missing value as one marker (NaN never equals NaN, and text dtypes keep it missing)."""
+    return np.array([["<missing>" if pd.isna(v) else str(v) for v in row] for row in table.itertuples(index=False)],
+                    dtype=object).reshape(table.shape)
 
 
 def compare_folders(before: Path, after: Path) -> tuple[list[TableDiff], int]:
