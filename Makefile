@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.frozenseg-setup
 
 .DEFAULT_GOAL := help
-.PHONY: help setup report smoke test bench compare readme data data-status lab clean clean-cache
+.PHONY: help setup report smoke test rehearsal bench compare readme data data-status lab clean clean-cache
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -33,6 +33,9 @@ smoke: setup ## Build the report in the seconds-to-minutes smoke profile
 
 test: setup ## Run the test suite (library tests, notebooks in smoke mode, the report in headless Chromium)
 	$(PY) -m pytest -q
+
+rehearsal: setup ## Rehearse the full profile on a fake data root with random weights -> rehearsal/rehearsal.json (DEVICE=cpu|cuda)
+	$(PY) -m frozenseg.rehearsal $(if $(DEVICE),--device $(DEVICE))
 
 bench: setup ## Encoder torch vs OpenVINO vs matmul, cold vs warm build, pipeline, concept, decoder tuning -> bench/bench.json (BENCH="encode report")
 	$(PY) -m frozenseg.bench --profile $(PROFILE) $(if $(BENCH),--parts $(BENCH))

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from ..cache import image_hash
+from ..devices import record
 from ..errors import ConfigError, MissingDatasetError
 from .grid import FeatureGrid
 
@@ -69,6 +70,7 @@ class Dinov2Features:
 
     def __init__(self, model, side: int = 224, center: bool = True, memo: int = 512):
         self.net = model.eval()
+        record("dinov2", self.net)
         self.patch = int(model.config.patch_size)
         self.side = int(side) // self.patch * self.patch
         self.center, self.memo, self._memo = bool(center), int(memo), OrderedDict()
