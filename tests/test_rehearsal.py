@@ -99,6 +99,22 @@ def test_cuda_refused_without_gpu(tmp_path):
     assert r.returncode == 2 and "no GPU" in r.stderr
 
 
+def test_rehearsal_profile_takes_the_full_profiles_paths():
+    """Same source, model, splits, networks, nnU-Net switch and routes as `full`; SAM3 and the drawer's replay on."""
+    from frozenseg.baselines.nets import STUDY_ARCHS
+    from frozenseg.config import get_profile
+    from frozenseg.experiments.concept_search import profile_backend
+
+    full, reh = get_profile("full"), get_profile("rehearsal")
+    assert (reh.source, reh.model, reh.splits) == (full.source, full.model, full.splits)
+    assert tuple(reh.baselines["archs"]) == STUDY_ARCHS and reh.baselines["nnunet"] is full.baselines["nnunet"]
+    assert "router_candidates" not in reh.pipeline and "router_candidates" not in full.pipeline
+    assert reh.extra == {"concept_backend": "sam3", "drawer_backend": "replay"}
+    assert [profile_backend(p) for p in ("rehearsal", "full", "cpu", "smoke")] == ["sam3"] + ["decoder"] * 3
+    assert profile_backend("rehearsal", "decoder") == "decoder"
+
+
+@pytest.mark.slow
 def test_rehearsal_end_to_end(tmp_path):
     """make rehearsal on the CPU: every notebook in the rehearsal profile on the fake root, the report, and every
     check (notebooks, sections, notebook-08 models, SAM3, DINOv2, networks, replay, devices) holds."""
