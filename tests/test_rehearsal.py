@@ -23,10 +23,12 @@ def test_device_log_records_where_parameters_end(tmp_path, monkeypatch):
     net = torch.nn.Linear(2, 2)
     devices.record("toy", net)
     rec = json.loads((tmp_path / f"{os.getpid()}.json").read_text())
-    assert {"name": "toy", "type": "Linear", "n_params": 6, "devices": ["cpu"]} in rec["models"]
-    net.to(torch.float64)
+    assert {"name": "toy", "type": "Linear", "n_params": 6, "devices": ["cpu"], "alive": True} in rec["models"]
+    devices.record("freed", torch.nn.Linear(3, 1))     # a model built per fit and freed right after stays logged
     devices.dump()
-    assert any(m["name"] == "toy" for m in json.loads((tmp_path / f"{os.getpid()}.json").read_text())["models"])
+    rows = {m["name"]: m for m in json.loads((tmp_path / f"{os.getpid()}.json").read_text())["models"]}
+    assert rows["toy"]["alive"] and rows["freed"] == {"name": "freed", "type": "Linear", "n_params": 4,
+                                                      "devices": ["cpu"], "alive": False}
 
 
 def test_device_log_off_without_variable(tmp_path, monkeypatch):

@@ -15,7 +15,7 @@ import weakref
 from pathlib import Path
 
 ENV = "FROZENSEG_DEVICE_LOG"
-_LOADED: list[tuple[str, weakref.ref]] = []
+_LOADED: list[list] = []                 # [name, weak reference, the row last seen while it was alive]
 _HOOKED = False
 
 
@@ -25,9 +25,10 @@ def record(name: str, module) -> None:
     if not os.environ.get(ENV) or module is None:
         return
     try:
-        _LOADED.append((str(name), weakref.ref(module)))
+        ref = weakref.ref(module)
     except TypeError:                    # an object without weak references: keep it alive instead
-        _LOADED.append((str(name), (lambda m: (lambda: m))(module)))
+        ref = (lambda m: (lambda: m))(module)
+    _LOADED.append([str(name), ref, None])
     if not _HOOKED:
         atexit.register(dump)
         _HOOKED = True
@@ -43,14 +44,19 @@ def devices_of(module) -> list[str]:
 
 
 def snapshot() -> list[dict]:
-    """One row per recorded model still alive: name, parameter count, devices."""
+    """One row per recorded model: name, parameter count, devices (now, or when last seen if it was freed since)."""
     rows = []
-    for name, ref in _LOADED:
+    for item in _LOADED:
+        name, ref, last = item
         m = ref()
-        if m is None:
-            continue
-        rows.append({"name": name, "type": type(m).__name__, "n_params": sum(p.numel() for p in m.parameters()),
-                     "devices": devices_of(m)})
+        if m is not None:
+            item[2] = last = {"name": name, "type": type(m).__name__,
+                              "n_params": sum(p.numel() for p in m.parameters()), "devices": devices_of(m),
+                              "alive": True}
+        elif last is not None:
+            last = {**last, "alive": False}
+        if last is not None:
+            rows.append(last)
     return rows
 
 
