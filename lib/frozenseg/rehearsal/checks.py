@@ -44,6 +44,16 @@ def _on(devices: list[str], wanted: str) -> bool:
     return bool(devices) and all(d == wanted or d.split(":")[0] == wanted for d in devices)
 
 
+def loads_per_notebook(logs: list[dict]) -> dict[str, dict[str, int]]:
+    """How many times each model was loaded in each notebook's process (a model built per fit shows up here)."""
+    from collections import Counter
+
+    out: dict[str, Counter] = {}
+    for log in logs:
+        out.setdefault(log.get("notebook") or "?", Counter()).update(m["name"] for m in log["models"])
+    return {nb: dict(sorted(c.items())) for nb, c in sorted(out.items())}
+
+
 def check_devices(logs: list[dict], wanted: str) -> list[Check]:
     """Each loaded model's parameters on ``wanted``; SAM3, DINOv2, the networks and every notebook-08 model loaded."""
     rows = [(log.get("notebook") or "?", m) for log in logs for m in log["models"]]
@@ -61,15 +71,18 @@ def check_devices(logs: list[dict], wanted: str) -> list[Check]:
     return out
 
 
-def check_run(run_times: dict, notebooks: list[str], build: Path) -> list[Check]:
-    """Every notebook ran (not skipped) and left its executed copy and artifacts record."""
+def check_run(run_times: dict, notebooks: list[str], build: Path, failure: str = "") -> list[Check]:
+    """Every notebook ran (not skipped) and left its executed copy and artifacts record; ``failure``: the end of
+    the runner's output when it stopped at a failing notebook."""
     times = run_times.get("notebooks", {})
     not_run = [n for n in notebooks if not isinstance(times.get(n), (int, float))]
     no_files = [n for n in notebooks if not (build / "notebooks" / f"{n}.ipynb").is_file()
                 or not (build / "artifacts" / f"{n}.json").is_file()]
-    return [Check("every notebook ran", not not_run and not no_files,
-                  f"{len(notebooks)} notebooks in {run_times.get('total_s')} s" if not not_run and not no_files
-                  else f"not run: {not_run}; no executed notebook or artifacts: {no_files}")]
+    ok = not not_run and not no_files and not failure
+    detail = (f"{len(notebooks)} notebooks in {run_times.get('total_s')} s" if ok else
+              f"no executed notebook or artifacts: {no_files}; not timed: {not_run}"
+              + (f"; the runner stopped: ...{failure[-1500:]}" if failure else ""))
+    return [Check("every notebook ran", ok, detail)]
 
 
 def check_report(index: Path) -> list[Check]:

@@ -53,11 +53,21 @@ def load_every_weight(env: dict, present: list[str]) -> float:
     return round(time.perf_counter() - t0, 1)
 
 
-def run_notebooks(env: dict, notebooks: list[str] | None) -> None:
-    """Every notebook (or ``notebooks``) through the runner in the rehearsal profile, then the report."""
+def run_notebooks(env: dict, notebooks: list[str] | None, log: Path) -> str:
+    """Every notebook (or ``notebooks``) through the runner in the rehearsal profile, then the report; the runner's
+    output goes to the terminal and to ``log``. Returns '' on success, else the end of that output."""
     cmd = [sys.executable, "-m", "frozenseg.runner", "--profile", checks.PROFILE, "--seeds", "0", "--force"]
     cmd += ["--notebooks", *notebooks] if notebooks else []
-    subprocess.run(cmd, env=env, check=True, cwd=str(paths.REPO))
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "w") as fh:
+        proc = subprocess.Popen(cmd, env=env, cwd=str(paths.REPO), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                text=True)
+        for line in proc.stdout:
+            sys.stdout.write(line)
+            fh.write(line)
+    if proc.wait() == 0:
+        return ""
+    return log.read_text(errors="replace")[-4000:]
 
 
 def rehearse(out: str | Path = DEFAULT_OUT, device: str | None = None, large_sam: bool = True,
@@ -86,16 +96,19 @@ def rehearse(out: str | Path = DEFAULT_OUT, device: str | None = None, large_sam
         present = root.present
     summary = {"device": device, "profile": checks.PROFILE, "root": root_info}
     summary["load_check_s"] = load_every_weight(env, present)
-    run_notebooks(env, notebooks)
+    failure = run_notebooks(env, notebooks, out / "runner.log")
     os.environ["FROZENSEG_OUT"] = str(out)                          # the checks read this run's outputs
     build_dir = paths.build_dir(checks.PROFILE)
-    run_times = json.loads((build_dir / "run_times.json").read_text())
+    times_file = build_dir / "run_times.json"
+    run_times = json.loads(times_file.read_text()) if times_file.is_file() and not failure else {"notebooks": {}}
     names = notebooks or list(notebook_sources())
-    found = checks.check_run(run_times, names, build_dir)
+    found = checks.check_run(run_times, names, build_dir, failure)
     if not notebooks:
         found += checks.check_report(build_dir / "index.html") + checks.check_results(nnunet_available())
         found += checks.check_replay(build_dir)
-    found += checks.check_devices(checks.device_logs(out / "devices"), device)
+    logs = checks.device_logs(out / "devices")
+    found += checks.check_devices(logs, device)
+    summary["loaded"] = checks.loads_per_notebook(logs)
     summary.update(run_times=run_times, run_times_path=str(build_dir / "run_times.json"),
                    checks=[c.__dict__ for c in found], passed=all(c.ok for c in found),
                    total_s=round(time.perf_counter() - t0, 1))
