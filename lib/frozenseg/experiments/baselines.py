@@ -262,7 +262,7 @@ def run_one(study, key: RunKey, params: dict, root: Path | None = None, progress
     seed_everything(key.seed)
     net, init = build_net(key.arch, params["pretrained"], key.seed)
     net = net.to(default_device())                     # a GPU when present (the full profile)
-    record(f"network {arch}", net)
+    record(f"network {key.arch}", net)
     x, y = prepare(train, params["image_side"])
     run = train_net(net, x, y, seed=key.seed, flip=key.domain in FLIP_DOMAINS, progress=progress,
                     **{k: params[k] for k in TRAIN_KEYS})

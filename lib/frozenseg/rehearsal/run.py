@@ -31,13 +31,14 @@ def environment(out: Path, device: str) -> dict:
 
 
 LOAD_CHECK = """
-import os, sys
-from frozenseg.models import load_model
-from frozenseg.manifest import locate
-from frozenseg.models import MODELS
+import gc, sys
+from frozenseg.models import _load, load_model
 for key in sys.argv[1:]:
     m = load_model(key)
     print(key, 'loaded on', m.device, flush=True)
+    del m
+    _load.cache_clear()            # one model in memory at a time (ViT-H alone is 2.5 GB)
+    gc.collect()
 """
 
 
@@ -109,6 +110,10 @@ def rehearse(out: str | Path = DEFAULT_OUT, device: str | None = None, large_sam
     logs = checks.device_logs(out / "devices")
     found += checks.check_devices(logs, device)
     summary["loaded"] = checks.loads_per_notebook(logs)
+    import resource
+
+    kids, me = resource.getrusage(resource.RUSAGE_CHILDREN), resource.getrusage(resource.RUSAGE_SELF)
+    summary["cpu_s"] = round(kids.ru_utime + kids.ru_stime + me.ru_utime + me.ru_stime, 1)   # every process's CPU time
     summary.update(run_times=run_times, run_times_path=str(build_dir / "run_times.json"),
                    checks=[c.__dict__ for c in found], passed=all(c.ok for c in found),
                    total_s=round(time.perf_counter() - t0, 1))
