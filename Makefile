@@ -55,8 +55,8 @@ data-status: setup ## Show which real datasets and weights are present under FRO
 lab: setup ## Open the notebooks in JupyterLab
 	$(VENV)/bin/jupyter lab notebooks/
 
-clean: ## Remove built reports and results (keeps the embedding cache)
-	rm -rf report/build results bench
+clean: ## Remove built reports, results and the rehearsal's folder (keeps the embedding cache)
+	rm -rf report/build results bench rehearsal
 
 clean-cache: ## Remove the caches (embeddings, decoded images, exported encoders, genomes, phantoms): the next build redoes them
 	rm -rf .cache/frozenseg

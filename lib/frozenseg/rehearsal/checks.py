@@ -118,6 +118,9 @@ def check_results(nnunet_installed: bool) -> list[Check]:
     want = set(NETWORKS) | ({"nnunet"} if nnunet_installed else set())
     note = "" if nnunet_installed else "; nnU-Net not installed here (its extra), so notebook 06 printed that it skipped it"
     out.append(Check("trained networks' rows", want <= archs, f"archs {sorted(archs)}{note}"))
+    inits = set() if nb06 is None else set(nb06[nb06.arch.isin(NETWORKS)].init)
+    out.append(Check("networks from the ImageNet encoder files", inits == {"pretrained"},
+                     f"init of the study's networks: {sorted(inits)} (the fake smp-hub files were loaded)"))
     return out
 
 
