@@ -66,6 +66,7 @@ def run_notebooks(env: dict, notebooks: list[str] | None, log: Path) -> str:
         for line in proc.stdout:
             sys.stdout.write(line)
             fh.write(line)
+            fh.flush()
     if proc.wait() == 0:
         return ""
     return log.read_text(errors="replace")[-4000:]
