@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.frozenseg-setup
 
 .DEFAULT_GOAL := help
-.PHONY: help setup report smoke test bench gpu-check compare readme data data-status plan lab clean clean-cache
+.PHONY: help setup report smoke test rehearsal bench gpu-check compare readme data data-status plan lab clean clean-cache
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -33,6 +33,9 @@ smoke: setup ## Build the report in the seconds-to-minutes smoke profile
 
 test: setup ## Run the test suite (library tests, notebooks in smoke mode, the report in headless Chromium)
 	$(PY) -m pytest -q
+
+rehearsal: setup ## Rehearse the full profile on a fake data root with random weights -> rehearsal/rehearsal.json (DEVICE=cpu|cuda)
+	$(PY) -m frozenseg.rehearsal $(if $(DEVICE),--device $(DEVICE))
 
 bench: setup ## Encoder torch vs OpenVINO vs matmul, cold vs warm build, pipeline, concept, decoder tuning -> bench/bench.json (BENCH="encode report")
 	$(PY) -m frozenseg.bench --profile $(PROFILE) $(if $(BENCH),--parts $(BENCH))
@@ -58,8 +61,8 @@ plan: setup ## Print what a run would do (data found, sizes, training runs and c
 lab: setup ## Open the notebooks in JupyterLab
 	$(VENV)/bin/jupyter lab notebooks/
 
-clean: ## Remove built reports and results (keeps the embedding cache)
-	rm -rf report/build results bench
+clean: ## Remove built reports, results and the rehearsal's folder (keeps the embedding cache)
+	rm -rf report/build results bench rehearsal
 
 clean-cache: ## Remove the caches (embeddings, decoded images, exported encoders, genomes, phantoms): the next build redoes them
 	rm -rf .cache/frozenseg

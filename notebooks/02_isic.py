@@ -34,7 +34,7 @@ source = None        # None: the profile's data source (phantom for smoke/cpu, r
 model = None         # None: the profile's model (litemedsam for smoke/cpu)
 data_root = None     # None: $FROZENSEG_DATA, else <repo>/data
 folders = {}         # extra domains, e.g. {"mydomain": "/path/with/images_and_masks"}
-drawer_backend = None  # the drawer route's backend. None: its own (heuristic); "llm": FROZENSEG_LLM_URL, _KEY, _MODEL,
+drawer_backend = None  # the drawer route's backend. None: the profile's, else its own (heuristic); "llm": FROZENSEG_LLM_URL, _KEY, _MODEL,
                        # replies recorded; "replay": rerun from recorded traces only (FROZENSEG_LLM_MODEL names them)
 deploy_drawer = False  # True: deploy the drawer route (with drawer_backend) without the choice on the labels (override)
 
@@ -48,7 +48,7 @@ from frozenseg.study import setup
 DOMAIN = "isic"
 study = setup(profile=profile, seeds=seeds, domains=domains, source=source, model=model,
               data_root=data_root, folders=folders)
-candidates, override = drawer_candidates(DOMAIN, drawer_backend, deploy_drawer)   # override None: chosen on the labels
+candidates, override = drawer_candidates(DOMAIN, drawer_backend, deploy_drawer, study.profile)   # override None: chosen on the labels
 art = study.artifacts("02_isic")
 
 # %% [markdown]

@@ -34,8 +34,9 @@ source = None        # None: the profile's data source (phantom for smoke/cpu, r
 model = None         # None: the profile's model (litemedsam for smoke/cpu)
 data_root = None     # None: $FROZENSEG_DATA, else <repo>/data
 folders = {}         # extra domains, e.g. {"mydomain": "/path/with/images_and_masks"}
-concept_backend = "decoder"  # "decoder": the model's frozen LiteMedSAM decoder; "sam3": SAM3's text pathway
-                             # (weights: manifest entry sam3 under $FROZENSEG_DATA; fits with SAM3_TEXT_SETTINGS)
+concept_backend = None  # "decoder": the model's frozen LiteMedSAM decoder; "sam3": SAM3's text pathway (weights:
+                        # manifest entry sam3 under $FROZENSEG_DATA; fits with SAM3_TEXT_SETTINGS); None: the profile's
+                        # (decoder, except the rehearsal profile, which runs SAM3)
 
 # %%
 from IPython.display import display
@@ -44,12 +45,13 @@ import frozenseg.viz as viz
 from frozenseg import evaluation as ev
 from frozenseg.experiments import concept_report
 from frozenseg.experiments.concept_search import (EMPTY_U, P_HI, P_LO, SAM3_TEXT_SETTINGS, FitSettings,
-                                                  concept_params, gallery_panels, lr_check, run_concept_study,
-                                                  study_model)
+                                                  concept_params, gallery_panels, lr_check, profile_backend,
+                                                  run_concept_study, study_model)
 from frozenseg.errors import DataError
 from frozenseg.results import load_results, save_results
 from frozenseg.study import setup
 
+concept_backend = profile_backend(profile, concept_backend)
 study = setup(profile=profile, seeds=seeds, domains=domains, source=source,
               model=study_model(concept_backend, model), data_root=data_root, folders=folders)
 art = study.artifacts("11_concept_search")

@@ -105,6 +105,26 @@ PROFILES: dict[str, Profile] = {
                   "spleen_genome_budget": 40, "spleen_genome_volumes": 3},
         splits={"isic": "official", "kvasir": "pranet"},
     ),
+    # The full profile's code paths at sizes that run in minutes on 2 CPU cores (make rehearsal, frozenseg.rehearsal):
+    # real data (the rehearsal's tiny fake data root), SAM ViT-B, the study's networks (and nnU-Net when installed),
+    # the drawer replaying recorded LLM traces, SAM3 as notebook 11's concept backend; every notebook-08 model runs
+    # because the rehearsal writes weights for each.
+    "rehearsal": Profile(
+        name="rehearsal", source="real", model="sam_vit_b", n_train=4, n_test=1,
+        spleen_train_volumes=2, spleen_test_volumes=1, phantom_size=64, phantom_depth=8, real_max_side=128,
+        jitter_levels=(0.0, 0.2), loosen_levels=(1.0, 1.5), budgets=(2, 4),
+        concept={"k": 2, "epochs": 2, "refit_epochs": 1, "rounds": 1, "per_round": 1, "starts": (1,), "pool": 3,
+                 "n_test": 1, "n_boot": 20},
+        fewshot={"budgets": (2,), "epochs": 1, "patience": 1, "n_test": 1},
+        baselines={"archs": ("unet_r34", "segformer_b2"), "budgets": (4,), "image_side": 32, "batch_size": 2,
+                   "steps": 2, "eval_every": 1, "patience": 1, "threads": None, "keep_checkpoints": True,
+                   "nnunet": True},
+        pipeline={"n_support": 2, "n_genome": 2, "genome_budget": 1, "router_n_test": 1, "router_n_labels": 4,
+                  "router_folds": 2, "router_genome_budget": 1, "router_finalists": 1,
+                  "spleen_genome_budget": 1, "spleen_genome_volumes": 1},
+        splits={"isic": "official", "kvasir": "pranet"},
+        extra={"concept_backend": "sam3", "drawer_backend": "replay"},
+    ),
 }
 
 

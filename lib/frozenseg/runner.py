@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -125,6 +126,7 @@ def run_notebook(name: str, params: dict, force: bool = False, return_skipped: b
     nb = jupytext.read(sources[name])
     t0 = time.perf_counter()
     print(f"[run ] {name} ({params['profile']}, seeds {params['seeds']})", flush=True)
+    os.environ["FROZENSEG_NOTEBOOK"] = name      # the kernel inherits it (frozenseg.devices names its log by it)
     with atomic_path(out) as tmp:
         papermill.execute_notebook(nb, str(tmp), parameters=params, kernel_name=kernel_name(),
                                    cwd=str(paths.REPO), progress_bar=True, log_output=False,

@@ -17,6 +17,7 @@ from ..baselines import nnunet
 from ..baselines.nets import SMALL_ARCHS, STUDY_ARCHS, arch_label, build_net, check_arch
 from ..baselines.nnunet import nnunet_available
 from ..baselines.train import STATUS_FAILED, TrainRun, predict_masks, prepare, train_net
+from ..devices import record
 from ..errors import ConfigError
 from ..io import atomic_path, write_json_atomic
 
@@ -261,6 +262,7 @@ def run_one(study, key: RunKey, params: dict, root: Path | None = None, progress
     seed_everything(key.seed)
     net, init = build_net(key.arch, params["pretrained"], key.seed)
     net = net.to(default_device())                     # a GPU when present (the full profile)
+    record(f"network {key.arch}", net)
     x, y = prepare(train, params["image_side"])
     run = train_net(net, x, y, seed=key.seed, flip=key.domain in FLIP_DOMAINS, progress=progress,
                     **{k: params[k] for k in TRAIN_KEYS})

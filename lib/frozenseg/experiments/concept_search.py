@@ -41,6 +41,13 @@ def check_backend(name: str) -> str:
     return name
 
 
+def profile_backend(profile: str, concept_backend: str | None = None) -> str:
+    """``concept_backend`` when given, else the profile's (``extra['concept_backend']``, default 'decoder')."""
+    from ..config import get_profile
+
+    return check_backend(concept_backend or get_profile(profile).extra.get("concept_backend", "decoder"))
+
+
 def study_model(concept_backend: str = "decoder", model: str | None = None) -> str | None:
     """The model key notebook 11's study runs on: 'sam3' for the SAM3 backend, else ``model`` (None: the profile's)."""
     if check_backend(concept_backend) == "sam3":

@@ -107,10 +107,11 @@ def choice_table(choices: list[dict]) -> pd.DataFrame:
 
 
 def drawer_candidates(domain: str, drawer_backend: str | None = None,
-                      deploy_drawer: bool = False) -> tuple[list, object]:
+                      deploy_drawer: bool = False, profile=None) -> tuple[list, object]:
     """(candidate routes of ``domain``, the route a caller fixed or None): the routes.yaml candidates, the polygon
-    drawer's backend set to ``drawer_backend`` (checked now, so a missing LLM endpoint fails before any work); with
-    ``deploy_drawer`` the drawer is deployed without a choice."""
+    drawer's backend set to ``drawer_backend`` (None: the profile's ``extra['drawer_backend']``, if any; checked now,
+    so a missing LLM endpoint fails before any work); with ``deploy_drawer`` the drawer is deployed without a choice."""
+    drawer_backend = drawer_backend or (getattr(profile, "extra", None) or {}).get("drawer_backend")
     candidates = [with_localizer(r, backend=drawer_backend) if r.localizer["name"] == "drawer" else r
                   for r in candidate_routes(domain)]
     drawers = [r for r in candidates if r.localizer["name"] == "drawer"]

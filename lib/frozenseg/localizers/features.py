@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from ..cache import image_hash
+from ..devices import record
 from ..errors import ConfigError, MissingDatasetError
 from ..models.base import default_device, folder_id
 from .grid import FeatureGrid
@@ -71,6 +72,7 @@ class Dinov2Features:
 
     def __init__(self, model, side: int = 224, center: bool = True, memo: int = 512):
         self.net = model.eval()
+        record("dinov2", self.net)
         self.patch = int(model.config.patch_size)
         self.side = int(side) // self.patch * self.patch
         self.center, self.memo, self._memo = bool(center), int(memo), OrderedDict()

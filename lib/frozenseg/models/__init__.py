@@ -68,7 +68,11 @@ def keep_freed_memory() -> bool:
 
 def load_model(key: str = "litemedsam", checkpoint: str | None = None, device: str | None = None) -> PromptableModel:
     """Load a model by key onto ``device`` (default: a GPU when present); loaded once per process."""
-    return _load(key, None if checkpoint is None else str(checkpoint)).to(device or default_device())
+    from ..devices import record
+
+    model = _load(key, None if checkpoint is None else str(checkpoint)).to(device or default_device())
+    record(key, model)
+    return model
 
 
 @functools.lru_cache(maxsize=4)
@@ -79,8 +83,16 @@ def _load(key: str, checkpoint: str | None) -> PromptableModel:
     if key in CONCEPT_MODELS:
         raise ConfigError(f"{key!r} takes learned concepts, not box prompts: use it as notebook 11's "
                           f"concept_backend={key!r} (frozenseg.models.load_concept_model), not as a model=... here")
-    if key == "litemedsam":
-        return LiteMedSAM.from_package()
+    if key == "litemedsam":     # a copy under the data root (manifest target) takes precedence over the packaged file
+        if checkpoint is None:
+            from ..errors import MissingDatasetError
+            from ..manifest import locate
+
+            try:
+                checkpoint = locate("litemedsam")
+            except MissingDatasetError:
+                checkpoint = None
+        return LiteMedSAM.from_package(checkpoint=checkpoint)
     label, weights_key = MODELS[key]
     if checkpoint is None:
         from ..manifest import locate

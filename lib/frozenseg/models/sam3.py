@@ -21,6 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..devices import record
 from ..errors import DataError
 
 log = logging.getLogger(__name__)
@@ -48,6 +49,7 @@ class Sam3Concept:
     def __init__(self, model, image_size: int, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), weights_id: str | None = None,
                  cache=None):
         self.model = model.eval()
+        record("sam3", self.model)
         for p in self.model.parameters():
             p.requires_grad_(False)
         self.image_size, self.weights_id = int(image_size), weights_id or _state_id(model)
