@@ -116,7 +116,7 @@ def test_rehearsal_profile_takes_the_full_profiles_paths():
     assert profile_backend("rehearsal", "decoder") == "decoder"
 
 
-@pytest.mark.rehearsal
+@pytest.mark.large_weights
 def test_full_size_vit_l_loads_through_the_registry(tmp_path, monkeypatch):
     """A full-size random ViT-L checkpoint at the manifest's target loads through load_model (segment-anything's
     registry) onto the device. The end-to-end test below leaves ViT-L/H out (loading ViT-H peaks near 6 GB of
@@ -136,7 +136,7 @@ def test_full_size_vit_l_loads_through_the_registry(tmp_path, monkeypatch):
         _load.cache_clear()
 
 
-@pytest.mark.rehearsal
+@pytest.mark.slow
 def test_rehearsal_end_to_end(tmp_path):
     """make rehearsal on the CPU: every notebook in the rehearsal profile on the fake root, the report, and every
     check (notebooks, sections, notebook-08 models, SAM3, DINOv2, networks, replay, devices) holds. ViT-L/H are
