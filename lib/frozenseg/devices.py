@@ -8,7 +8,6 @@ parameters are on. Without the variable nothing is written and nothing is kept.
 from __future__ import annotations
 
 import atexit
-import json
 import os
 import sys
 import weakref
