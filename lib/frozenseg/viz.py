@@ -77,3 +77,19 @@ def case_gallery(panels: dict[str, list], titles: dict[str, str] | None = None):
                         va="center", ha="right", fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def domain_panels(domains, width: float = 3.4, height: float = 3.2):
+    """One row of panels, one per domain, sharing the y axis: ``(fig, axes)`` with ``axes`` a flat array."""
+    n = max(len(domains), 1)
+    fig, axes = plt.subplots(1, n, figsize=(width * n, height), squeeze=False, sharey=True)
+    return fig, axes[0]
+
+
+def finish_dice_panels(fig, axes, ylabel: str, legend_size: float = 7):
+    """The shared ending of a row of Dice panels: y label and range [0, 1] on the first, legend on the last."""
+    axes[0].set_ylabel(ylabel)
+    axes[0].set_ylim(0, 1)
+    axes[-1].legend(fontsize=legend_size, loc="lower right")
+    fig.tight_layout()
+    return fig

@@ -3,11 +3,11 @@ timings, and concept search against the other methods of the study on the same t
 (the GT-box oracle of notebook 01, the domain pipelines of 02-05, the few-shot tuned decoder of 07)."""
 from __future__ import annotations
 
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
 from .. import evaluation as ev
+from .. import viz
 from ..concept.hue import EMPTY_U
 from ..concept.loop import LOWEST_U_SPLIT
 from ..results import PIPELINE_NOTEBOOKS, results_if_run
@@ -142,8 +142,8 @@ def extreme_cases(df: pd.DataFrame, domain: str, n: int = 3) -> tuple[pd.DataFra
 def concept_curves(curves: pd.DataFrame, oracle: dict | None = None, titles: dict[str, str] | None = None):
     """Test Dice vs labelled images per domain: HUE (solid) and random (dashed) per start size, GT-box oracle dotted."""
     doms = list(dict.fromkeys(curves.domain))
-    fig, axes = plt.subplots(1, len(doms), figsize=(3.4 * len(doms), 3.2), squeeze=False, sharey=True)
-    for ax, dom in zip(axes[0], doms):
+    fig, axes = viz.domain_panels(doms)
+    for ax, dom in zip(axes, doms):
         for (start, strat), g in curves[curves.domain == dom].groupby(["start", "strategy"]):
             g = g.sort_values("round")
             ax.plot(g.n_labelled, g.test_dice, marker="o", ls="-" if strat == "hue" else "--",
@@ -153,26 +153,22 @@ def concept_curves(curves: pd.DataFrame, oracle: dict | None = None, titles: dic
         ax.set_title((titles or {}).get(dom, dom), fontsize=9)
         ax.set_xlabel("labelled images")
         ax.grid(alpha=0.3)
-    axes[0, 0].set_ylabel("test Dice (no credit)")
-    axes[0, 0].set_ylim(0, 1)
-    axes[0, -1].legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
-    return fig
+    return viz.finish_dice_panels(fig, axes, "test Dice (no credit)")
 
 
 def uncertainty_scatter(rows: pd.DataFrame, titles: dict[str, str] | None = None, rho: dict | None = None):
     """HUE uncertainty U vs true Dice per domain, one point per test image (U = 2: empty concept mask)."""
     doms = list(dict.fromkeys(rows.domain))
-    fig, axes = plt.subplots(1, len(doms), figsize=(3.2 * len(doms), 3.0), squeeze=False, sharey=True)
-    for ax, dom in zip(axes[0], doms):
+    fig, axes = viz.domain_panels(doms, width=3.2, height=3.0)
+    for ax, dom in zip(axes, doms):
         g = rows[rows.domain == dom]
         ax.scatter(g.u, g.dice, s=12, alpha=0.7)
         title = (titles or {}).get(dom, dom)
         ax.set_title(title + (f"\nrho = {rho[dom]}" if rho and dom in rho else ""), fontsize=8)
         ax.set_xlabel("U (HUE)")
         ax.grid(alpha=0.3)
-    axes[0, 0].set_ylabel("true Dice")
-    axes[0, 0].set_ylim(-0.02, 1.02)
+    axes[0].set_ylabel("true Dice")
+    axes[0].set_ylim(-0.02, 1.02)
     fig.tight_layout()
     return fig
 
@@ -273,8 +269,8 @@ def comparison_figure(rows: pd.DataFrame, titles: dict | None = None):
     doms = list(dict.fromkeys(d.domain))
     style = {"concept search": ("C3", "o"), "training-free pipeline": ("k", "s"),
              "few-shot tuned decoder": ("C0", "^"), "GT-box oracle": ("0.5", "*")}
-    fig, axes = plt.subplots(1, max(len(doms), 1), figsize=(3.4 * max(len(doms), 1), 3.2), squeeze=False, sharey=True)
-    for ax, dom in zip(axes[0], doms):
+    fig, axes = viz.domain_panels(doms)
+    for ax, dom in zip(axes, doms):
         g = d[d.domain == dom]
         m = g.groupby(["family", "method"]).agg(dice=("dice", "mean"), labels=("labels_used", "max")).reset_index()
         for fam, (color, marker) in style.items():
@@ -285,8 +281,4 @@ def comparison_figure(rows: pd.DataFrame, titles: dict | None = None):
         ax.set_xlabel("labels used")
         ax.set_xscale("symlog", linthresh=1)
         ax.grid(alpha=0.3)
-    axes[0, 0].set_ylabel("test Dice (common units)")
-    axes[0, 0].set_ylim(0, 1)
-    axes[0, -1].legend(fontsize=6.5, loc="lower right")
-    fig.tight_layout()
-    return fig
+    return viz.finish_dice_panels(fig, axes, "test Dice (common units)", legend_size=6.5)

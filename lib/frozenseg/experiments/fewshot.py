@@ -352,11 +352,11 @@ def runs_table(df: pd.DataFrame, titles: dict[str, str] | None = None) -> pd.Dat
 def fewshot_plot(curves: pd.DataFrame, titles: dict[str, str] | None = None):
     """Dice vs N per domain: tuned (solid) and frozen (dashed) decoders; GT-box arm blue, domain localizer orange,
     mean train box green."""
-    import matplotlib.pyplot as plt
+    from .. import viz
 
     doms = list(dict.fromkeys(curves.domain))
-    fig, axes = plt.subplots(1, len(doms), figsize=(3.4 * len(doms), 3.3), squeeze=False, sharey=True)
-    for ax, dom in zip(axes[0], doms):
+    fig, axes = viz.domain_panels(doms, height=3.3)
+    for ax, dom in zip(axes, doms):
         g = curves[curves.domain == dom]
         ns = sorted(g[g.decoder == "tuned"].n_labels.unique())
         for arm, color in (("gt_box", "C0"), ("localizer", "C1"), ("mean_box", "C2")):
@@ -372,8 +372,4 @@ def fewshot_plot(curves: pd.DataFrame, titles: dict[str, str] | None = None):
         ax.set_xlabel("labelled images N")
         ax.set_xticks(ns)
         ax.grid(alpha=0.3)
-    axes[0, 0].set_ylabel("test Dice")
-    axes[0, 0].set_ylim(0, 1)
-    axes[0, -1].legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
-    return fig
+    return viz.finish_dice_panels(fig, axes, "test Dice")
