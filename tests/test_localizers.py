@@ -1,5 +1,6 @@
 """Localizers: dispatch, support checks, the feature-grid mapping, each localizer on easy phantoms, drawer traces."""
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -110,9 +111,29 @@ def test_cpg_localizes_and_selects_by_prior(litemedsam, isic):
     loc = make_localizer("cpg", model=litemedsam, features="sam").fit(cases[:3], embs[:3])
     assert np.mean(query_ious(loc, cases[3:], embs[3:])) > 0.3    # measured 0.58 / 0.27
     r = loc.locate(cases[3].image, embs[3])
-    mask = loc.decode(litemedsam, embs[3], r)
-    assert mask.shape == cases[3].mask.shape and r.extra["selected_mask"] in (0, 1, 2)
     assert r.extra["prior"].shape == cases[3].mask.shape and r.extra["feature_space"] == "sam"
+
+
+def test_route_runs_prior_guided_mask_selection(litemedsam, isic):
+    """The Kvasir route's stage after the box: of the decoder's three masks, the one agreeing best with the prior."""
+    from frozenseg.evaluation.metrics import dice
+    from frozenseg.pipeline import Pipeline
+    from frozenseg.pipeline.router import get_route
+
+    cases, embs = isic
+    route = replace(get_route("kvasir"), localizer={"name": "cpg", "features": "sam"})
+    pipe = Pipeline(route, litemedsam).fit(cases[:3], embs[:3])
+    frame = pipe.frame(cases[3].image, embs[3])
+    trace = pipe.run(cases[3].image, embs[3], frame=frame)
+    names = [s.name for s in trace.stages]
+    assert names[:2] == ["localize", "prior_select"] and trace.stages[1].fired
+    loc = frame.localization
+    region = loc.extra["prior"] >= loc.extra["threshold"]
+    box = np.asarray(pipe.localize(frame, loc)[1])
+    multi = frame.decode_multi(box)
+    best = max(multi, key=lambda c: dice(c.mask, region))
+    assert np.array_equal(trace.stages[1].mask, best.mask)
+    assert trace.stages[1].accepted == (not np.array_equal(best.mask, trace.stages[0].mask))
 
 
 def test_amg_ranks_candidates(litemedsam, isic):
@@ -462,7 +483,6 @@ def test_drawer_backend_choice_is_checked_before_any_work(monkeypatch):
 
 def test_dinov2_is_loaded_once_per_process_for_every_fit_and_leave_one_out_pipeline(dinov2_weights_dir, isic,
                                                                                    litemedsam, monkeypatch):
-    from dataclasses import replace
 
     from transformers import Dinov2Model
 

@@ -70,12 +70,6 @@ class Localizer:
             raise ConfigError(f"{self.name}: call fit(support_cases, support_embeddings) before locate")
         return self._locate(image, embedding)
 
-    def decode(self, model, embedding, loc: Localization) -> np.ndarray | None:
-        """Mask from the localizer's box through the frozen decoder (None when there is no box)."""
-        if loc.box is None:
-            return None
-        return model.decode(embedding, boxes=loc.box[None]).masks[0]
-
     def describe(self) -> dict:
         """Name and parameters, for provenance."""
         return {"localizer": self.name, **self.params}

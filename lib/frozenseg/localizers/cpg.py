@@ -3,7 +3,8 @@
 For every query cell, its cosine correlation with every support cell is read through that support's
 mask (top-k foreground matches minus top-k background matches), fused over the supports into a
 prior map; the prior's peak picks a connected component whose box prompts the frozen decoder, and
-the decoder's multimask outputs are chosen by agreement with the prior.
+the decoder's multimask outputs are chosen by agreement with the prior (:func:`select_by_prior`, run by the
+pipeline's ``prior_select`` skill).
 """
 from __future__ import annotations
 
@@ -51,11 +52,12 @@ def select_by_prior(masks: np.ndarray, pred_iou: np.ndarray, prior: np.ndarray, 
 
 
 class CPGLocalizer(Localizer):
-    """Few-shot dense-correspondence localizer: prior peak -> connected component -> box -> prior-guided mask."""
+    """Few-shot dense-correspondence localizer: prior peak -> connected component -> box; the prior map and its
+    threshold ride on the answer for the pipeline's prior-guided mask selection (skill ``prior_select``)."""
 
     name = "cpg"
     defaults = {"features": "auto", "pool": 2, "topk": 3, "contrast": True, "threshold": 0.7,
-                "max_bg": 1024, "iou_weight": 0.0, "seed": 0}
+                "max_bg": 1024, "seed": 0}
 
     def _fit(self, cases, embeddings) -> None:
         """Keep each support's foreground and background cell features."""
@@ -87,13 +89,3 @@ class CPGLocalizer(Localizer):
         return Localization(box=box, score=float(prior[comp].mean()),
                             extra={"feature_space": self.space.name, "threshold": t,
                                    "peak_x": int(peak[1]), "peak_y": int(peak[0]), "prior": prior})
-
-    def decode(self, model, embedding, loc: Localization) -> np.ndarray | None:
-        """Prior-guided selection among the decoder's multimask outputs for the box."""
-        if loc.box is None:
-            return None
-        pred = model.decode(embedding, boxes=loc.box[None], multimask=True)
-        region = loc.extra["prior"] >= loc.extra["threshold"]
-        k = select_by_prior(pred.masks, pred.iou, region, self.params["iou_weight"])
-        loc.extra["selected_mask"] = k
-        return pred.masks[k]

@@ -108,6 +108,7 @@ class Pipeline:
         """(localization record, box, flag); the atlas box stands in, flagged, when the localizer finds nothing.
         ``loc`` reuses an earlier ``localizer.locate`` answer (the genome fit grows it under new margins)."""
         loc = loc if loc is not None else self.localizer.locate(frame.image, frame.embedding)
+        frame.localization = loc
         rec = loc.record()
         if loc.box is not None:
             return rec, grow_box(loc.box, float(self.params.get("box_margin", 0.0)), frame.shape), ""
@@ -127,7 +128,12 @@ class Pipeline:
         for skill in self.skills:
             fired = skill.fires(frame, cur, params)
             accepted, proposed = False, []
-            if fired:
+            if fired and not skill.gated:      # a deciding skill's choice replaces the mask, no gate asked
+                chosen = skill.propose(frame, cur, params)
+                accepted = bool(chosen) and not np.array_equal(chosen[0].mask, cur.mask)
+                cur = chosen[0] if chosen else cur
+                proposed = [(c.origin, c.mask, frame.gate_value(c)) for c in chosen]
+            elif fired:
                 cur, accepted, scored = gates.keep_best(cur, skill.propose(frame, cur, params), frame.gate_value,
                                                         params.get("min_gain", 1e-4))
                 proposed = [(c.origin, c.mask, g) for c, g in scored]

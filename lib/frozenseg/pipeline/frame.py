@@ -36,6 +36,7 @@ class Frame:
     model: object
     prior: DomainPrior
     gate: object = None
+    localization: object = None          # the localizer's answer on this image (set by ``Pipeline.localize``)
     _memo: dict = field(default_factory=dict, repr=False)
     decoder_calls: int = 0
 
@@ -79,3 +80,14 @@ class Frame:
             self._memo[key] = (pred.masks[0], float(pred.iou[0]), pred.low_res[0])
         m, piou, low = self._memo[key]
         return Candidate(mask=m, box=box, pred_iou=piou, origin=origin, low_res=low)
+
+    def decode_multi(self, box, origin: str = "") -> list[Candidate]:
+        """The decoder's multimask outputs (SAM's three granularities) for one box prompt, memoized."""
+        box = clip_box(np.round(np.asarray(box, float)), self.shape)
+        key = ("multi", tuple(box))
+        if key not in self._memo:
+            self.decoder_calls += 1
+            pred = self.model.decode(self.embedding, boxes=box[None], multimask=True)
+            self._memo[key] = [(m, float(i), low) for m, i, low in zip(pred.masks, pred.iou, pred.low_res)]
+        return [Candidate(mask=m, box=box, pred_iou=i, origin=f"{origin}_{k}", low_res=low)
+                for k, (m, i, low) in enumerate(self._memo[key])]

@@ -12,6 +12,7 @@ from scipy import ndimage
 from ..boxes import mask_to_box
 from ..errors import ConfigError
 from ..localizers.base import grow_box
+from ..localizers.cpg import select_by_prior
 from .frame import Candidate, Frame
 
 
@@ -47,6 +48,7 @@ class Skill:
     name = "skill"
     description = ""
     defaults: dict = {}
+    gated = True        # False: the skill decides; its (single) proposal replaces the mask without the gate
 
     def p(self, params: dict, key: str):
         """This skill's parameter ``key`` from ``params`` (genome or route) or its default."""
@@ -59,6 +61,29 @@ class Skill:
     def propose(self, frame: Frame, cur: Candidate, params: dict) -> list[Candidate]:
         """Candidate masks to compare with the current one under the gate."""
         raise NotImplementedError
+
+
+class PriorSelect(Skill):
+    """Prior-guided SAM mask selection (the source's Kvasir route): of the decoder's multimask outputs for the
+    current box, keep the one that agrees best (Dice) with the localizer's transferred prior above its threshold.
+    Fires when the localizer left a prior map on the frame (CPG); it decides, no gate."""
+
+    name = "prior_select"
+    description = "pick among the decoder's multimask outputs by agreement with the correspondence prior"
+    defaults = {"iou_weight": 0.0}
+    gated = False
+
+    def fires(self, frame, cur, params):
+        loc = frame.localization
+        return not cur.empty and cur.box is not None and loc is not None and "prior" in loc.extra
+
+    def propose(self, frame, cur, params):
+        extra = frame.localization.extra
+        region = extra["prior"] >= extra.get("threshold", 0.5)
+        cands = frame.decode_multi(cur.box, origin=self.name)
+        k = select_by_prior([c.mask for c in cands], [c.pred_iou for c in cands], region,
+                            self.p(params, "iou_weight"))
+        return [cands[k]]
 
 
 class SelfReprompt(Skill):
@@ -175,7 +200,7 @@ class Tidy(Skill):
         return [Candidate(mask=m, box=cur.box, pred_iou=cur.pred_iou, origin=self.name)]
 
 
-SKILLS: dict[str, type[Skill]] = {s.name: s for s in (SelfReprompt, RepairTrim, NegativeFix, LetterboxTrim, Tidy)}
+SKILLS: dict[str, type[Skill]] = {s.name: s for s in (PriorSelect, SelfReprompt, RepairTrim, NegativeFix, LetterboxTrim, Tidy)}
 
 
 def make_skill(name: str) -> Skill:
