@@ -98,6 +98,24 @@ def test_a_localizer_that_finds_nothing_falls_back_to_the_atlas_box_flagged(cxr_
     assert tr.final.any(), "the fallback box is decoded, not a silent empty mask"
 
 
+def test_a_localizer_may_add_point_prompts_or_hand_over_its_own_mask(cxr_pipe, cxr, monkeypatch):
+    from frozenseg.localizers.base import Localization
+
+    cases, embs = cxr
+    c, e = cases[6], embs[6]
+    box = np.array([10.0, 10.0, 100.0, 110.0])
+    pts, labels = np.array([[40.0, 60.0], [5.0, 5.0]]), np.array([1, 0])
+    monkeypatch.setattr(cxr_pipe.localizer, "locate", lambda image, emb: Localization(box, points=pts, point_labels=labels))
+    frame = cxr_pipe.frame(c.image, e)
+    with_points = cxr_pipe.run(c.image, e, frame=frame).stages[0].mask
+    grown = cxr_pipe.localize(frame)[1]
+    assert np.array_equal(with_points, frame.decode(box=grown, points=pts, labels=labels).mask)
+    own = np.zeros(c.mask.shape, bool)
+    own[20:40, 30:50] = True
+    monkeypatch.setattr(cxr_pipe.localizer, "locate", lambda image, emb: Localization(box, mask=own))
+    assert np.array_equal(cxr_pipe.run(c.image, e).stages[0].mask, own)
+
+
 def test_fit_needs_labelled_support(litemedsam):
     with pytest.raises(DataError, match="support set is empty"):
         Pipeline(get_route("cxr"), litemedsam).fit([], [])

@@ -16,12 +16,16 @@ NO_DETECTION = "no_detection"
 
 @dataclass
 class Localization:
-    """A localizer's answer: a box (xyxy, original pixels) or None, a score, a flag and extras."""
+    """A localizer's answer: a box (xyxy, original pixels) or None, a score, a flag and extras; optionally point
+    prompts to decode with the box, or a mask the localizer made itself (the pipeline then skips the box decode)."""
 
     box: np.ndarray | None
     score: float = float("nan")
     flag: str = OK                      # "ok", "no_detection", or a recorded fallback such as "llm_malformed"
     extra: dict = field(default_factory=dict)
+    points: np.ndarray | None = None    # (K, 2) xy, original pixels, decoded together with the box
+    point_labels: np.ndarray | None = None   # (K,) 1 positive, 0 negative
+    mask: np.ndarray | None = None      # (H, W) bool: the localizer's own mask (e.g. a concept or peer decoder)
 
     @property
     def found(self) -> bool:

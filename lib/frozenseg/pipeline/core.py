@@ -119,10 +119,14 @@ class Pipeline:
         """Localize, decode, then apply each skill under keep-best; ``localized`` reuses a localize() result."""
         frame = frame or self.frame(image, embedding)
         rec, box, flag = localized or self.localize(frame)
+        loc = frame.localization if not flag else None
         if box is None:
             cur = Candidate(mask=np.zeros(frame.shape, bool), origin="no_detection")
+        elif loc is not None and loc.mask is not None:     # the localizer decoded its own mask
+            cur = Candidate(mask=np.asarray(loc.mask, bool), box=box, origin=LOCALIZE)
         else:
-            cur = frame.decode(box=box, origin=LOCALIZE)
+            cur = frame.decode(box=box, points=loc.points if loc is not None else None,
+                               labels=loc.point_labels if loc is not None else None, origin=LOCALIZE)
         stages = [Stage(LOCALIZE, cur.mask, frame.gate_value(cur), origin=cur.origin)]
         params = self.params
         for skill in self.skills:
