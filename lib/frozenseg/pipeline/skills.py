@@ -86,6 +86,64 @@ class PriorSelect(Skill):
         return [cands[k]]
 
 
+class PeakSelect(PriorSelect):
+    """Several prior peaks as candidate prompts: the current box and the localizer's other peaks' boxes (CPG
+    ``peaks`` > 1, grown by ``box_margin``), each decoded with multimask outputs; the mask agreeing best (Dice) with
+    the prior above its threshold is kept (GT-free). With one peak it is ``prior_select``. It decides, no gate."""
+
+    name = "peak_select"
+    description = "decode several prior peaks' boxes, keep the mask agreeing best with the prior"
+
+    def propose(self, frame, cur, params):
+        extra = frame.localization.extra
+        region = extra["prior"] >= extra.get("threshold", 0.5)
+        margin = float(params.get("box_margin", 0.0))
+        boxes = [cur.box] + [grow_box(b, margin, frame.shape) for b in extra.get("candidate_boxes") or []]
+        cands = [c for i, b in enumerate(boxes) for c in frame.decode_multi(b, origin=f"{self.name}_{i}")]
+        k = select_by_prior([c.mask for c in cands], [c.pred_iou for c in cands], region,
+                            self.p(params, "iou_weight"))
+        return [cands[k]]
+
+
+class PromptEvolve(Skill):
+    """Iterative prompt refinement (after OP-SAM's prompt evolution): each round fuses the transferred prior with
+    the query's own similarity to the current mask's mean feature, re-derives a box (the fused region's component
+    that overlaps the mask most) and a positive point (its peak), decodes them and keeps the multimask output that
+    agrees best with the fused region; every round's mask is a proposal under the gate. Fires on CPG answers."""
+
+    name = "prompt_evolve"
+    description = "re-derive box and point from the decoded mask and the prior, a few rounds (prompt evolution)"
+    defaults = {"rounds": 2, "mix": 0.5, "margin": 0.03}
+
+    def fires(self, frame, cur, params):
+        loc = frame.localization
+        return not cur.empty and loc is not None and "self_prior" in loc.extra
+
+    def propose(self, frame, cur, params):
+        extra, out, mask = frame.localization.extra, [], cur.mask
+        mix, t = float(self.p(params, "mix")), float(extra.get("threshold", 0.5))
+        for r in range(int(self.p(params, "rounds"))):
+            fused = (1 - mix) * extra["prior"] + mix * extra["self_prior"](mask)
+            lab, n = ndimage.label(fused >= t * fused.max())
+            if n == 0:
+                break
+            hit = np.bincount(lab[mask], minlength=n + 1)[1:]
+            top = np.unravel_index(int(np.argmax(fused)), fused.shape)
+            comp = lab == (int(np.argmax(hit)) + 1 if hit.any() else int(lab[top]))
+            peak = np.unravel_index(int(np.argmax(np.where(comp, fused, -1))), fused.shape)
+            box = grow_box(mask_to_box(comp), self.p(params, "margin"), frame.shape)
+            pred = frame.model.decode(frame.embedding, boxes=np.round(box)[None], multimask=True,
+                                      points=np.array([[[peak[1], peak[0]]]], float), point_labels=np.ones((1, 1)))
+            frame.decoder_calls += 1
+            k = select_by_prior(pred.masks, pred.iou, comp)
+            c = Candidate(mask=pred.masks[k], box=box, pred_iou=float(pred.iou[k]), origin=f"{self.name}_{r + 1}")
+            if c.empty:
+                break
+            out.append(c)
+            mask = c.mask
+        return out
+
+
 class SelfReprompt(Skill):
     """Mask-bbox self-reprompt: decode again from the (grown) box of the current mask, as a fixed-point loop."""
 
@@ -200,7 +258,8 @@ class Tidy(Skill):
         return [Candidate(mask=m, box=cur.box, pred_iou=cur.pred_iou, origin=self.name)]
 
 
-SKILLS: dict[str, type[Skill]] = {s.name: s for s in (PriorSelect, SelfReprompt, RepairTrim, NegativeFix, LetterboxTrim, Tidy)}
+SKILLS: dict[str, type[Skill]] = {s.name: s for s in (PriorSelect, PeakSelect, PromptEvolve, SelfReprompt, RepairTrim,
+                                                      NegativeFix, LetterboxTrim, Tidy)}
 
 
 def make_skill(name: str) -> Skill:
