@@ -62,10 +62,7 @@ class CPGLocalizer(Localizer):
         self.supports = [support_cells(self.space(c.image, e), c.mask, self.params["max_bg"], rng)
                          for c, e in zip(cases, embs)]
         self.pooled = pooled_cells(self.supports)
-        self.colour_space, crng = ColourFeatures(), np.random.default_rng(self.params["seed"])
-        self.colour_supports = [support_cells(self.colour_space(c.image), c.mask, self.params["max_bg"], crng)
-                                for c in cases]
-        self.colour_pooled = pooled_cells(self.colour_supports)
+        self.colour_space, self._cases, self._colour = ColourFeatures(), list(cases), None
 
     def _cell_prior(self, fm, supports, pooled) -> np.ndarray:
         """(H, W) prior of one feature map under the chosen transfer rule, min-max scaled."""
@@ -82,7 +79,11 @@ class CPGLocalizer(Localizer):
 
     def _colour_prior(self, image, embedding=None) -> np.ndarray:
         """The colour/texture space's prior of one image."""
-        return self._cell_prior(self.colour_space(image), self.colour_supports, self.colour_pooled)
+        if self._colour is None:        # the colour space's support cells, built on first use
+            rng = np.random.default_rng(self.params["seed"])
+            sup = [support_cells(self.colour_space(c.image), c.mask, self.params["max_bg"], rng) for c in self._cases]
+            self._colour = (sup, pooled_cells(sup))
+        return self._cell_prior(self.colour_space(image), *self._colour)
 
     def mirrored_embedding(self, image):
         """The mirrored image's embedding (encoded once, cached on disk) where the main space reads embeddings."""
