@@ -440,6 +440,8 @@ def test_concept_route_runs_through_the_pipeline_with_its_own_mask(litemedsam, c
     tr = pipe.run(cases[6].image, embs[6])
     assert np.array_equal(tr.stages[0].mask, loc.mask), "the localize stage takes the concept's own mask"
     assert dice(tr.final, cases[6].mask) > 0.5
+    rnd = Pipeline(Route("concept", {**route.localizer, "init": "random"}), litemedsam).fit(cases[:5], embs[:5])
+    assert not rnd.localizer.locate(cases[6].image, embs[6]).found, "random tokens collapse at this short budget"
     with pytest.raises(ConfigError, match="embeddings"):
         make_localizer("concept", model=litemedsam).fit(cases[:2], None)
 

@@ -32,8 +32,8 @@ class FitSettings:
     clip: float = 1.0                # gradient-norm clip
     focal_weight: float = 20.0       # SAM's focal:Dice ratio of 20:1
     dice_weight: float = 1.0
-    init: str = "support"            # "support": the backend's support_tokens (boxes, centroid, foreground feature)
-                                     # plus N(0, init_std) noise; "random": N(0, init_std); "zero": all k stay equal
+    init: str = "random"             # "random": N(0, init_std); "zero": all k stay equal; "support": the backend's
+                                     # support_tokens (mean box, centroid, foreground feature) plus that noise
     init_std: float = 0.1
     chunk: int = 8                   # images per decoder call; gradients accumulate, so only memory changes
 
@@ -48,7 +48,7 @@ class FitSettings:
 # The source's published settings for SAM3's text pathway (AdamW 5e-4 cosine-decayed to 5e-6). Through LiteMedSAM's
 # decoder they move the tokens too little in a few dozen single-batch steps and the concepts collapse to empty masks
 # (notebook 11's `lr_check` table fits both rates on each domain's start set).
-SAM3_TEXT_SETTINGS = FitSettings(lr=5e-4, lr_min=5e-6, init="random")
+SAM3_TEXT_SETTINGS = FitSettings(lr=5e-4, lr_min=5e-6)
 # backend key -> its preset; a backend not listed here fits with FitSettings() defaults
 SETTINGS_PRESETS: dict[str, FitSettings] = {"sam3": SAM3_TEXT_SETTINGS}
 

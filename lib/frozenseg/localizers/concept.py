@@ -7,15 +7,16 @@ import numpy as np
 
 from ..concept.core import FitSettings, fit_concept, predict_logits, tidy_mask
 from ..errors import ConfigError
-from .base import Localization, Localizer, component_box, no_detection
+from ..boxes import mask_to_box
+from .base import Localization, Localizer, no_detection
 
 
 class ConceptLocalizer(Localizer):
-    """``fit``: a concept on the support embeddings (library defaults unless given); ``locate``: its mask, tidied
-    GT-free (largest component, holes filled), and the mask's box."""
+    """``fit``: a concept on the support embeddings (library defaults unless given); ``locate``: its mask (with
+    ``tidy``: its largest component, holes filled) and the mask's box."""
 
     name = "concept"
-    defaults = {"k": None, "epochs": None, "lr": None, "seed": 0, "tidy": True}
+    defaults = {"k": None, "epochs": None, "lr": None, "init": None, "seed": 0, "tidy": False}
 
     def _backend(self):
         from ..models.decoder_backend import DecoderBackend
@@ -25,8 +26,8 @@ class ConceptLocalizer(Localizer):
         return DecoderBackend(self.model)
 
     def settings(self) -> FitSettings:
-        """Library defaults with the route's ``k``/``epochs``/``lr`` where set."""
-        over = {k: self.params[k] for k in ("k", "epochs", "lr") if self.params[k] is not None}
+        """Library defaults with the route's ``k``/``epochs``/``lr``/``init`` where set."""
+        over = {k: self.params[k] for k in ("k", "epochs", "lr", "init") if self.params[k] is not None}
         return FitSettings().with_(**over)
 
     def _fit(self, cases, embeddings) -> None:
@@ -45,10 +46,9 @@ class ConceptLocalizer(Localizer):
         mask = logits > 0
         if self.params["tidy"]:
             mask = tidy_mask(mask)
-        box, _ = component_box(mask)
-        if box is None:
+        if not mask.any():
             return no_detection("the concept predicts an empty mask", concept_flag=self.concept.flag)
         score = float(1 / (1 + np.exp(-logits[mask])).mean())
-        return Localization(box=box, score=score, mask=mask,
+        return Localization(box=mask_to_box(mask), score=score, mask=mask,
                             extra={"area": int(mask.sum()), "concept_flag": self.concept.flag,
                                    "k": int(self.concept.tokens.shape[0])})
