@@ -91,7 +91,7 @@ def test_concept_moves_while_decoder_stays_frozen(lite):
     be, feats, masks = lite
     parts = (be.model.prompt_encoder, be.model.mask_decoder)
     before = [{k: v.clone() for k, v in m.state_dict().items()} for m in parts]
-    s = FitSettings(k=2, epochs=3, lr=0.1)
+    s = FitSettings(k=2, epochs=3, lr=0.1, init="random")
     from frozenseg.concept.core import init_tokens
 
     start = init_tokens((2, be.dim), s, seed=0).numpy()
@@ -486,3 +486,22 @@ def test_matched_table_shows_every_strategy_and_chooses_none_on_test():
     assert at10["pipeline"] == cell("pipeline, N=10") and at10["tuned decoder + domain localizer"] == "–"
     comp = concept_report.comparison_table(rows).set_index("method")
     assert comp.loc["pipeline, N=10", "Dice"] == "0.550 ± 0.071", "sd across seeds with n - 1 (evaluation core)"
+
+
+# ---------------------------------------------------------------- defaults: tokens started from the supports
+
+
+def test_support_tokens_are_the_prompt_encoding_of_the_supports_mean_box_and_centroid(litemedsam):
+    import torch
+
+    cases = _phantom_support("isic", n=3)
+    be = DecoderBackend(litemedsam)
+    feats = be.features([c.image for c in cases])
+    toks = be.support_tokens(feats, [c.mask for c in cases], 4)
+    assert toks.shape == (4, be.dim) and torch.isfinite(toks).all()
+    one = be.support_tokens(feats[:1], [cases[0].mask], 2)          # one support: exactly its box prompt
+    from frozenseg.boxes import mask_to_box
+
+    sparse, _ = litemedsam.prompt_embeddings(feats[0], boxes=mask_to_box(cases[0].mask))
+    assert torch.allclose(one, sparse[0].float().cpu(), atol=1e-5)
+

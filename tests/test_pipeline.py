@@ -419,3 +419,36 @@ def test_genome_and_route_choice_keys_hold_the_resolved_features_and_the_images(
     assert keys(small, replace(route, localizer={**route.localizer, "features": "dinov2"})) != on_sam
     sam = replace(route, localizer={**route.localizer, "features": "sam"})
     assert keys(small, sam)[0] != on_dino[0], "an explicit 'sam' route is its own fit"
+
+
+# ---------------------------------------------------------------- concept search as a route
+
+
+def test_concept_route_runs_through_the_pipeline_with_its_own_mask(litemedsam, cxr):
+    from frozenseg.localizers import make_localizer
+    from frozenseg.pipeline.core import Route
+
+    cases, embs = cxr
+    shipped = get_route("concept")
+    assert shipped.localizer["name"] == "concept"
+    route = Route("concept", {**shipped.localizer, "epochs": 4}, skills=list(shipped.skills))
+    pipe = Pipeline(route, litemedsam).fit(cases[:5], embs[:5])
+    loc = pipe.localizer.locate(cases[6].image, embs[6])
+    assert loc.found and loc.mask is not None and loc.mask.any(), "the concept hands over a non-empty mask"
+    ys, xs = np.nonzero(loc.mask)
+    assert np.allclose(loc.box, [xs.min(), ys.min(), xs.max(), ys.max()]), "the box is the mask's box"
+    tr = pipe.run(cases[6].image, embs[6])
+    assert np.array_equal(tr.stages[0].mask, loc.mask), "the localize stage takes the concept's own mask"
+    assert dice(tr.final, cases[6].mask) > 0.5
+    rnd = Pipeline(Route("concept", {**route.localizer, "init": "random"}), litemedsam).fit(cases[:5], embs[:5])
+    assert not rnd.localizer.locate(cases[6].image, embs[6]).found, "random tokens collapse at this short budget"
+    with pytest.raises(ConfigError, match="embeddings"):
+        make_localizer("concept", model=litemedsam).fit(cases[:2], None)
+
+
+def test_concept_is_a_router_candidate_for_folders_and_for_chest_x_rays():
+    from frozenseg.config import SMALL_PIPELINE
+    from frozenseg.pipeline.router import candidate_routes
+
+    assert "concept" in SMALL_PIPELINE["router_candidates"]
+    assert "concept" in [r.domain for r in candidate_routes("cxr")]

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
+from scipy import ndimage
 
 from ..errors import ConfigError, DataError, FrozenSegError
 from ..models.decoder_backend import DecoderBackend  # noqa: F401 (the default backend, re-exported)
@@ -31,7 +32,8 @@ class FitSettings:
     clip: float = 1.0                # gradient-norm clip
     focal_weight: float = 20.0       # SAM's focal:Dice ratio of 20:1
     dice_weight: float = 1.0
-    init: str = "random"             # "random" (seeded, N(0, init_std)) or "zero" (all k tokens then stay equal)
+    init: str = "random"             # "random": N(0, init_std); "zero": all k stay equal; "support": the backend's
+                                     # support_tokens (mean box, centroid, foreground feature) plus that noise
     init_std: float = 0.1
     chunk: int = 8                   # images per decoder call; gradients accumulate, so only memory changes
 
@@ -95,14 +97,22 @@ def check_support(masks) -> None:
                             "a concept is learned from foreground: drop images without the target or fix the mask")
 
 
-def init_tokens(shape: tuple[int, int], s: FitSettings, seed: int) -> torch.Tensor:
-    """Seeded initial concept: zeros or N(0, init_std)."""
+INITS = ("support", "random", "zero")
+
+
+def init_tokens(shape: tuple[int, int], s: FitSettings, seed: int, backend=None, feats=None, masks=None
+                ) -> torch.Tensor:
+    """Seeded initial concept: zeros, N(0, init_std), or (``support``) the backend's tokens made from the support
+    masks plus that noise (a backend without ``support_tokens`` starts from the noise alone)."""
+    if s.init not in INITS:
+        raise ConfigError(f"unknown concept init {s.init!r}; use one of {INITS}")
     if s.init == "zero":
         return torch.zeros(shape)
-    if s.init != "random":
-        raise ConfigError(f"unknown concept init {s.init!r}; use 'random' or 'zero'")
     g = torch.Generator().manual_seed(int(seed))
-    return torch.randn(shape, generator=g) * s.init_std
+    noise = torch.randn(shape, generator=g) * s.init_std
+    if s.init == "support" and hasattr(backend, "support_tokens") and feats is not None:
+        return backend.support_tokens(feats, masks, shape[0]).reshape(shape) + noise
+    return noise
 
 
 def cosine_lr(step: int, total: int, s: FitSettings) -> float:
@@ -126,7 +136,7 @@ def fit_concept(backend, feats, masks, settings: FitSettings | None = None, seed
     tgt, valid = torch.stack([p[0] for p in pairs]), torch.stack([p[1] for p in pairs]).float()
     start = init.tokens if isinstance(init, Concept) else init
     p0 = torch.as_tensor(np.asarray(start, dtype=np.float32)) if start is not None else \
-        init_tokens(backend.tokens_like(settings.k), settings, seed)
+        init_tokens(backend.tokens_like(settings.k), settings, seed, backend, feats, masks)
     param = torch.nn.Parameter(p0.clone())
     opt = torch.optim.AdamW([param], lr=settings.lr, weight_decay=settings.weight_decay)
     chunks = [slice(i, i + max(1, settings.chunk)) for i in range(0, len(feats), max(1, settings.chunk))]
@@ -188,6 +198,16 @@ def predict_logits(backend, concept: Concept, feats, batch: int = 8) -> list[np.
         low = backend.logits(chunk, concept.tensor())
         out += [backend.to_image(lo, f) for lo, f in zip(low, chunk)]
     return out
+
+
+def tidy_mask(mask: np.ndarray) -> np.ndarray:
+    """GT-free post-step: the largest connected component with its holes filled (an empty mask stays empty)."""
+    mask = np.asarray(mask, bool)
+    lab, n = ndimage.label(mask)
+    if n == 0:
+        return mask
+    keep = lab == int(np.argmax(np.bincount(lab.ravel())[1:])) + 1
+    return ndimage.binary_fill_holes(keep)
 
 
 def predict(backend, concept: Concept, feats) -> list[np.ndarray]:

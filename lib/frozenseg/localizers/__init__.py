@@ -4,6 +4,7 @@ from __future__ import annotations
 from ..errors import ConfigError
 from .base import NO_DETECTION, OK, Localization, Localizer, check_support  # noqa: F401
 from .amg import AMGLocalizer, resolve_spaces
+from .concept import ConceptLocalizer
 from .cpg import CPGLocalizer
 from .drawer import DrawerLocalizer, MissingTraceError  # noqa: F401
 from .features import resolved_space
@@ -17,6 +18,7 @@ LOCALIZERS: dict[str, type[Localizer]] = {
     CPGLocalizer.name: CPGLocalizer,
     DrawerLocalizer.name: DrawerLocalizer,
     AMGLocalizer.name: AMGLocalizer,
+    ConceptLocalizer.name: ConceptLocalizer,
 }
 
 

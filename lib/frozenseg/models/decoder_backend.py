@@ -87,6 +87,42 @@ class DecoderBackend:
                     for lo, f in zip(low, chunk)]
         return out
 
+    @torch.no_grad()
+    def support_tokens(self, feats, masks, k: int) -> torch.Tensor:
+        """(k, C) tokens from the supports themselves: the prompt encoder's embedding of the supports' mean box
+        (its two corner tokens) and mean foreground centroid (a positive point token), in the model's input frame;
+        tokens beyond three are the mean foreground image embedding, scaled to the prompt tokens' norm."""
+        boxes, cents, fg = [], [], []
+        for f, m in zip(feats, masks):
+            m = np.asarray(m, bool)
+            ys, xs = np.nonzero(m)
+            sc = lambda xy: self.model.scale_coords(np.asarray(xy, np.float64), f.original_size, f.input_size)
+            boxes.append(sc([[xs.min(), ys.min()], [xs.max(), ys.max()]]))
+            cents.append(sc([[xs.mean(), ys.mean()]]))
+            fg.append(_mean_foreground(f, m, self.model.input_frame))
+        dev = self.model.device
+        box = torch.as_tensor(np.mean(boxes, 0).reshape(1, 4), dtype=torch.float32, device=dev)
+        pt = torch.as_tensor(np.mean(cents, 0)[None], dtype=torch.float32, device=dev)
+        sparse, _ = self.model.prompt_encoder(points=(pt, torch.ones(1, 1, dtype=torch.long, device=dev)),
+                                              boxes=box, masks=None)
+        toks = torch.cat([sparse[0, 1:3], sparse[0, :1]]).float().cpu()        # box corners, then the point
+        extra = torch.as_tensor(np.mean(fg, 0), dtype=torch.float32)
+        extra = extra / extra.norm().clamp_min(1e-8) * toks.norm(dim=1).mean()
+        return torch.cat([toks, extra[None].expand(max(0, k - 3), -1)])[:k].clone()
+
     def tokens_like(self, k: int) -> tuple[int, int]:
         """Shape of a concept with ``k`` tokens."""
         return (k, self.dim)
+
+
+def _mean_foreground(feat, mask: np.ndarray, frame: int) -> np.ndarray:
+    """Mean (C,) image embedding over the grid cells the mask covers most (at least its best-covered cell)."""
+    emb = feat.tensor()[0].numpy()                                 # (C, g, g)
+    g = emb.shape[-1]
+    h, w = feat.input_size
+    t = torch.as_tensor(mask, dtype=torch.float32)[None, None]
+    t = F.interpolate(t, size=(h, w), mode="bilinear", align_corners=False)
+    t = F.pad(t, (0, frame - w, 0, frame - h))
+    cover = F.adaptive_avg_pool2d(t, g)[0, 0].numpy()
+    keep = cover >= min(0.5, float(cover.max()))
+    return emb[:, keep].mean(1)

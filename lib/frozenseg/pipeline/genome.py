@@ -27,11 +27,12 @@ MAX_GENOME_LABELS = 40
 
 
 def code_hash(files) -> str:
-    """Hash of the code a genome fit runs (``files``, paths relative to this package, plus every localizer): a
-    cached genome is refit when any of it changes."""
+    """Hash of the code a genome fit runs (``files``, paths relative to this package, plus every localizer and the
+    concept fit the concept localizer runs): a cached genome is refit when any of it changes."""
     h = hashlib.sha256()
     here = Path(__file__).parent
-    for p in [here / f for f in files] + sorted((here.parent / "localizers").glob("*.py")):
+    concept = [here.parent / "concept" / "core.py", here.parent / "models" / "decoder_backend.py"]   # concept route
+    for p in [here / f for f in files] + sorted((here.parent / "localizers").glob("*.py")) + concept:
         h.update(p.name.encode() + p.read_bytes())
     return h.hexdigest()[:16]
 
