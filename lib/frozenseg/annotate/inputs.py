@@ -11,8 +11,8 @@ import numpy as np
 
 from ..cache import image_hash
 from ..data.decoded import Decoded  # noqa: F401 (the 2D record decode_pair returns)
-from ..data.files import (CT_LEVEL, CT_WIDTH, IMAGE_EXTS, MASK_SUFFIXES, _intensity_uint8, _is_nifti, _stem,
-                          _visible, check_finite, natural_key, read_nifti_image)
+from ..data.files import (CT_LEVEL, CT_WIDTH, IMAGE_EXTS, MASK_SUFFIXES, check_finite, file_stem, intensity_uint8,
+                          is_nifti, natural_key, read_nifti_image, visible_files)
 from ..data.loaders import decode_pair
 from ..data.types import Pair
 from ..errors import DataError
@@ -72,11 +72,11 @@ def _listing(folder: Path) -> tuple[dict[str, Path], dict[str, Path], list[tuple
     if not img_dir.is_dir():
         raise DataError(folder, "no images/ sub-folder", f"arrange the collection as {LAYOUT}")
     images, other = {}, []
-    for p in sorted(_visible(img_dir.iterdir())):
-        if not (p.is_dir() or _is_nifti(p) or p.suffix.lower() in IMAGE_EXTS):
+    for p in sorted(visible_files(img_dir.iterdir())):
+        if not (p.is_dir() or is_nifti(p) or p.suffix.lower() in IMAGE_EXTS):
             other.append((str(p), "not a PNG/JPG/TIF/BMP image, NIfTI volume or DICOM series folder"))
             continue
-        stem = p.name if p.is_dir() else _stem(p)
+        stem = p.name if p.is_dir() else file_stem(p)
         if stem in images:
             raise DataError(p, f"two entries share the name {stem!r} ({images[stem].name}, {p.name})",
                             "keep one file (or series folder) per image in images/")
@@ -84,10 +84,10 @@ def _listing(folder: Path) -> tuple[dict[str, Path], dict[str, Path], list[tuple
     if not images:
         raise DataError(img_dir, "no images found", f"arrange the collection as {LAYOUT}")
     masks: dict[str, Path] = {}
-    for p in sorted(_visible(mask_dir.iterdir())) if mask_dir.is_dir() else []:
-        if not p.is_file() or not (_is_nifti(p) or p.suffix.lower() in IMAGE_EXTS):
+    for p in sorted(visible_files(mask_dir.iterdir())) if mask_dir.is_dir() else []:
+        if not p.is_file() or not (is_nifti(p) or p.suffix.lower() in IMAGE_EXTS):
             continue
-        stem = _stem(p)
+        stem = file_stem(p)
         owner = next((stem[: len(stem) - len(s)] for s in MASK_SUFFIXES if s and stem.endswith(s)
                       and stem[: len(stem) - len(s)] in images), stem)
         if owner not in images:
@@ -101,7 +101,7 @@ def _listing(folder: Path) -> tuple[dict[str, Path], dict[str, Path], list[tuple
 
 def _read_2d(name: str, path: Path, mask_path: Path | None, max_side: int | None) -> Item:
     """A 2D image (and its mask) through the study's decoder: display orientation, shrunk to ``max_side``."""
-    if mask_path is not None and _is_nifti(mask_path):
+    if mask_path is not None and is_nifti(mask_path):
         import nibabel as nib
 
         shape = tuple(int(s) for s in nib.load(str(mask_path)).shape)
@@ -121,10 +121,10 @@ def _volume(name: str, kind: str, path: Path, data: np.ndarray, source, mask_pat
         data = data[:, :, None]
     if data.ndim != 3:
         raise DataError(path, f"expected a 2D or 3D image, got shape {data.shape}", "keep one channel per volume")
-    image = _intensity_uint8(data, window)
+    image = intensity_uint8(data, window)
     mask = None
     if mask_path is not None:
-        if not _is_nifti(mask_path):
+        if not is_nifti(mask_path):
             raise DataError(mask_path, f"a 2D mask for the {'DICOM series' if kind == 'series' else 'NIfTI volume'} "
                             f"{path.name}", "give a volume a NIfTI mask (.nii.gz) in its own voxel grid")
         lab, _, _ = read_nifti_image(mask_path)
@@ -162,7 +162,7 @@ def read_collection(folder: str | Path, max_side: int | None = 1024,
     for name in sorted(images, key=natural_key):
         path, mask_path = images[name], masks.get(name)
         try:
-            if path.is_dir() or _is_nifti(path):
+            if path.is_dir() or is_nifti(path):
                 items.append(_read_3d(name, path, mask_path, window))
             else:
                 items.append(_read_2d(name, path, mask_path, max_side))

@@ -402,3 +402,7 @@ def _intensity_uint8(data: np.ndarray, window: tuple[float, float] | None) -> np
     if hi <= lo:
         return _minmax_uint8(data)
     return np.round((np.clip(data.astype(np.float32), lo, hi) - lo) * (255.0 / (hi - lo))).astype(np.uint8)
+
+
+# Public names of the helpers above for packages outside data/ (frozenseg.annotate reads a collection with them).
+is_nifti, file_stem, visible_files, intensity_uint8 = _is_nifti, _stem, _visible, _intensity_uint8
