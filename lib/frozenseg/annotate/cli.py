@@ -25,8 +25,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--genome-budget", type=int, help="genome evaluations per fit (default: the router's)")
     p.add_argument("--finalists", type=int, help="routes refitted with their genome (default: the router's)")
     p.add_argument("--model", default="litemedsam", help="the frozen model (default litemedsam)")
-    p.add_argument("--max-side", type=int, default=1024, help="2D images are worked on at most this many pixels "
-                                                              "on their longer side; masks are written at full size")
+    p.add_argument("--max-side", type=int, default=512, help="2D images are worked on at most this many pixels "
+                                                             "on their longer side (the decoder's masks come from 256 px "
+                                                             "logits); masks are written at full size")
     p.add_argument("--window", type=float, nargs=2, metavar=("LEVEL", "WIDTH"),
                    help="intensity window for volumes (default: CT window 40/400 for CT series, else percentiles)")
     p.add_argument("--seed", type=int, default=0)

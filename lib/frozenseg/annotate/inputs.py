@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from ..cache import image_hash
-from ..data.decoded import Decoded  # noqa: F401 (the 2D record decode_pair returns)
+from ..data.decoded import DecodedCache
 from ..data.files import (CT_LEVEL, CT_WIDTH, IMAGE_EXTS, MASK_SUFFIXES, check_finite, file_stem, intensity_uint8,
                           is_nifti, natural_key, read_nifti_image, visible_files)
 from ..data.loaders import decode_pair
@@ -100,7 +100,8 @@ def _listing(folder: Path) -> tuple[dict[str, Path], dict[str, Path], list[tuple
 
 
 def _read_2d(name: str, path: Path, mask_path: Path | None, max_side: int | None) -> Item:
-    """A 2D image (and its mask) through the study's decoder: display orientation, shrunk to ``max_side``."""
+    """A 2D image (and its mask) through the study's decoder and its cache of decoded files: display orientation,
+    shrunk to ``max_side``."""
     if mask_path is not None and is_nifti(mask_path):
         import nibabel as nib
 
@@ -108,7 +109,7 @@ def _read_2d(name: str, path: Path, mask_path: Path | None, max_side: int | None
         if len([s for s in shape if s > 1]) > 2:
             raise DataError(mask_path, f"a 3D mask volume of shape {shape} for the 2D image {path.name}",
                             "give a 2D image a 2D mask of its size (PNG or TIF, foreground > 0)")
-    dec = decode_pair(Pair(name, path, (mask_path,) if mask_path else (), "folder"), max_side)
+    dec = DecodedCache().get(Pair(name, path, (mask_path,) if mask_path else (), "folder"), max_side, decode_pair)
     return Item(name, "image", path, dec.image, dec.mask if mask_path else None, mask_path,
                 {"size": tuple(int(v) for v in dec.orig_size)}, image_hash(dec.image))
 
@@ -152,7 +153,7 @@ def _read_3d(name: str, path: Path, mask_path: Path | None, window) -> Item:
     return _volume(name, "volume", path, data, source, mask_path, window)
 
 
-def read_collection(folder: str | Path, max_side: int | None = 1024,
+def read_collection(folder: str | Path, max_side: int | None = 512,
                     window: tuple[float, float] | None = None) -> Collection:
     """Every item of ``folder`` with its mask where masks/ has one. An image that cannot be read is skipped (a
     warning lists each); a mask that does not fit its image raises DataError naming it and the fix."""

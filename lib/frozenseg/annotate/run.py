@@ -52,7 +52,7 @@ def _moved(prev: dict | None, fit) -> str:
 
 def annotate(folder: str | Path, out: str | Path | None = None, model="litemedsam", route: str = "auto",
              batch: int = 5, candidates=None, folds: int | None = None, genome_budget: int | None = None,
-             finalists: int | None = None, seed: int = 0, max_side: int | None = 1024, window=None, cache=None,
+             finalists: int | None = None, seed: int = 0, max_side: int | None = 512, window=None, cache=None,
              progress: bool = True, log: Callable[[str], None] = print) -> dict:
     """Run one round on ``folder`` (images/ + the few masks/) and write masks, uncertainty.csv, to_annotate.txt,
     review.html and rounds.json under ``out`` (default ``folder/frozenseg``); returns a summary dict."""
