@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.frozenseg-setup
 
 .DEFAULT_GOAL := help
-.PHONY: help setup report smoke test rehearsal bench gpu-check compare readme data data-status plan lab clean clean-cache
+.PHONY: help setup report smoke test annotate rehearsal bench gpu-check compare readme data data-status plan lab clean clean-cache
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -33,6 +33,10 @@ smoke: setup ## Build the report in the seconds-to-minutes smoke profile
 
 test: setup ## Run the test suite (library tests, notebooks in smoke mode, the report in headless Chromium)
 	$(PY) -m pytest -q
+
+annotate: setup ## Segment every unlabelled image of FOLDER from its few masks; queue the uncertain ones (FOLDER=path [OUT=dir] [BATCH=5])
+	@test -n "$(FOLDER)" || { echo "usage: make annotate FOLDER=/path/to/collection [OUT=dir] [BATCH=5]"; exit 2; }
+	$(PY) -m frozenseg annotate "$(FOLDER)" $(if $(OUT),--out "$(OUT)") $(if $(BATCH),--batch $(BATCH))
 
 rehearsal: setup ## Rehearse the full profile on a fake data root with random weights -> rehearsal/rehearsal.json (DEVICE=cpu|cuda)
 	$(PY) -m frozenseg.rehearsal $(if $(DEVICE),--device $(DEVICE))

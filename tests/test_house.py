@@ -18,7 +18,7 @@ from frozenseg.runner import notebook_sources
 LIB = paths.REPO / "lib" / "frozenseg"
 # Packages and modules that are the method; everything they import must be method too.
 METHOD = ("pipeline", "localizers", "models", "evaluation", "data", "training", "boxes", "cache", "errors", "io",
-          "paths", "config", "manifest", "baselines", "finetune", "concept")
+          "paths", "config", "manifest", "baselines", "finetune", "concept", "annotate")
 # What no method module may import.
 ROOMS_APART = ("frozenseg.experiments", "frozenseg.report", "frozenseg.results", "frozenseg.study",
                "frozenseg.runner", "frozenseg.readme", "frozenseg.bench", "frozenseg.viz")

@@ -349,20 +349,28 @@ def read_mask(path: str | Path, max_side: int | None = None) -> np.ndarray:
 
 def read_nifti(path: str | Path) -> tuple[np.ndarray, tuple[float, ...]]:
     """Read a NIfTI file reoriented to closest canonical (RAS): (data, spacing in mm per axis)."""
+    data, zooms, _ = read_nifti_image(path)
+    return data, zooms
+
+
+def read_nifti_image(path: str | Path):
+    """(data reoriented to closest canonical (RAS), spacing in mm per axis, the file's nibabel image with its own
+    affine and header, for writing a result back in the file's geometry)."""
     import nibabel as nib
 
     path = Path(path)
     if not path.is_file():
         raise DataError(path, "file not found", "check the path, or restore the file from the dataset archive")
     try:
-        canon = nib.as_closest_canonical(nib.load(str(path)))
+        img = nib.load(str(path))
+        canon = nib.as_closest_canonical(img)
         data = np.asanyarray(canon.dataobj)
         zooms = tuple(float(z) for z in canon.header.get_zooms()[: data.ndim])
     except (OSError, EOFError, ValueError, zlib.error, nib.filebasedimages.ImageFileError) as exc:
         raise DataError(path, f"corrupt or truncated NIfTI file ({type(exc).__name__}: {exc})", DECODE_FIX) from exc
     while data.ndim > 3 and data.shape[-1] == 1:
         data = data[..., 0]
-    return data, zooms[:3]
+    return data, zooms[:3], img
 
 
 def _squeeze2d(data: np.ndarray, path: Path) -> np.ndarray:
@@ -394,3 +402,7 @@ def _intensity_uint8(data: np.ndarray, window: tuple[float, float] | None) -> np
     if hi <= lo:
         return _minmax_uint8(data)
     return np.round((np.clip(data.astype(np.float32), lo, hi) - lo) * (255.0 / (hi - lo))).astype(np.uint8)
+
+
+# Public names of the helpers above for packages outside data/ (frozenseg.annotate reads a collection with them).
+is_nifti, file_stem, visible_files, intensity_uint8 = _is_nifti, _stem, _visible, _intensity_uint8

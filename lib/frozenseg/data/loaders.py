@@ -374,6 +374,13 @@ def _folder_record(pair: Pair, domain: str, max_side: int | None, window) -> Cas
     return Case(pair.case_id, domain, dec.image, dec.mask, source="folder", spacing=tuple(spacing[:2]), meta=meta)
 
 
+def folder_domain(root: str | Path) -> str:
+    """A domain name for a folder from its own name: characters other than letters, digits, _ and - become _
+    ("/data/my scans" -> "my_scans"), so a folder's name is never an error."""
+    name = re.sub(r"[^A-Za-z0-9_\-]+", "_", Path(root).resolve().name).strip("_-")
+    return name or "folder"
+
+
 def load_folder(root: str | Path, domain: str, *, ids: Iterable[str] | None = None, max_side: int | None = None,
                 window: tuple[float, float] | None = None) -> list[Case | Volume]:
     """Onboard a new domain from ``root/images`` + ``root/masks`` (PNG/JPG/TIF/BMP, 2D or 3D NIfTI).

@@ -172,9 +172,11 @@ def onboard(folder: str | Path, model, n_labels: int = 10, route: str = "auto", 
     named)."""
     from ..cache import EmbeddingCache
     from ..data import Volume, load_folder
+    from ..data.loaders import folder_domain
     from ..data.splits import subsample_train
 
-    items = load_folder(folder, Path(folder).name)
+    domain = folder_domain(folder)
+    items = load_folder(folder, domain)
     cases = [v.slice_case(z) for v in items if isinstance(v, Volume) for z in v.foreground_slices()]
     cases += [c for c in items if not isinstance(c, Volume) and c.mask.any()]
     labelled = subsample_train(cases, min(n_labels, len(cases)), seed)
@@ -184,7 +186,7 @@ def onboard(folder: str | Path, model, n_labels: int = 10, route: str = "auto", 
         chosen, scores = choose_route(model, labelled, embs, seed=seed, **routing)
     else:
         chosen = get_route(route)
-    chosen = Route(**{**chosen.__dict__, "domain": Path(folder).name})
+    chosen = Route(**{**chosen.__dict__, "domain": domain})
     budget = routing.get("genome_budget", ROUTING["genome_budget"])
     return fit_route(chosen, model, labelled, embs, budget, seed), scores
 
