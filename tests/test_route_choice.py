@@ -41,7 +41,8 @@ def test_routes_file_lists_candidates_and_no_typed_numbers():
     assert [r.domain for r in candidate_routes("isic")] == ["isic", "isic_knn", "isic_drawer"]
     assert [r.domain for r in candidate_routes("kvasir")] == ["kvasir", "kvasir_knn"]
     assert candidate_routes("kvasir")[1].localizer["transfer"] == "knn"
-    assert [r.domain for r in candidate_routes("cxr")] == ["cxr"], "no candidates key: the route itself"
+    assert [r.domain for r in candidate_routes("cxr")] == ["cxr", "concept"]
+    assert [r.domain for r in candidate_routes("spleen")] == ["spleen"], "no candidates key: the route itself"
     notes = " ".join(r.note for r in load_routes().values())
     assert not re.findall(r"\d\.\d", notes), "routes.yaml notes carry no measured numbers"
     assert "candidates" in ROUTES_FILE.read_text()
