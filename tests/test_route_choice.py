@@ -38,8 +38,10 @@ def test_routes_file_lists_candidates_and_no_typed_numbers():
 
     from frozenseg.pipeline.router import ROUTES_FILE
 
-    assert [r.domain for r in candidate_routes("isic")] == ["isic", "isic_drawer"]
-    assert [r.domain for r in candidate_routes("kvasir")] == ["kvasir"], "no candidates key: the route itself"
+    assert [r.domain for r in candidate_routes("isic")] == ["isic", "isic_drawer", "persam", "selfprompt"]
+    for dom in ("kvasir", "cxr"):
+        assert [r.domain for r in candidate_routes(dom)] == [dom, "persam", "selfprompt"], "the peers are candidates"
+    assert [r.domain for r in candidate_routes("spleen")] == ["spleen"], "no candidates key: the route itself"
     notes = " ".join(r.note for r in load_routes().values())
     assert not re.findall(r"\d\.\d", notes), "routes.yaml notes carry no measured numbers"
     assert "candidates" in ROUTES_FILE.read_text()

@@ -8,7 +8,9 @@ from .cpg import CPGLocalizer
 from .drawer import DrawerLocalizer, MissingTraceError  # noqa: F401
 from .features import resolved_space
 from .grid import FeatureGrid  # noqa: F401
+from .persam import PerSAMLocalizer
 from .prototype import PrototypeLocalizer
+from .selfprompt import SelfPromptLocalizer
 from .static_box import StaticBoxLocalizer
 
 LOCALIZERS: dict[str, type[Localizer]] = {
@@ -17,6 +19,8 @@ LOCALIZERS: dict[str, type[Localizer]] = {
     CPGLocalizer.name: CPGLocalizer,
     DrawerLocalizer.name: DrawerLocalizer,
     AMGLocalizer.name: AMGLocalizer,
+    PerSAMLocalizer.name: PerSAMLocalizer,          # the few-shot SAM peers (routes persam, selfprompt)
+    SelfPromptLocalizer.name: SelfPromptLocalizer,
 }
 
 
