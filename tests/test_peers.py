@@ -158,3 +158,16 @@ def test_headline_shows_each_peer_with_its_labels(tmp_path, monkeypatch):
     assert cells["PerSAM, 1 support"] == "0.300 (1 labels)" and cells[B.PEERS[2].title] == "0.600 (5 labels)"
     assert set(B.peer_cells(peers, "spleen", 10, "03_spleen").values()) == {"–"}
     assert set(B.peer_cells(peers, "cxr", 10, B.PENDING).values()) == {B.PENDING}
+
+
+def test_gate_audit_cross_checks_only_against_units_where_its_route_was_deployed():
+    """Notebook 10 refits a domain's own route; where notebook 04 deployed a peer (chosen on the labels), those rows
+    are not the route it audits, so they are not compared."""
+    from frozenseg.experiments.gate_validity import agreement
+
+    here = pd.DataFrame({"unit": "case", "seed": 0, "case_id": ["a", "b"], "dice_deployed": [0.8, 0.7]})
+    res = pd.DataFrame({"stage": "deployed", "seed": 0, "case_id": ["a", "b"], "dice": [0.8, 0.7], "n_labels": 10,
+                        "domain": "kvasir", "route": "kvasir"})
+    assert agreement(here, res, route="kvasir") == 0.0
+    peer = res.assign(route="selfprompt", dice=[0.5, 0.6])
+    assert np.isnan(agreement(here, peer, route="kvasir")) and agreement(here, peer) > 0.1
