@@ -53,7 +53,7 @@ from frozenseg.experiments.baselines import (arch_label, baseline_params, failed
 from frozenseg.experiments.baselines_report import (CHOSEN_ON, bold_leads, curve_plot, decoder_per_seed, headline,
                                                     mark_leads, match_table, nn_curves, panels, peers_per_seed,
                                                     pipeline_per_seed, runs_table)
-from frozenseg.experiments.peers import CAPTION as PEERS_CAPTION
+from frozenseg.experiments.peers import caption as peers_caption
 from frozenseg.report import source_study_note
 from frozenseg.results import save_results
 from frozenseg.study import setup
@@ -120,7 +120,7 @@ art.table(mark_leads(head, leads), "headline", caption=(
     "cases, a subset of the same N-label draw; spleen's networks also see background slices of the labelled "
     "volumes). Same test units for every method (spleen: every slice of each test volume, scored per volume). "
     f"Every score: {ev.ACROSS_SEEDS}. ★: the pipeline beats the best network at that N. 'pending': that notebook "
-    f"has not produced results in this profile; no number is filled in. {size_note}. {PEERS_CAPTION}"))
+    f"has not produced results in this profile; no number is filled in. {size_note}. {peers_caption(study.model_key, study.model_label)}"))
 display(bold_leads(head, leads))
 match = match_table(results, pipeline, origin, titles)
 art.table(match, "match_n", caption=(

@@ -14,8 +14,8 @@ from ..results import save_results
 from .route_choice import SINGLE
 from .domain import (DEPLOYED, NAIVE, ORACLE, ablation_table, at_largest_budget, gap_closed, run_domain, save_masks,
                      test_cases)
-from .peers import CAPTION as PEERS_CAPTION
 from .peers import PEERS
+from .peers import caption as peers_caption
 
 
 def chain_figure(df: pd.DataFrame, title: str):
@@ -221,7 +221,7 @@ def run_section(study, domain: str, notebook: str, art, route=None, candidates=N
         f"{study.title(domain)} at N={top}: the deployed route beside the few-shot SAM peers, the naive localizer "
         f"and the GT-box oracle on the same {units}, each peer fitted on the route's supports of the same seeded "
         f"draw. Dice: {ev.ACROSS_SEEDS}; the interval: {ev.interval_note()}; 'labels used': of the N labelled train "
-        f"images. {PEERS_CAPTION}")))
+        f"images. {peers_caption(study.model_key, study.model_label)}")))
     top_df = at_largest_budget(df)
     art.figure(chain_figure(top_df, study.title(domain)), f"{domain}_chain", caption=(
         f"Dice after each stage of the deployed pipeline at N={top} (bar: mean over seeds of the per-seed mean over "

@@ -27,21 +27,28 @@ PEER_STAGES = tuple(p.stage for p in PEERS)
 PEER_ROUTES = tuple(dict.fromkeys(p.route for p in PEERS))
 PEER_INDEX = {p.stage: -3 - i for i, p in enumerate(PEERS)}     # stage_index: naive is -1, the oracle -2
 
-CAPTION = (
-    "Peers, written for this project from the papers (no code of theirs), on this profile's model (LiteMedSAM in the "
-    "cpu and sample profiles: 256 px input, a 64 x 64 embedding, trained with box prompts only) instead of the "
-    "papers' SAM ViT-H (PerSAM) and SAM ViT-B (Self-prompting) at 1024 px. PerSAM (Zhang et al., ICLR 2024), "
-    "training-free: the mean foreground feature of the support masks (1 support, or the mean over the N supports' "
-    "means), its cosine map over the query's embedding, a positive point at the map's maximum and a negative one at "
-    "its minimum, decoded, then the paper's cascaded post-refinement (the points with the first mask's logits, then "
-    "with that mask's box as well); its target-guided attention and target-semantic prompting are left out, as they "
-    "change the decoder's internals. A model trained on boxes alone decodes a point prompt to a near-empty mask, so "
-    "PerSAM's first step is weak here and the cascade starts from it. Self-prompting SAM (Wu et al., MICCAI 2023 "
-    "DART workshop): a logistic-regression head (scikit-learn's default objective, solved with L-BFGS) on every "
-    "embedding cell of the N labelled images, its mask on the query resized to 256 px, eroded 3 and dilated 5 times "
-    "(5 x 5), then its bounding box and its deepest point (distance transform) decoded together; the paper's "
-    "5-fold training protocol is not used (one fit on the labels). Where a peer finds nothing the pipeline's "
-    "few-shot atlas box stands in, flagged. The naive row thresholds a similar cosine map into a box.")
+BOX_ONLY = {"litemedsam": "LiteMedSAM: 256 px input, a 64 x 64 embedding, trained with box prompts only"}
+
+
+def caption(model_key: str, model_label: str) -> str:
+    """How each peer here differs from its paper, on the study's model (what every peer table's caption says)."""
+    model = BOX_ONLY.get(model_key, model_label)
+    weak = (" A model trained on boxes alone decodes a point prompt to a near-empty mask, so PerSAM's first step is "
+            "weak here and the cascade starts from it." if model_key in BOX_ONLY else "")
+    return (
+        f"Peers, written for this project from the papers (no code of theirs), on this study's model ({model}) instead "
+        "of the papers' SAM ViT-H (PerSAM) and SAM ViT-B (Self-prompting) at 1024 px. PerSAM (Zhang et al., ICLR "
+        "2024), training-free: the mean foreground feature of the support masks (1 support, or the mean over the N "
+        "supports' means), its cosine map over the query's embedding, a positive point at the map's maximum and a "
+        "negative one at its minimum, decoded, then the paper's cascaded post-refinement (the points with the first "
+        "mask's logits, then with that mask's box as well); its target-guided attention and target-semantic "
+        f"prompting are left out, as they change the decoder's internals.{weak} Self-prompting SAM (Wu et al., "
+        "MICCAI 2023 DART workshop): a logistic-regression head (scikit-learn's default objective, solved with "
+        "L-BFGS) on every embedding cell of the N labelled images, its mask on the query resized to 256 px, eroded 3 "
+        "and dilated 5 times (5 x 5), then its bounding box and its deepest point (distance transform) decoded "
+        "together; the paper's 5-fold training protocol is not used (one fit on the labels). Where a peer finds "
+        "nothing the pipeline's few-shot atlas box stands in, flagged. The naive row thresholds a similar cosine "
+        "map into a box.")
 
 
 def without_peers(routes: list, deployed: str | None = None) -> list:
