@@ -43,6 +43,7 @@ import matplotlib.pyplot as plt
 from IPython.display import display
 
 from frozenseg.experiments.domain_report import alternative_routes, deployed_name, drawer_candidates, run_section
+from frozenseg.experiments.peers import without_peers
 from frozenseg.study import setup
 
 DOMAIN = "isic"
@@ -52,7 +53,11 @@ candidates, override = drawer_candidates(DOMAIN, drawer_backend, deploy_drawer, 
 art = study.artifacts("02_isic")
 
 # %% [markdown]
-# ## Route choice, genome, skill-by-skill ablation and the oracle gap closed
+# ## Route choice, genome, skill-by-skill ablation and the oracle gap closed, beside the few-shot SAM peers
+#
+# The route is chosen among the domain's candidates (routes.yaml), the few-shot SAM peers PerSAM and
+# Self-prompting SAM among them, by cross-validation on the labels. Whatever is deployed, the peers also run on the
+# same test units from the same label draw (PerSAM with one support and with the N supports), in the peers table.
 
 # %%
 if DOMAIN in study.domains:
@@ -63,7 +68,8 @@ else:
 # %% [markdown]
 # ## Both routes on the same test units, and the worst cases of the one not deployed
 #
-# Both candidates fitted the same way at the largest budget (the same supports and genome cases) and run on the
+# The two routes of this domain (and the deployed one, where a few-shot SAM peer won the choice; the peers' own rows
+# are in the peers table above) fitted the same way at the largest budget (the same supports and genome cases) and run on the
 # same test units. This is a comparison only: the deployed route was chosen on the labels (the choice table above),
 # not on these test numbers. The worst cases of the route not deployed show what it gets wrong (ground truth
 # green, prediction red, its box yellow).
@@ -72,11 +78,11 @@ else:
 if DOMAIN in study.domains:
     seed0 = study.seeds[0]
     chosen = deployed_name(results, seed0)
-    routes = sorted(candidates, key=lambda r: r.domain != chosen)      # the deployed route first
+    routes = sorted(without_peers(candidates, chosen), key=lambda r: r.domain != chosen)   # the deployed route first
     other = routes[-1]
     table, fig = alternative_routes(study, DOMAIN, routes, seed=seed0, deployed=chosen)
     display(art.table(table, f"{DOMAIN}_routes", caption=(
-        f"{study.title(DOMAIN)}: both candidate routes at the largest budget, seed {seed0}, on the same test units: "
+        f"{study.title(DOMAIN)}: the candidate routes (peers aside unless deployed) at the largest budget, seed {seed0}, on the same test units: "
         "Dice after localization and deployed (mean over units, and how many fall below 0.5). A side-by-side "
         "comparison only: the deployed route (✓) was chosen by cross-validation on the labels, not on these "
         "numbers.")))

@@ -38,7 +38,11 @@ study = setup(profile=profile, seeds=seeds, domains=domains, source=source, mode
 art = study.artifacts("04_kvasir")
 
 # %% [markdown]
-# ## Route, genome, skill-by-skill ablation and the oracle gap closed
+# ## Route, genome, skill-by-skill ablation and the oracle gap closed, beside the few-shot SAM peers
+#
+# The route is chosen among the domain's candidates (routes.yaml), the few-shot SAM peers PerSAM and
+# Self-prompting SAM among them, by cross-validation on the labels. Whatever is deployed, the peers also run on the
+# same test units from the same label draw (PerSAM with one support and with the N supports), in the peers table.
 
 # %%
 if DOMAIN in study.domains:

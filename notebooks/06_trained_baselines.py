@@ -51,8 +51,9 @@ from frozenseg import evaluation as ev
 from frozenseg.experiments.baselines import (arch_label, baseline_params, failed_runs, monitor_note, monitored,
                                              nnunet_available, run_sweep, size_caption, training_curves, units_note)
 from frozenseg.experiments.baselines_report import (CHOSEN_ON, bold_leads, curve_plot, decoder_per_seed, headline,
-                                                    mark_leads, match_table, nn_curves, panels, pipeline_per_seed,
-                                                    runs_table)
+                                                    mark_leads, match_table, nn_curves, panels, peers_per_seed,
+                                                    pipeline_per_seed, runs_table)
+from frozenseg.experiments.peers import caption as peers_caption
 from frozenseg.report import source_study_note
 from frozenseg.results import save_results
 from frozenseg.study import setup
@@ -101,14 +102,17 @@ print(f"{len(failed)} failed run(s)")
 # One row per domain and budget N. The best trained network is the arch with the highest validation Dice at that
 # N (on the split carved from its N labels), and its test Dice is shown. The pipeline column is the deployed
 # stage of notebooks 02–05 at that N (read from their results files; 'pending' where a domain's notebook has not
-# run), the tuned-decoder columns come from notebook 07 at the same N ('–' where 07 does not tune at that N).
+# run), the tuned-decoder columns come from notebook 07 at the same N ('–' where 07 does not tune at that N), and the
+# few-shot SAM peers (PerSAM with one and with N supports, Self-prompting SAM) from notebooks 02, 04 and 05, fitted
+# on the same label draw and scored on the same test units ('–' for spleen, whose volume pipeline runs no peer).
 # Beside every score: how many of the N labelled train images that method used. A row where the pipeline leads
 # the best network is bold here and marked ★ in the report.
 
 # %%
 pipeline, origin = pipeline_per_seed(study.profile.name, study.domains)
 decoder = decoder_per_seed(study.profile.name)
-head, leads = headline(results, pipeline, origin, decoder, titles)
+peers = peers_per_seed(study.profile.name, study.domains)
+head, leads = headline(results, pipeline, origin, decoder, titles, peers=peers)
 art.table(mark_leads(head, leads), "headline", caption=(
     f"Per domain and label budget N: the best trained network ({CHOSEN_ON}; arch and init in brackets), "
     "the training-free pipeline's deployed Dice, and the few-shot tuned decoder prompted by the domain's GT-free "
@@ -116,7 +120,7 @@ art.table(mark_leads(head, leads), "headline", caption=(
     "cases, a subset of the same N-label draw; spleen's networks also see background slices of the labelled "
     "volumes). Same test units for every method (spleen: every slice of each test volume, scored per volume). "
     f"Every score: {ev.ACROSS_SEEDS}. ★: the pipeline beats the best network at that N. 'pending': that notebook "
-    f"has not produced results in this profile; no number is filled in. {size_note}."))
+    f"has not produced results in this profile; no number is filled in. {size_note}. {peers_caption(study.model_key, study.model_label)}"))
 display(bold_leads(head, leads))
 match = match_table(results, pipeline, origin, titles)
 art.table(match, "match_n", caption=(

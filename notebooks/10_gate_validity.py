@@ -109,11 +109,13 @@ for dom, nb in DOMAIN_NB.items():
         print(art.note(f"{titles[dom]}: results of {nb} are absent, so the deployed Dice here is not cross-checked "
                        f"(run {nb} first).", name=f"check_{dom}"))
         continue
-    diff = gate_validity.agreement(rows[rows.domain == dom], load_results(nb, study.profile.name))
+    diff = gate_validity.agreement(rows[rows.domain == dom], load_results(nb, study.profile.name), route=dom)
     print(f"{dom}: largest |deployed Dice here - {nb}| = {diff:.2e}")
     if not diff <= 1e-6:
         print(art.note(f"{titles[dom]}: the deployed Dice here differs from {nb}'s results by up to {diff:.3g} "
-                       f"(or no case is shared); rerun {nb} and this notebook together.", name=f"check_{dom}"))
+                       f"(or no case is shared: {nb} deployed another of its candidates, chosen on the labels, "
+                       f"while this notebook audits route {dom!r}); rerun {nb} and this notebook together.",
+                       name=f"check_{dom}"))
 
 # %% [markdown]
 # ## Gate vs true Dice: correlations with bootstrap intervals

@@ -133,18 +133,20 @@ def _summary_paths(profile: str = "smoke") -> dict:
     from frozenseg.experiments import gate_validity
     from frozenseg.experiments.router import route_scores_table, routing_table
     from frozenseg.experiments.domain import ablation_table
-    from frozenseg.experiments.domain_report import budget_table, gap_table
+    from frozenseg.experiments.domain_report import budget_table, comparison_table, gap_table
     from frozenseg.experiments.spleen import volume_ablation_table, volume_gap_table
     from frozenseg.readme import sample_rows
     from frozenseg.study import setup
 
     r = lambda nb: load_results(nb, profile)  # noqa: E731
-    section = lambda nb: (budget_table(r(nb)), ablation_table(r(nb)), gap_table(r(nb)))  # noqa: E731
+    section = lambda nb: (budget_table(r(nb)), ablation_table(r(nb)), gap_table(r(nb)),  # noqa: E731
+                          comparison_table(r(nb)))
 
     def baselines():
         pipe, origin = baselines_report.pipeline_per_seed(profile, DOMAINS)
         return baselines_report.headline(r("06_trained_baselines"), pipe, origin,
-                                         baselines_report.decoder_per_seed(profile))
+                                         baselines_report.decoder_per_seed(profile),
+                                         peers=baselines_report.peers_per_seed(profile, DOMAINS))
 
     def router():
         df = r("09_router")

@@ -59,7 +59,8 @@ SMALL_CONCEPT = {"k": 4, "epochs": 8, "refit_epochs": 4, "rounds": 2, "per_round
 SMALL_FEWSHOT = {"budgets": (10, 25), "epochs": 3, "patience": 2}
 SMALL_PIPELINE = {"n_support": 10, "n_genome": 12, "genome_budget": 10, "router_n_test": 6, "router_folds": 3,
                   "router_genome_budget": 3, "router_finalists": 2,
-                  "router_candidates": ["isic", "isic_drawer", "kvasir", "cxr", "agnostic", "concept"],
+                  "router_candidates": ["isic", "isic_drawer", "kvasir", "cxr", "agnostic", "concept", "persam",
+                                        "selfprompt"],
                   # spleen's genome is left out for time (notebook 03's share of a run is in the runner's
                   # report/build/<profile>/run_times.json); notebook 03's genome_budget fits it anyway
                   "spleen_genome_budget": 0, "spleen_genome_volumes": 1}

@@ -18,6 +18,7 @@ from ..baselines.nets import ARCHS
 from ..config import DOMAINS
 from ..errors import DataError
 from ..results import PIPELINE_NOTEBOOKS, load_results
+from .peers import PEERS
 
 DECODER_NOTEBOOK = "07_fewshot_decoder"
 PENDING = "pending"
@@ -87,6 +88,36 @@ def pipeline_per_seed(profile: str, domains) -> tuple[pd.DataFrame, dict[str, st
             dice=("dice", "mean"), labels_used=("labels_used", "max"), units=("dice", "size")))
     cols = ["domain", "n_labels", "seed", "dice", "labels_used", "units"]
     return (pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=cols)), origin
+
+
+def peers_per_seed(profile: str, domains) -> pd.DataFrame:
+    """Dice of each few-shot SAM peer (``peers.PEERS``) per domain x N x seed from notebooks 02-05's results, with
+    the labels it used (empty where none has run; spleen's notebook runs no peer)."""
+    parts = []
+    for dom in domains:
+        nb = PIPELINE_NOTEBOOKS.get(dom)
+        try:
+            df = load_results(nb, profile) if nb else None
+        except DataError:
+            df = None
+        if df is None or "stage" not in df or "n_labels" not in df:
+            continue
+        rows = ev.scored_units(df[(df.domain == dom) & df.stage.isin([p.stage for p in PEERS])])
+        parts.append(rows.groupby(["domain", "stage", "n_labels", "seed"], as_index=False).agg(
+            dice=("dice", "mean"), labels_used=("labels_used", "max")))
+    cols = ["domain", "stage", "n_labels", "seed", "dice", "labels_used"]
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=cols)
+
+
+def peer_cells(peers: pd.DataFrame, dom: str, n: int, origin: str) -> dict[str, str]:
+    """One headline cell per peer at (domain, N): its Dice (``ev.ACROSS_SEEDS``) and the labels it used; '–' where
+    the domain's notebook ran without peer rows at that N, 'pending' where it has not run."""
+    out = {}
+    for p in PEERS:
+        at = peers[(peers.domain == dom) & (peers.stage == p.stage) & (peers.n_labels == n)] if len(peers) else None
+        out[p.title] = (PENDING if origin == PENDING else "–" if at is None or at.empty
+                        else f"{_cell(at.dice)} ({int(at.labels_used.max())} labels)")
+    return out
 
 
 def decoder_per_seed(profile: str) -> pd.DataFrame:
@@ -171,10 +202,11 @@ def _cell(values) -> str:
 
 
 def headline(df: pd.DataFrame, pipeline: pd.DataFrame, origin: dict[str, str], decoder: pd.DataFrame,
-             titles: dict[str, str] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+             titles: dict[str, str] | None = None, peers: pd.DataFrame | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(table of strings, boolean frame marking where the pipeline leads the best NN): one row per domain and label
-    budget N, every method with the labels it used beside its score. All methods are scored on the same test
-    units (spleen: every slice of each test volume, per volume)."""
+    budget N, every method with the labels it used beside its score, the few-shot SAM peers (``peers_per_seed``)
+    among them. All methods are scored on the same test units (spleen: every slice of each test volume, per
+    volume)."""
     curves = nn_curves(df)
     best = best_nn(curves)
     used = ev.scored_units(df)
@@ -196,6 +228,8 @@ def headline(df: pd.DataFrame, pipeline: pd.DataFrame, origin: dict[str, str], d
                    "pipeline labels used": int(p.labels_used.max()) if len(p) else PENDING,
                    "pipeline − best NN": (f"{pm - bm:+.3f}" if both else PENDING if not np.isfinite(pm) else "–")}
             row.update(decoder_cells(decoder, dom, n))
+            if peers is not None:
+                row.update(peer_cells(peers, dom, n, origin.get(dom, PENDING)))
             row["pipeline results"] = origin.get(dom, PENDING)
             rows.append(row)
             leads.append({"best NN": both and pm > bm, "training-free pipeline": both and pm > bm})

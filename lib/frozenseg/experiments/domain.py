@@ -19,6 +19,7 @@ from ..pipeline.core import Pipeline, Route
 from ..pipeline.genome import code_hash, fit_genome
 from ..pipeline.router import get_route, load_routes
 from .budgets import DEFAULTS, GENOME_CODE, budgets, label_sets, settings  # noqa: F401  (used by notebooks)
+from .peers import fit_peers, peer_rows
 from .route_choice import given_route, route_choice
 
 log = logging.getLogger(__name__)
@@ -88,12 +89,12 @@ def oracle_mask(study, case, embedding) -> np.ndarray:
 def run_domain(study, domain: str, seed: int, notebook: str, keep_masks: bool = True,
                use_cache: bool = True, route: Route | None = None,
                n_labels: int | None = None, candidates: list[Route] | None = None) -> tuple[pd.DataFrame, dict]:
-    """Rows (one per test unit x stage, plus naive, oracle and 'deployed') at label budget N (default the largest)
-    and the deployed masks by case id. The deployed route is chosen among the domain's ``candidates`` (None: its
+    """Rows (one per test unit x stage, plus naive, oracle, 'deployed' and the few-shot SAM peers of
+    ``peers.PEERS``) at label budget N (default the largest) and the deployed masks by case id. The deployed route is chosen among the domain's ``candidates`` (None: its
     routes.yaml candidates) by cross-validation on this budget's labels (``choice.route_choice``), unless ``route``
     fixes it. Every row carries ``n_labels`` (the budget), ``labels_used`` (how many labelled cases the method used:
     the pipeline's supports, genome cases and the labels its route was chosen on; the naive route's supports; 0 for
-    the GT-box oracle), ``route`` and ``negative``. The 'deployed' row's ``seconds`` is the wall time of the
+    the GT-box oracle; each peer's supports), ``route`` and ``negative``. The 'deployed' row's ``seconds`` is the wall time of the
     pipeline on that image beyond the (cached) encoder."""
 
     n_labels = int(n_labels or max(budgets(study.profile, study.data(domain))))
@@ -101,6 +102,7 @@ def run_domain(study, domain: str, seed: int, notebook: str, keep_masks: bool = 
               else route_choice(study, domain, seed, n_labels, candidates, use_cache=use_cache))
     pipe, grec = fit_domain(study, domain, seed, route=choice["route"], use_cache=use_cache, n_labels=n_labels)
     naive, nrec = fit_domain(study, domain, seed, route=get_route("agnostic"), genome=False, n_labels=n_labels)
+    peers = fit_peers(study, domain, seed, n_labels)
     used = len(set(grec["labels"]) | set(choice["labels"]))
     cases = test_cases(study, domain)
     embs = study.embeddings(cases, desc=f"{domain} test")
@@ -124,6 +126,7 @@ def run_domain(study, domain: str, seed: int, notebook: str, keep_masks: bool = 
                           "labels_used": nrec["labels_used"]}, NAIVE, -1, nv.mask, c, gate=np.nan, flag=""))
         rows.append(_row({**base, "localizer": "gt_box", "route": "gt_box", "labels_used": 0}, ORACLE, -2,
                          oracle_mask(study, c, e), c, gate=np.nan, flag=""))
+        rows += peer_rows(peers, c, e, base, _row)
         if keep_masks:
             masks[c.case_id] = tr.final
     df = with_budget(pd.DataFrame(rows), n_labels).assign(notebook=notebook, profile=study.profile.name,

@@ -12,7 +12,10 @@ from ..errors import ConfigError
 from ..pipeline.router import candidate_routes, with_localizer
 from ..results import save_results
 from .route_choice import SINGLE
-from .domain import DEPLOYED, NAIVE, ORACLE, ablation_table, gap_closed, run_domain, save_masks, test_cases
+from .domain import (DEPLOYED, NAIVE, ORACLE, ablation_table, at_largest_budget, gap_closed, run_domain, save_masks,
+                     test_cases)
+from .peers import PEERS
+from .peers import caption as peers_caption
 
 
 def chain_figure(df: pd.DataFrame, title: str):
@@ -67,6 +70,25 @@ def gap_table(df: pd.DataFrame) -> pd.DataFrame:
     g = gap_closed(df)
     cols = (NAIVE, DEPLOYED, ORACLE, "gap closed")
     return pd.DataFrame([{col: ev.fmt_mean_sd(*ev.mean_sd(g[col])[:2]) for col in cols}])
+
+
+def comparison_table(df: pd.DataFrame) -> pd.DataFrame:
+    """Per method at the largest label budget: Dice (``ev.ACROSS_SEEDS``), its bootstrap interval over test units
+    (``ev.unit_interval``, the rows of one unit resampled together), the labels it used and its share of units
+    below Dice 0.5: the deployed route, each peer, the naive localizer and the GT-box oracle."""
+    d = ev.scored_units(at_largest_budget(df))
+    titles = {DEPLOYED: "deployed route", **{p.stage: p.title for p in PEERS},
+              NAIVE: "naive (prototype box)", ORACLE: "GT-box oracle"}
+    rows = []
+    for stage, title in titles.items():
+        g = d[d.stage == stage]
+        if g.empty:
+            continue
+        route = ", ".join(sorted(set(g.route))) if "route" in g else ""
+        rows.append({"method": title, "route": route, "labels used": int(g.labels_used.max()),
+                     "Dice": ev.seed_cell(g), "mean [95% interval]": ev.fmt_interval(ev.unit_interval(g)),
+                     "units below 0.5": f"{int((g.dice < 0.5).sum())} / {len(g)}"})
+    return pd.DataFrame(rows)
 
 
 def budget_table(df: pd.DataFrame) -> pd.DataFrame:
@@ -151,8 +173,6 @@ def run_section(study, domain: str, notebook: str, art, route=None, candidates=N
     domain's routes.yaml candidates) by cross-validation on each budget's labels; ``route`` fixes it instead."""
     from IPython.display import display
 
-    from .domain import at_largest_budget
-
     parts, infos = [], {}
     for seed in study.seeds:
         df, info = run_budgets(study, domain, seed, notebook, route=route, candidates=candidates)
@@ -197,6 +217,11 @@ def run_section(study, domain: str, notebook: str, art, route=None, candidates=N
     display(art.table(gap_table(df), f"{domain}_gap", caption=(
         f"At N={top} ({ev.ACROSS_SEEDS}): naive = the domain-agnostic prototype localizer's box decoded once; "
         "oracle = the ground-truth box; gap closed = (deployed - naive) / (oracle - naive), per seed.")))
+    display(art.table(comparison_table(df), f"{domain}_peers", caption=(
+        f"{study.title(domain)} at N={top}: the deployed route beside the few-shot SAM peers, the naive localizer "
+        f"and the GT-box oracle on the same {units}, each peer fitted on the route's supports of the same seeded "
+        f"draw. Dice: {ev.ACROSS_SEEDS}; the interval: {ev.interval_note()}; 'labels used': of the N labelled train "
+        f"images. {peers_caption(study.model_key, study.model_label)}")))
     top_df = at_largest_budget(df)
     art.figure(chain_figure(top_df, study.title(domain)), f"{domain}_chain", caption=(
         f"Dice after each stage of the deployed pipeline at N={top} (bar: mean over seeds of the per-seed mean over "
@@ -212,8 +237,6 @@ def run_section(study, domain: str, notebook: str, art, route=None, candidates=N
 
 def deployed_name(df: pd.DataFrame, seed: int) -> str:
     """The route deployed at the largest budget for one seed (chosen on the labels), from a section's rows."""
-    from .domain import at_largest_budget
-
     d = at_largest_budget(df)
     return str(d[(d.seed == seed) & (d.stage == DEPLOYED)].route.iloc[0])
 

@@ -388,12 +388,13 @@ def skill_audit(df: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows).sort_values(["domain", "step"], kind="stable").reset_index(drop=True)
 
 
-def agreement(df: pd.DataFrame, results: pd.DataFrame) -> float:
+def agreement(df: pd.DataFrame, results: pd.DataFrame, route: str | None = None) -> float:
     """Largest |deployed Dice here - deployed Dice in the domain notebook's results at its largest budget (the
-    pipeline refit here)| over shared cases (NaN if none)."""
+    pipeline refit here)| over shared cases (NaN if none); ``route`` keeps the results where that route was the
+    one deployed (the domain notebook chooses among candidates on the labels; this refits the domain's own)."""
     a = rows_of(df, "case").set_index(["seed", "case_id"]).dice_deployed
     r = at_largest_budget(results)
-    r = r[r.stage == "deployed"]
+    r = r[(r.stage == "deployed") & ((r.route == route) if route and "route" in r else True)]
     b = r.set_index(["seed", "case_id"]).dice
     j = a.to_frame("a").join(b.rename("b"), how="inner")
     return float((j.a - j.b).abs().max()) if len(j) else float("nan")

@@ -9,7 +9,9 @@ from .cpg import CPGLocalizer
 from .drawer import DrawerLocalizer, MissingTraceError  # noqa: F401
 from .features import resolved_space
 from .grid import FeatureGrid  # noqa: F401
+from .persam import PerSAMLocalizer
 from .prototype import PrototypeLocalizer
+from .selfprompt import SelfPromptLocalizer
 from .static_box import StaticBoxLocalizer
 
 LOCALIZERS: dict[str, type[Localizer]] = {
@@ -19,6 +21,8 @@ LOCALIZERS: dict[str, type[Localizer]] = {
     DrawerLocalizer.name: DrawerLocalizer,
     AMGLocalizer.name: AMGLocalizer,
     ConceptLocalizer.name: ConceptLocalizer,
+    PerSAMLocalizer.name: PerSAMLocalizer,          # the few-shot SAM peers (routes persam, selfprompt)
+    SelfPromptLocalizer.name: SelfPromptLocalizer,
 }
 
 
