@@ -36,7 +36,8 @@ from .genome import (GENOME_OBJECTIVE, VOLUME_GENOME, VOLUME_GENOME_CODE, fit_vo
                      genome_volumes, objective_slices)
 from .pipeline import (DEFAULT_GATE, DEFAULT_PARAMS, DEV_NOTE, LOCALIZE, SKILL_ORDER, SKILLS, STAGES,  # noqa: F401
                        VolumePipeline)
-from .prior import N_T_BINS, N_Z_BINS, VolumePrior  # noqa: F401
+from .body import BodyFrame  # noqa: F401
+from .prior import N_T_BINS, N_Z_BINS, VolumePrior, frames_of  # noqa: F401
 from .skills import BoundaryPolish, MultiPrototype, Pyramid, zoom_image  # noqa: F401
 from .state import SliceFrame, VolumeSkill, VolumeStage, VolumeState, VolumeTrace  # noqa: F401
 from .trajectory import WithinVolumePrior  # noqa: F401
