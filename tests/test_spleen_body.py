@@ -192,3 +192,21 @@ def test_the_sample_profile_evaluates_the_present_spleen_samples_leave_one_scan_
     s = samples["spleen_mr"]
     assert len(s.volumes) == 3 and s.detail == "real sample (n = 3 volumes of 3 scans)" and "MR" in s.title
     assert lovo_samples(setup(profile="cpu", domains=["spleen"], verbose=False)) == {}
+
+
+def test_an_organ_cut_by_the_field_of_view_bounds_neither_the_range_nor_the_length(tmp_path):
+    """A slab whose every slice holds the organ (like the CT sample's 40 mm scan) says nothing about where the organ
+    ends: a prior fit on it alone processes the whole body of a longer scan and caps no length; a scan that shows
+    both ends of the organ bounds both."""
+    slab = synthetic_scan((48, 48, 8), (6.0, 6.0, 5.0), (240, 200), (0.5, 0.5), (-20, 60))
+    whole = synthetic_scan((48, 48, 30), (6.0, 6.0, 5.0), (240, 200), (0.5, 0.5), (50, 110))
+    root = write_folder(tmp_path / "ct", {"slab": (*slab, (6.0, 6.0, 5.0)), "whole": (*whole, (6.0, 6.0, 5.0))})
+    vols = {v.volume_id: v for v in L.load_folder(root, "spleen", window=(L.CT_LEVEL, L.CT_WIDTH))}
+    slab, whole = vols["slab"], vols["whole"]
+    assert slab.foreground_slices() == list(range(8))
+    body = BodyFrame.of(whole.image, whole.spacing[2])
+    cut = VolumePrior.fit(organ_slices(slab), {"slab": slab})
+    assert cut.slice_range(body, margin=0) == list(range(30)) and cut.length[1] == float("inf")
+    seen = VolumePrior.fit(organ_slices(whole), {"whole": whole})
+    zs = whole.foreground_slices()
+    assert seen.slice_range(body, margin=0) == zs and seen.length[1] == (zs[-1] - zs[0]) * 5.0

@@ -61,6 +61,13 @@ def body_slice(grey: np.ndarray, threshold: float) -> np.ndarray:
     return ndimage.binary_fill_holes(big)
 
 
+def ranks(hist: np.ndarray) -> np.ndarray:
+    """Mid-rank in [0, 1] of each of the 256 grey levels under a histogram (the body's intensity distribution)."""
+    h = np.asarray(hist, float)
+    c = np.cumsum(h)
+    return ((c - 0.5 * h) / max(c[-1], 1.0)).astype(np.float32)
+
+
 @dataclass
 class BodyFrame:
     """Per slice the body's box (xyxy pixels, rows = y), the body's slice range and the slice spacing (mm)."""
@@ -70,6 +77,7 @@ class BodyFrame:
     z1: int
     shape: tuple[int, int]       # (H, W) of a slice
     z_spacing: float = 1.0
+    levels: np.ndarray | None = None   # (256,) rank of each grey level among the body's voxels (0 darkest, 1 brightest)
 
     @classmethod
     def of(cls, image: np.ndarray, z_spacing: float = 1.0) -> "BodyFrame":
@@ -80,15 +88,17 @@ class BodyFrame:
         t = body_threshold(img)
         depth = img.shape[2]
         areas, boxes = np.zeros(depth), np.full((depth, 4), np.nan)
+        hist = np.zeros(256)
         for z in range(depth):
             b = body_slice(img[:, :, z], t)
             if b.any():
                 ys, xs = np.nonzero(b)
                 areas[z], boxes[z] = b.sum(), (xs.min(), ys.min(), xs.max(), ys.max())
+                hist += np.bincount(img[:, :, z][b].astype(np.uint8), minlength=256)
         if not areas.any():           # nothing above the threshold: the whole image is the frame
             h, w = img.shape[:2]
             return cls(np.tile([0.0, 0.0, w - 1.0, h - 1.0], (depth, 1)), 0, depth - 1, img.shape[:2],
-                       float(z_spacing))
+                       float(z_spacing), ranks(np.bincount(img.astype(np.uint8).ravel(), minlength=256)))
         inside = np.flatnonzero(areas >= BODY_SLICE_FRAC * areas.max())
         z0, z1 = int(inside[0]), int(inside[-1])
         ok = np.zeros(depth, bool)
@@ -98,12 +108,17 @@ class BodyFrame:
         boxes = boxes[near]
         half = SMOOTH_SLICES // 2
         smooth = np.array([np.median(boxes[max(z - half, 0):z + half + 1], 0) for z in range(depth)])
-        return cls(smooth, z0, z1, img.shape[:2], float(z_spacing))
+        return cls(smooth, z0, z1, img.shape[:2], float(z_spacing), ranks(hist))
 
     @property
     def depth(self) -> int:
         """Slices in the volume."""
         return len(self.boxes)
+
+    def rank(self, grey: np.ndarray) -> np.ndarray:
+        """Grey levels (0-255) as ranks among the body's voxels: an intensity scale shared by CT of any contrast
+        phase and MR normalised per volume."""
+        return self.levels[np.clip(np.rint(grey), 0, 255).astype(np.intp)]
 
     def t(self, z) -> np.ndarray | float:
         """Position of slice(s) ``z`` along the body's range (0 = first body slice, 1 = last)."""

@@ -85,7 +85,8 @@ class VolumePipeline:
                  "value": f"{p.z_range[0]:.3f} - {p.z_range[1]:.3f}", "fit": "train volumes"},
                 {"what": "organ length (mm; the longest of the organs not cut by the field of view)",
                  "value": f"{p.length[0]:.0f} - {p.length[1]:.0f}", "fit": "train volumes"},
-                {"what": "organ grey level", "value": f"{p.fg_grey:.1f} ± {p.fg_grey_sd:.1f}", "fit": "train slices"},
+                {"what": "organ grey level (rank among the body's voxels)",
+                 "value": f"{p.fg_grey:.3f} ± {p.fg_grey_sd:.3f}", "fit": "train slices"},
                 {"what": "skills (in order)", "value": " -> ".join(self.skill_names), "fit": ""}]
         fitted = self.genome.get("params", {})
         bounds = self.genome.get("bounds", {})

@@ -65,13 +65,14 @@ def frames_of(volumes: dict) -> dict:
 class VolumePrior:
     """What the labelled train volumes say about the organ in 3D; nothing in it ever sees a test mask."""
 
-    z_range: tuple[float, float]     # along the body's slice range (0 = first body slice, 1 = last) of any organ
+    z_range: tuple[float, float]     # along the body's slice range (0 = first body slice, 1 = last) of any organ;
+                                     # an end every organ may run past (censored) is the body's end
     length: tuple[float, float]      # min organ length and max uncensored organ length, mm (inf: all were cut)
     z_boxes: np.ndarray              # (N_Z_BINS, 4) mean body-coordinate box per bin of the body's slice range
     t_area: np.ndarray               # (N_T_BINS,) mean area relative to the volume's largest, by position t
     t_box: np.ndarray                # (N_T_BINS, 4) mean body-coordinate box by position t along the organ
-    fg_grey: float                   # mean and sd of the grey level inside the organ (the gate's tissue cue)
-    fg_grey_sd: float
+    fg_grey: float                   # mean and sd of the organ's grey level as a rank among its volume's body voxels
+    fg_grey_sd: float                # (BodyFrame.rank; the gate's tissue cue)
     domain: DomainPrior              # colour and area of the slices (2D gate cues)
     n_volumes: int
     extents: dict = field(default_factory=dict)   # train volume id -> (first, last) organ slice
@@ -97,7 +98,7 @@ class VolumePrior:
         frames = frames_of({v: frames[v] for v in by_vol})
         zb, tb = [[] for _ in range(N_Z_BINS)], [[] for _ in range(N_T_BINS)]
         ta = [[] for _ in range(N_T_BINS)]
-        lo, hi, lengths, whole, extents, crops = [], [], [], [], {}, []
+        lo, hi, lengths, whole, extents, crops, cuts = [], [], [], [], {}, [], []
         for vid, cs in by_vol.items():
             fr, depth = frames[vid], _depth(cs[0])
             if fr.depth != depth:
@@ -106,6 +107,7 @@ class VolumePrior:
             zs = np.array([c.slice_index for c in cs])
             z0, z1 = int(zs.min()), int(zs.max())
             cut = censored(zs, depth)
+            cuts.append(cut)
             extents[vid] = (z0, z1)
             lo.append(float(fr.t(z0)))
             hi.append(float(fr.t(z1)))
@@ -122,12 +124,17 @@ class VolumePrior:
                 ta[k].append(c.mask.mean() / amax)
                 crops.append(_body_crop(c.mask, fr, z))
         mean_rows = lambda bins: np.array([np.mean(b, 0) if b else [np.nan] * 4 for b in bins])  # noqa: E731
-        g = np.concatenate([grey(c.image)[c.mask] for c in cases])
+        g = np.concatenate([frames[c.volume_id].rank(grey(c.image)[c.mask]) for c in cases])
+        # an end that every train organ may run past (cut by its field of view) is no bound: the body's own end
+        if all(c[0] for c in cuts):
+            lo.append(0.0)
+        if all(c[1] for c in cuts):
+            hi.append(1.0)
         return cls(z_range=(float(min(lo)), float(max(hi))),
                    length=(float(min(lengths)), float(max(whole)) if whole else float("inf")),
                    z_boxes=_fill_nan_rows(mean_rows(zb)), t_box=_fill_nan_rows(mean_rows(tb)),
                    t_area=_fill_nan_rows(np.array([[np.mean(a)] if a else [np.nan] for a in ta]))[:, 0],
-                   fg_grey=float(g.mean()), fg_grey_sd=float(max(g.std(), 2.0)), domain=DomainPrior.fit(cases),
+                   fg_grey=float(g.mean()), fg_grey_sd=float(max(g.std(), 0.01)), domain=DomainPrior.fit(cases),
                    n_volumes=len(by_vol), extents=extents, atlas=np.mean(crops, 0))
 
     def slice_range(self, frame: BodyFrame, margin: int = 1) -> list[int]:

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ...boxes import clip_box
+from ...errors import ConfigError
 from .. import gates
 from ..frame import Candidate, Frame
 from .body import BodyFrame
@@ -23,6 +24,13 @@ class SliceFrame(Frame):
     vprior: VolumePrior | None = None
     expect: dict | None = None       # {"cx", "cy", "area"} from the within-volume trajectory
     body: BodyFrame | None = None    # the volume's body frame (found from the image)
+
+    @functools.cached_property
+    def tissue_grey(self) -> np.ndarray:
+        """Grey levels as ranks among the volume's body voxels (the scale of the volume prior's organ grey level)."""
+        if self.body is None or self.body.levels is None:
+            raise ConfigError(f"slice {self.z}: the tissue cue needs the volume's body frame (SliceFrame(body=...))")
+        return self.body.rank(self.grey)
 
     @functools.cached_property
     def atlas(self) -> np.ndarray:
