@@ -14,8 +14,9 @@
 # The labelled **train volumes** give a 3D prior: where the spleen sits in each volume's **body frame**, found from
 # the image alone (the body's box on every slice, the body's range of slices, lengths in mm), so that a prior fit on
 # scans of one field of view transfers to another. It says which slices of a test volume to process (the train
-# organs' range along the body, never the test mask's slices) and places a **volume-prior box** on each. Then, each proposal kept only if a GT-free **gate** (decoder IoU,
-# compactness, edge contrast, the organ's grey level learned from the support, and the trajectory) improves:
+# organs' range along the body, never the test mask's slices) and places a **volume-prior box** on each. Then,
+# each proposal kept only if a GT-free **gate** (decoder IoU, compactness, edge contrast, the organ's grey level
+# learned from the support as a rank among the body's intensities, and the trajectory) improves:
 # a **within-volume prior** (a smooth trajectory of extent, centroid and area fit to the confident slices;
 # slices outside it emptied; slices that disagree re-decoded from a sibling-mask seed), a **selective
 # multi-prototype** re-decode where the gate stays low, a SAM re-prompt **boundary polish**, and a **pyramid**
