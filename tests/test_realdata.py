@@ -1,4 +1,5 @@
-"""Real loaders on the real-data samples (Kvasir-SEG n = 300, ISIC n = 51, spleen CT n = 3); skipped if absent."""
+"""Real loaders on the real-data samples (Kvasir-SEG n = 300, ISIC n = 51, spleen CT n = 3, chest X-ray n = 200,
+spleen MR n = 10); skipped if absent."""
 from __future__ import annotations
 
 import os
@@ -14,7 +15,7 @@ from frozenseg.data.types import Case, Volume
 
 DEFAULT = paths.REPO.parent / "shared" / "realdata"
 REALDATA = Path(os.environ["FROZENSEG_REALDATA"]) if os.environ.get("FROZENSEG_REALDATA") else DEFAULT
-KVASIR_N, ISIC_N = 300, 51
+KVASIR_N, ISIC_N, CXR_LUNGS_N, SPLEEN_MR_N = 300, 51, 200, 10
 # Spleen voxels of the silver-standard masks, as documented in folders/spleen_ct/README.txt.
 SPLEEN = {"ts_ct_full": ((122, 101, 112), 9668), "ts_ct_sm": ((122, 101, 30), 9452),
           "ts_dicom_ct": ((512, 512, 20), 130634)}
@@ -105,6 +106,50 @@ def test_spleen_ct_folder_sample():
     assert (by_id["ts_ct_sm"].image == by_id["ts_ct_full"].image[:, :, -30:]).all()
 
 
+def test_spleen_mr_folder_sample(realdata):
+    sample("folders/spleen_mr")
+    vols = L.load_spleen_mr()
+    assert len(vols) == SPLEEN_MR_N and len({v.meta["group"] for v in vols}) == SPLEEN_MR_N   # one patient each
+    for v in vols:
+        assert v.image.shape[:2] == (256, 256) and 31 <= v.image.shape[2] <= 45 and v.image.dtype == np.uint8
+        assert v.source == "real" and v.meta["labels"] == "manual" and v.foreground_slices()
+        np.testing.assert_allclose(v.spacing, (1.25, 1.25, 7.7), rtol=1e-3)
+
+
+def test_cxr_lungs_folder_sample(realdata):
+    sample("folders/cxr_lungs")
+    cases = L.load_cxr_lungs(max_side=256)
+    _check_cases(cases, CXR_LUNGS_N, "cxr", 256)
+    assert sum(c.case_id.startswith("MCUCXR") for c in cases) == 40 and all(c.meta["orig_size"] == (512, 512)
+                                                                            for c in cases)
+
+
+def test_the_body_frame_holds_the_spleen_on_every_real_volume(realdata):
+    """Found from the image alone (CT and MR alike), each slice's body box holds that slice's spleen, and the body's
+    range of slices holds the spleen's slices."""
+    from frozenseg.boxes import mask_to_box
+    from frozenseg.pipeline.volume import BodyFrame
+
+    sample("folders/spleen_ct")
+    sample("folders/spleen_mr")
+    for v in L.load_spleen_silver() + L.load_spleen_mr():
+        body = BodyFrame.of(v.image, v.spacing[2])
+        zs = v.foreground_slices()
+        assert body.z0 <= zs[0] and zs[-1] <= body.z1, v.volume_id
+        for z in zs:
+            b, s = body.boxes[z], mask_to_box(v.mask[:, :, z])
+            assert b[0] - 3 <= s[0] and b[1] - 3 <= s[1] and s[2] <= b[2] + 3 and s[3] <= b[3] + 3, (v.volume_id, z)
+
+
+def test_leave_one_scan_out_on_the_real_ct_folder_keeps_the_crop_with_its_scan(realdata):
+    from frozenseg.experiments.spleen_lovo import lovo_folds
+
+    sample("folders/spleen_ct")
+    folds = {t.volume_id: sorted(v.volume_id for v in train) for t, train in lovo_folds(L.load_spleen_silver())}
+    assert folds == {"ts_ct_full": ["ts_dicom_ct"], "ts_ct_sm": ["ts_dicom_ct"],
+                     "ts_dicom_ct": ["ts_ct_full", "ts_ct_sm"]}
+
+
 # ----------------------------------------------------------------------------- the study on real images
 
 
@@ -134,13 +179,14 @@ def test_oracle_and_kvasir_pipeline_run_on_real_images(realdata):
 
 def test_sample_profile_takes_real_data_where_present_and_phantoms_elsewhere(realdata):
     """The sample profile: each domain's source and label quality are said per domain, spleen from the silver CT
-    folder when MSD is absent (scans kept on one side of the split), CXR on phantoms."""
+    folder when MSD is absent (scans kept on one side of the split), chest X-ray from the resized folder when the
+    official Montgomery and Shenzhen archives are absent: no phantom domain left."""
     from frozenseg.study import setup
 
-    for sub in ("kvasir", "isic2018", "folders/spleen_ct"):
+    for sub in ("kvasir", "isic2018", "folders/spleen_ct", "folders/cxr_lungs"):
         sample(sub)
     study = setup(profile="sample", verbose=False)
-    assert [study.source_of(d) for d in study.domains] == ["real", "real", "real", "phantom"]
+    assert [study.source_of(d) for d in study.domains] == ["real", "real", "real", "real"]
     spleen = study.data("spleen")
     assert spleen.meta["labels"] == "silver" and "silver labels" in study.source_detail("spleen")
     groups = {"ts_ct_full": "a", "ts_ct_sm": "a", "ts_dicom_ct": "b"}
@@ -149,5 +195,6 @@ def test_sample_profile_takes_real_data_where_present_and_phantoms_elsewhere(rea
     for d in study.domains:
         study.data(d)
     label = study.source_label()
-    assert "isic: real sample (n = 51 images)" in label and "cxr: phantom" in label
+    assert "isic: real sample (n = 51 images)" in label and "phantom" not in label
+    assert f"cxr: real sample (n = {CXR_LUNGS_N} images, resized" in label and "not the official layout" in label
     assert "kvasir: real sample (n = 300 images)" in label

@@ -88,6 +88,8 @@ def test_fake_root_matches_the_real_manifest(tmp_path):
     with pytest.warns(UserWarning, match="shenzhen: 1 images have no lung mask"):
         assert len(L.load_cxr(data / "cxr")) == 4
     assert len(L.load_spleen_silver(data / "folders" / "spleen_ct")) == 3
+    assert len(L.load_spleen_mr(data / "folders" / "spleen_mr")) == 2
+    assert len(L.load_cxr_lungs(data / "folders" / "cxr_lungs")) == 3
     assert root.seconds["n_traces"] == 6
 
 

@@ -45,36 +45,48 @@ def tiny_run(tiny, litemedsam):
     study = setup(profile="smoke", seeds=[0], domains=["spleen"], verbose=False)
     study.__dict__["model"] = litemedsam
     study._data["spleen"] = DomainData(domain="spleen", source="phantom", train=train_cases, test=slices(test),
-                                       volumes={test.volume_id: test, "blind": blind})
+                                       volumes={test.volume_id: test, "blind": blind},
+                                       train_volumes={v.volume_id: v for v in train})
     df, info = run_spleen(study, 0, params={"range_margin": 0})
     return df, info, test
 
 
+def fit_prior(train):
+    return VolumePrior.fit([c for v in train for c in slices(v)], {v.volume_id: v for v in train})
+
+
 def test_prior_gives_the_slice_range_and_boxes(tiny):
     train, test = tiny
-    prior = VolumePrior.fit([c for v in train for c in slices(v)])
+    prior = fit_prior(train)
+    body = V.BodyFrame.of(test.image, test.spacing[2])
+    assert (body.z0, body.z1) == (0, DEPTH - 1)                  # the phantom's body fills every slice
     lo = min(v.foreground_slices()[0] for v in train)
     hi = max(v.foreground_slices()[-1] for v in train)
-    assert prior.slice_range(DEPTH, margin=0) == list(range(lo, hi + 1))
-    assert prior.slice_range(DEPTH, margin=1)[0] == max(lo - 1, 0)
-    assert prior.n_volumes == 3 and 0 < prior.length[0] <= prior.length[1] <= 1
-    for z in prior.slice_range(DEPTH):
-        b = prior.box_at(z, DEPTH, (SIZE, SIZE))
+    assert prior.slice_range(body, margin=0) == list(range(lo, hi + 1))
+    assert prior.slice_range(body, margin=1)[0] == max(lo - 1, 0)
+    mm = [(v.foreground_slices()[-1] - v.foreground_slices()[0]) * v.spacing[2] for v in train]
+    assert prior.n_volumes == 3 and prior.length == pytest.approx((min(mm), max(mm)))     # lengths in mm
+    for z in prior.slice_range(body):
+        b = prior.box_at(z, body)
         assert 0 <= b[0] < b[2] <= SIZE - 1 and 0 <= b[1] < b[3] <= SIZE - 1
-    # the range of another depth scales with it (normalised z)
-    assert prior.slice_range(2 * DEPTH - 1, margin=0)[0] == pytest.approx(2 * lo, abs=1)
+    # the range of a volume twice as deep scales with its body (positions along the body's slices)
+    deep = V.BodyFrame.of(np.repeat(test.image, 2, axis=2)[:, :, :2 * DEPTH - 1], test.spacing[2] / 2)
+    assert prior.slice_range(deep, margin=0)[0] == pytest.approx(2 * lo, abs=1)
 
 
 def test_empty_support_and_missing_depth_are_clear_errors(tiny):
     train, _ = tiny
+    frames = {v.volume_id: v for v in train}
     with pytest.raises(DataError, match="empty"):
-        VolumePrior.fit([])
+        VolumePrior.fit([], frames)
     with pytest.raises(DataError, match="empty"):
-        VolumePipeline(model=None).fit([c for v in train for c in slices(v)], support=[])
+        VolumePipeline(model=None).fit([c for v in train for c in slices(v)], support=[], volumes=frames)
+    with pytest.raises(ConfigError, match="body frame"):
+        VolumePrior.fit(slices(train[0]), {})
     c = slices(train[0])[0]
     c.meta = {}
     with pytest.raises(ConfigError, match="depth"):
-        VolumePrior.fit([c])
+        VolumePrior.fit([c], frames)
     with pytest.raises(ConfigError, match="unknown"):
         VolumePipeline(model=None, params={"no_such": 1})
 
@@ -92,15 +104,16 @@ class Worse(VolumeSkill):
 
 def test_skill_that_cannot_improve_the_gate_is_rejected(tiny):
     train, test = tiny
-    prior = VolumePrior.fit([c for v in train for c in slices(v)])
+    prior = fit_prior(train)
+    body = V.BodyFrame.of(test.image, test.spacing[2])
     gate = Gate(dict(DEFAULT_GATE))
     frames, cur = {}, {}
     for z in test.foreground_slices()[2:5]:
         c = test.slice_case(z)
         frames[z] = SliceFrame(image=c.image, embedding=None, model=None, prior=prior.domain, gate=gate, z=z,
-                               vprior=prior)
+                               vprior=prior, body=body)
         cur[z] = Candidate(mask=c.mask.copy(), origin="given")
-    state = VolumeState(frames, dict(cur), DEPTH, prior, VolumePipeline(None).params)
+    state = VolumeState(frames, dict(cur), DEPTH, prior, VolumePipeline(None).params, body=body)
     fired, accepted = Worse()(state)
     assert fired == sorted(frames) and accepted == []
     assert all(state.cur[z] is cur[z] for z in frames)
@@ -136,7 +149,7 @@ def test_prediction_never_reads_the_test_mask(tiny_run):
     assert (a.accepted_slices.loc[list(STAGES)] == b.accepted_slices.loc[list(STAGES)]).all()
     # slices processed come from the prior, not from the test mask
     tr = info["traces"][test.volume_id]
-    assert tr.slices == info["pipeline"].prior.slice_range(DEPTH, margin=0)
+    assert tr.slices == info["pipeline"].prior.slice_range(V.BodyFrame.of(test.image), margin=0)
 
 
 def test_volume_genome_fits_on_train_volumes_leaving_each_out_and_is_cached(tiny, litemedsam, monkeypatch):
@@ -159,9 +172,9 @@ def test_volume_genome_fits_on_train_volumes_leaving_each_out_and_is_cached(tiny
     fits = []
     real_fit = V.VolumePipeline.fit
 
-    def spy(self, train_slices, support=None, support_embeddings=None):
+    def spy(self, train_slices, support=None, support_embeddings=None, volumes=None):
         fits.append(({c.volume_id for c in train_slices}, {c.volume_id for c in support or []}))
-        return real_fit(self, train_slices, support, support_embeddings)
+        return real_fit(self, train_slices, support, support_embeddings, volumes)
 
     monkeypatch.setattr(V.VolumePipeline, "fit", spy)
     vp = S.fit_volume_pipeline(study, 0, params={"range_margin": 0})
@@ -219,7 +232,7 @@ def test_genome_objective_penalises_false_positives_on_organ_free_slices(tiny, m
     organ = a.foreground_slices()
     free = [z for z in range(DEPTH) if z not in organ]
 
-    def run(self, image, embed, embed_crop=None, slices=None, frame_cache=None):
+    def run(self, image, embed, embed_crop=None, slices=None, frame_cache=None, spacing=None):
         pred = a.mask.copy()
         side = int(round(60 * self.params["box_margin"]))
         pred[5:5 + side, 5:5 + side, free] = True
@@ -230,7 +243,7 @@ def test_genome_objective_penalises_false_positives_on_organ_free_slices(tiny, m
     monkeypatch.setattr(evaluation, "score_volume", lambda *x, **k: calls.append(1) or real(*x, **k))
     monkeypatch.setattr(V.VolumePipeline, "run", run)
     kw = dict(spec={"box_margin": (0.0, 0.3)}, skills=("within_volume_prior",), budget=12,
-              labelled={a.volume_id: organ[:3]})
+              labelled={a.volume_id: organ[:3]}, train_volumes={b.volume_id: b})
     args = (None, [a], slices(a) + slices(b), [], [], lambda cases: [None] * len(cases))
     old = V.fit_volume_genome(*args, **kw)
     assert old["start_dice"] == old["fit_dice"] == 1.0 and old["n_background"] == 0          # blind to it
@@ -309,15 +322,16 @@ def test_one_keep_best_rule_decides_for_the_2d_and_the_volume_pipeline(tiny, lit
     n2d = len(calls)
     assert n2d == sum(s.fired for s in tr.stages[1:]) >= 1
     train, test = tiny
-    prior = VolumePrior.fit([c for v in train for c in slices(v)])
+    prior = fit_prior(train)
+    body = V.BodyFrame.of(test.image, test.spacing[2])
     vp = VolumePipeline(None)
     frames, cur = {}, {}
     for z in test.foreground_slices()[2:5]:
         c = test.slice_case(z)
         frames[z] = SliceFrame(image=c.image, embedding=None, model=None, prior=prior.domain, gate=vp.gate, z=z,
-                               vprior=prior)
+                               vprior=prior, body=body)
         cur[z] = Candidate(mask=c.mask.copy(), origin="given")
-    state = VolumeState(frames, dict(cur), DEPTH, prior, vp.params)
+    state = VolumeState(frames, dict(cur), DEPTH, prior, vp.params, body=body)
     Worse()(state)
     assert len(calls) == n2d + len(frames)
 
@@ -328,11 +342,11 @@ def test_one_keep_best_rule_decides_for_the_2d_and_the_volume_pipeline(tiny, lit
             return [Candidate(mask=test.mask[:, :, z].copy(), origin="truth")]
 
     state = VolumeState(frames, {z: Candidate(mask=np.roll(m.mask, 9, 1), origin="off") for z, m in cur.items()},
-                        DEPTH, prior, vp.params)
+                        DEPTH, prior, vp.params, body=body)
     assert Better()(state)[1], "the truth beats a shifted mask under the gate"
     monkeypatch.setattr(gates, "keep_best", lambda current, proposals, gate_of, min_gain: (current, False, []))
     state = VolumeState(frames, {z: Candidate(mask=np.roll(m.mask, 9, 1), origin="off") for z, m in cur.items()},
-                        DEPTH, prior, vp.params)
+                        DEPTH, prior, vp.params, body=body)
     assert Better()(state)[1] == []
     assert not any(s.accepted for s in pipe.run(cases[3].image, embs[3]).stages[1:])
 
@@ -346,11 +360,12 @@ def test_one_gate_class_takes_the_volume_cues_when_weighted_and_supplied(tiny):
     assert not hasattr(V, "SoftTissueGate") and not hasattr(gates, "SoftTissueGate")
     assert type(VolumePipeline(None).gate) is Gate and set(gates.OPTIONAL_CUES) == {"tissue", "trajectory"}
     train, test = tiny
-    prior = VolumePrior.fit([c for v in train for c in slices(v)])
+    prior = fit_prior(train)
     z = test.foreground_slices()[3]
     c = test.slice_case(z)
     gate = Gate(dict(DEFAULT_GATE))
-    fr = SliceFrame(image=c.image, embedding=None, model=None, prior=prior.domain, gate=gate, z=z, vprior=prior)
+    fr = SliceFrame(image=c.image, embedding=None, model=None, prior=prior.domain, gate=gate, z=z, vprior=prior,
+                    body=V.BodyFrame.of(test.image))
     cues = gate.cues(fr, c.mask, 0.9)
     assert "tissue" in cues and "trajectory" not in cues and 0 < cues["tissue"] <= 1
     ys, xs = np.nonzero(c.mask)
@@ -380,12 +395,13 @@ def test_one_powell_fit_serves_the_2d_and_the_volume_genome(tiny, litemedsam, mo
     train, _ = tiny
     a, b = train[0], train[1]
 
-    def run(self, image, embed, embed_crop=None, slices=None, frame_cache=None):
+    def run(self, image, embed, embed_crop=None, slices=None, frame_cache=None, spacing=None):
         return _Planted(a.mask.copy())
 
     monkeypatch.setattr(V.VolumePipeline, "run", run)
     rec = V.fit_volume_genome(None, [a], slices(a) + slices(b), [], [], lambda cases: [None] * len(cases),
-                              spec={"box_margin": (0.0, 0.3)}, skills=("within_volume_prior",), budget=2)
+                              spec={"box_margin": (0.0, 0.3)}, skills=("within_volume_prior",), budget=2,
+                              train_volumes={b.volume_id: b})
     assert specs[1:] == [{"box_margin"}] and rec["fit_dice"] == 1.0
 
 
@@ -403,5 +419,6 @@ def test_volume_genome_key_holds_the_volumes_sizes_and_content(monkeypatch):
     for size in (48, 64, 48):
         vols = [make_phantom_volume(i, size, 12, 0) for i in range(2)]
         V.fit_volume_genome(Model(), vols[:1], slices(vols[0]) + slices(vols[1]), slices(vols[1])[:1], [None],
-                            lambda cases: [None] * len(cases), budget=2, cache=True)
+                            lambda cases: [None] * len(cases), budget=2, cache=True,
+                            train_volumes={vols[1].volume_id: vols[1]})
     assert keys[0] == keys[2] != keys[1]

@@ -87,7 +87,7 @@ PROFILES: dict[str, Profile] = {
         concept=SMALL_CONCEPT, fewshot=SMALL_FEWSHOT, baselines=SMALL_BASELINES, pipeline=SMALL_PIPELINE,
     ),
     # The real samples where they are present under FROZENSEG_DATA (../shared/realdata: Kvasir-SEG, ISIC, a silver CT
-    # spleen folder), phantoms elsewhere, on 2 CPU cores; sizes chosen to keep a cold report short there (the runner
+    # spleen folder, the resized chest X-ray folder), phantoms elsewhere, on 2 CPU cores; sizes chosen to keep a cold report short there (the runner
     # writes each notebook's time to report/build/<profile>/run_times.json; `make bench` part ``report`` times one).
     "sample": Profile(
         name="sample", source="auto", model="litemedsam", n_train=100, n_test=20,
@@ -95,6 +95,9 @@ PROFILES: dict[str, Profile] = {
         jitter_levels=(0.0, 0.1, 0.3), loosen_levels=(1.0, 1.25, 2.0),
         concept=SMALL_CONCEPT, fewshot=SMALL_FEWSHOT, baselines=SMALL_BASELINES, pipeline=SMALL_PIPELINE,
         splits={"isic": "official", "kvasir": "random"},
+        # notebook 03 also evaluates these real spleen samples leave one scan out, where present (the CT folder and
+        # the MR folder: frozenseg.experiments.spleen_lovo)
+        extra={"spleen_lovo": ("spleen_ct_silver", "spleen_mr")},
     ),
     "full": Profile(
         name="full", source="real", model="sam_vit_b", n_train=100, n_test=None,

@@ -65,7 +65,8 @@ class Study:
 
     def source_detail(self, domain: str) -> str:
         """What a table says about one domain's data: 'phantom', 'real sample (n = 51 images)', 'real sample, silver
-        labels: ...)', 'folder /path (n = ...)'. The counts appear once the domain's data is loaded."""
+        labels: ...)', 'real sample (n = 200 images, resized ...: not the official layout)', 'folder /path (n = ...)'.
+        The counts appear once the domain's data is loaded."""
         kind = self.source_of(domain)
         if kind == "phantom":
             return "phantom"
@@ -76,7 +77,8 @@ class Study:
             return label
         n = data.meta.get("n_records", len(data.train) + len(data.test))
         silver = ", silver labels: a model's output" if data.meta.get("labels") == "silver" else ""
-        return f"{label} (n = {n} {'volumes' if data.volumes else 'images'}{silver})"
+        layout = f", {data.meta['layout']}" if data.meta.get("layout") else ""
+        return f"{label} (n = {n} {'volumes' if data.volumes else 'images'}{silver}{layout})"
 
     def data(self, domain: str) -> DomainData:
         """Train pool and fixed test split of one domain (phantom, real or a user folder), loaded once."""

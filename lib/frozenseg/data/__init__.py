@@ -25,6 +25,9 @@ def load_domain(domain: str, profile: Profile, source: str = "phantom", folder: 
     return _real_domain(domain, profile)
 
 
+CXR_LUNGS_LAYOUT = "resized to 512 px without keeping the aspect ratio, lungs merged: not the official layout"
+
+
 def budgets_for(data: DomainData, budgets) -> tuple[int, ...]:
     """The label budgets N a domain's train pool can hold (a real sample's pool may be smaller than the largest N;
     the budgets it cannot hold are left out, never filled with repeats)."""
@@ -33,14 +36,17 @@ def budgets_for(data: DomainData, budgets) -> tuple[int, ...]:
 
 
 def real_available(domain: str, root=None) -> bool:
-    """True when a real dataset of ``domain`` is under the data root (``root``, default FROZENSEG_DATA; spleen: MSD,
-    or the silver CT folder)."""
+    """True when a real dataset of ``domain`` is under the data root (``root``, default FROZENSEG_DATA): its own
+    datasets, or a folder that stands in for them (spleen: the silver CT folder; chest X-ray: the resized
+    Montgomery + Shenzhen folder)."""
     from .. import manifest
-    from .loaders import DATASET_KEYS, EXTRA_KEYS
+    from .loaders import DATASET_KEYS, STAND_INS
 
     present = {r["key"] for r in manifest.status(root) if r["present"]}
+    if set(STAND_INS.get(domain, ())) & present:
+        return True
     if domain == "spleen":
-        return bool({*DATASET_KEYS[domain], *EXTRA_KEYS[domain]} & present)
+        return bool(set(DATASET_KEYS[domain]) & present)
     return domain in DATASET_KEYS and set(DATASET_KEYS[domain]) <= present
 
 
@@ -48,7 +54,7 @@ def _real_domain(domain: str, profile: Profile) -> DomainData:
     """A real dataset split as the profile says (``profile.splits``: the dataset's official split where it has one
     and is present, else a seeded random split; what was done is in ``meta['split']``)."""
     from .. import manifest
-    from .loaders import load_isic, load_spleen_silver
+    from .loaders import load_cxr_lungs, load_isic, load_spleen_silver
 
     kw = {"max_side": profile.real_max_side}
     how = (profile.splits or {}).get(domain, "random")
@@ -59,6 +65,9 @@ def _real_domain(domain: str, profile: Profile) -> DomainData:
         vols = load_spleen_silver()
         return _split(domain, "real", vols, profile, {"dataset": "spleen_ct_silver", "labels": "silver"},
                       groups={v.volume_id: v.meta["group"] for v in vols})
+    if domain == "cxr" and not {"montgomery", "shenzhen"} <= present and "cxr_lungs" in present:
+        return _split(domain, "real", load_cxr_lungs(**kw), profile,
+                      {"dataset": "cxr_lungs", "layout": CXR_LUNGS_LAYOUT})
     if domain == "isic" and how == "official":
         if "isic2018_task1_eval" in present:
             return _fixed(domain, load_isic(**kw), load_isic(part="test", **kw), profile,

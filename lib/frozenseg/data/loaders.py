@@ -413,6 +413,35 @@ def load_spleen_silver(root: str | Path | None = None) -> list[Volume]:
     return vols
 
 
+def load_cxr_lungs(root: str | Path | None = None, *, ids: Iterable[str] | None = None,
+                   max_side: int | None = None) -> list[Case]:
+    """The chest X-ray folder with manual lung masks (manifest ``cxr_lungs``: Montgomery + Shenzhen images resized
+    to 512 px without keeping the aspect ratio, both lungs in one mask; not the official layout) as "cxr" Cases."""
+    folder = _folder("cxr_lungs", root)
+    cases = load_folder(folder, "cxr", ids=ids, max_side=max_side)
+    for c in cases:
+        c.source = "real"
+        c.meta.update(dataset="cxr_lungs")
+    return cases
+
+
+def load_spleen_mr(root: str | Path | None = None) -> list[Volume]:
+    """The abdominal MR folder with manual spleen masks (manifest ``spleen_mr``: CHAOS T2-SPIR, intensities
+    normalised per volume, scaled to uint8 between the volume's 0.5 and 99.5 percentiles) as spleen Volumes; each
+    volume is one patient, so its own scan group."""
+    entry = manifest.get_entry("spleen_mr")
+    folder = _folder("spleen_mr", root)
+    vols = load_folder(folder, "spleen")
+    for v in vols:
+        if not isinstance(v, Volume):
+            raise DataError(v.meta.get("image_path"), "expected a 3D MR volume in the spleen MR folder",
+                            "keep only NIfTI volumes with their masks in images/ and masks/")
+        v.source = "real"
+        v.meta.update(dataset="spleen_mr", labels=entry.labels, modality="MR",
+                      group=entry.groups.get(v.volume_id, v.volume_id))
+    return vols
+
+
 LOADERS: dict[str, Callable[..., list]] = {
     "isic": load_isic, "spleen": load_msd_spleen, "kvasir": load_kvasir, "cxr": load_cxr,
 }
@@ -420,9 +449,13 @@ DATASET_KEYS: dict[str, tuple[str, ...]] = {
     "isic": ("isic2018_task1",), "spleen": ("msd_spleen",), "kvasir": ("kvasir_seg",),
     "cxr": ("montgomery", "shenzhen"),
 }
-# Datasets a domain reads besides its own when they are present: ISIC's official test part, and the silver CT folder
-# that stands in for MSD Task09 (frozenseg.data.load_domain).
-EXTRA_KEYS: dict[str, tuple[str, ...]] = {"isic": ("isic2018_task1_eval",), "spleen": ("spleen_ct_silver",)}
+# Folders that stand in for a domain's dataset when it is absent (frozenseg.data.load_domain): the silver CT folder
+# for MSD Task09, the resized chest X-ray folder for Montgomery + Shenzhen.
+STAND_INS: dict[str, tuple[str, ...]] = {"spleen": ("spleen_ct_silver",), "cxr": ("cxr_lungs",)}
+# Datasets a domain reads besides its own when they are present: ISIC's official test part, the stand-ins, and the
+# MR spleen sample (notebook 03's second spleen sample in the sample profile).
+EXTRA_KEYS: dict[str, tuple[str, ...]] = {"isic": ("isic2018_task1_eval",), "spleen": ("spleen_ct_silver", "spleen_mr"),
+                                          "cxr": ("cxr_lungs",)}
 
 
 def load_real(domain: str, root: str | Path | None = None, **kwargs) -> list:

@@ -119,20 +119,23 @@ def localizer_boxes_volume(study, seed: int, n: int, labelled) -> ArmBoxes:
 
     vp = fit_volume_pipeline(study, seed, n_labels=n)
     margin, range_margin = float(vp.params["box_margin"]), int(vp.params["range_margin"])
+    data = study.data("spleen")
+    vols = {**data.train_volumes, **data.volumes}
+    bodies = {vid: vp.body(v.image, v.spacing) for vid, v in vols.items()}   # each volume's body frame
 
     def box(prior, case, gated=True):
-        depth = int(case.meta["depth"])
-        if gated and case.slice_index not in prior.slice_range(depth, range_margin):
+        body = bodies[case.volume_id]
+        if gated and case.slice_index not in prior.slice_range(body, range_margin):
             return None
-        return grow_box(prior.box_at(case.slice_index, depth, case.mask.shape), margin, case.mask.shape)
+        return grow_box(prior.box_at(case.slice_index, body), margin, case.mask.shape)
 
     ids = set(vp.labels)
-    used = [c for c in study.data("spleen").train if c.case_id in ids]
+    used = [c for c in data.train if c.case_id in ids]
     priors, train = {}, []
     for c in labelled:
         if c.volume_id not in priors:
             rest = [u for u in used if u.volume_id != c.volume_id]
-            priors[c.volume_id] = VolumePrior.fit(rest) if rest else vp.prior
+            priors[c.volume_id] = VolumePrior.fit(rest, bodies) if rest else vp.prior
         train.append(box(priors[c.volume_id], c, gated=False))   # the prior's box there, even past its z-range
     return ArmBoxes(train, lambda case, emb: box(vp.prior, case), len(vp.labels),
                     "volume-prior box per slice (frozenseg.pipeline.volume)")

@@ -249,14 +249,15 @@ def run_spleen_validity(study, seed: int, perturb=PERTURBATIONS, max_volumes: in
     rows = []
     for vid in sorted(vols)[:max_volumes]:
         vol = vols[vid]
-        depth = vol.image.shape[2]
-        zs = vp.prior.slice_range(depth, int(vp.params["range_margin"]))
+        body = vp.body(vol.image, vol.spacing)
+        zs = vp.prior.slice_range(body, int(vp.params["range_margin"]))
         embs = dict(zip(zs, study.embeddings([vol.slice_case(z) for z in zs], desc=f"{vid} slices")))
         log: dict = {}
         skills = vp.skills
         vp.skills = [_Recorder(s, log) for s in skills]
         try:
-            tr = vp.run(vol.image, embs.__getitem__, embed_crop=lambda img: study.cache.get(study.model, img))
+            tr = vp.run(vol.image, embs.__getitem__, embed_crop=lambda img: study.cache.get(study.model, img),
+                        frame_cache={"body": body}, spacing=vol.spacing)
         finally:
             vp.skills = skills
         if "state" not in log:

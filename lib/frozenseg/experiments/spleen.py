@@ -32,7 +32,7 @@ def volume_row(base: dict, stage: str, index: int, pred, vol, **extra) -> dict:
 
 def fit_volume_pipeline(study, seed: int, params=None, gate=None, skills=SKILL_ORDER, genome: bool = True,
                         use_cache: bool = True, budget: int | None = None,
-                        n_labels: int | None = None) -> VolumePipeline:
+                        n_labels: int | None = None, data=None) -> VolumePipeline:
     """A fitted spleen volume pipeline at label budget N (default the largest): the volume prior from the N labelled
     slices of the same seeded draw the trained networks train on, prototypes from the first of them (the seed's
     support), and (``budget`` Powell evaluations > 0, default the profile's ``spleen_genome_budget``; labelled
@@ -40,14 +40,15 @@ def fit_volume_pipeline(study, seed: int, params=None, gate=None, skills=SKILL_O
     each volume segmented by a pipeline whose prior comes from the other volumes' labels; read from the on-disk
     cache when the same fit was made before (``use_cache=False`` refits). ``params`` are the fixed values and the
     genome's starting point. ``vp.labels`` holds the ids of every labelled slice used: the N organ slices and the
-    organ-free slices the genome scored (``vp.background``), counted like the networks' background slices."""
-    data = study.data("spleen")
+    organ-free slices the genome scored (``vp.background``), counted like the networks' background slices.
+    ``data``: the volumes to fit on (default the study's spleen domain; a leave-one-scan-out fold passes its own)."""
+    data = study.data("spleen") if data is None else data
     s = settings(study.profile)
     n_labels = min(int(n_labels or max(budgets(study.profile, data))), len(data.train))
     labelled = subsample_train(data.train, n_labels, seed)
     support = subsample_train(data.train, min(s["n_support"], n_labels), seed)
     embs = study.embeddings(support, desc="spleen support")
-    vp = VolumePipeline(study.model, params, gate, skills).fit(labelled, support, embs)
+    vp = VolumePipeline(study.model, params, gate, skills).fit(labelled, support, embs, data.train_volumes)
     vp.labels, vp.n_labels = sorted(c.case_id for c in labelled), n_labels
     budget = int(s["spleen_genome_budget"] if budget is None else budget)
     vp.genome_budget = budget
@@ -70,7 +71,7 @@ def fit_volume_pipeline(study, seed: int, params=None, gate=None, skills=SKILL_O
                             embed_crop=lambda img: study.cache.get(study.model, img), budget=budget,
                             params=vp.params, gate=vp.gate.weights, skills=skills,
                             labelled={v.volume_id: by_vol[v.volume_id] for v in vols}, background=bg,
-                            cache=True, use_cache=use_cache, extra={"seed": seed})
+                            cache=True, use_cache=use_cache, extra={"seed": seed}, train_volumes=data.train_volumes)
     vp.params.update(rec["params"])
     vp.genome = rec
     return vp
@@ -78,7 +79,7 @@ def fit_volume_pipeline(study, seed: int, params=None, gate=None, skills=SKILL_O
 
 def run_spleen(study, seed: int, params=None, gate=None, volumes=None, naive: str = "agnostic",
                notebook: str = "03_spleen", genome_budget: int | None = None,
-               n_labels: int | None = None) -> tuple[pd.DataFrame, dict]:
+               n_labels: int | None = None, data=None) -> tuple[pd.DataFrame, dict]:
     """Rows (one per test volume x stage, plus 'deployed', 'naive' and 'oracle') at label budget N (default the
     largest) and the deployed volumes. Every row is a whole volume scored in 3D over all of its slices (a slice
     outside the prior's z-range is predicted empty and still counts) and carries ``n_labels`` and
@@ -86,24 +87,26 @@ def run_spleen(study, seed: int, params=None, gate=None, volumes=None, naive: st
 
     naive = the domain-agnostic route (frozen SAM-feature prototype localizer, box decoded once, fit on the budget's
     supports) on every slice of the prior's z-range (the same slices the pipeline processes); oracle = the frozen
-    decoder prompted with the GT box of each foreground slice (no labels).
+    decoder prompted with the GT box of each foreground slice (no labels). ``data``: train and test volumes (default
+    the study's spleen domain; :func:`frozenseg.experiments.spleen_lovo.run_lovo` passes one fold at a time).
     """
-    data = study.data("spleen")
-    vp = fit_volume_pipeline(study, seed, params, gate, budget=genome_budget, n_labels=n_labels)
+    data = study.data("spleen") if data is None else data
+    vp = fit_volume_pipeline(study, seed, params, gate, budget=genome_budget, n_labels=n_labels, data=data)
     n = min(settings(study.profile)["n_support"], vp.n_labels)
     support = subsample_train(data.train, n, seed)
     naive_pipe = Pipeline(get_route(naive), study.model).fit(support, study.embeddings(support, desc="support"))
     vols = volumes or data.volumes
     rows, preds, traces = [], {}, {}
-    src = study.source_of("spleen")
+    src = data.source
     for vid in sorted(vols):
         vol = vols[vid]
-        depth = vol.image.shape[2]
-        zs = vp.prior.slice_range(depth, int(vp.params["range_margin"]))
+        body = vp.body(vol.image, vol.spacing)
+        zs = vp.prior.slice_range(body, int(vp.params["range_margin"]))
         cases = {z: vol.slice_case(z) for z in zs}
         embs = dict(zip(zs, study.embeddings([cases[z] for z in zs], desc=f"{vid} slices")))
         t0, c0 = time.perf_counter(), time.process_time()
-        tr = vp.run(vol.image, embs.__getitem__, embed_crop=lambda img: study.cache.get(study.model, img))
+        tr = vp.run(vol.image, embs.__getitem__, embed_crop=lambda img: study.cache.get(study.model, img),
+                    frame_cache={"body": body}, spacing=vol.spacing)
         secs, cpu = time.perf_counter() - t0 - tr.embed_seconds, time.process_time() - c0
         base = {"domain": "spleen", "seed": seed, "case_id": vid, "volume_id": vid, "unit": "volume",
                 "source": src, "localizer": "volume_prior_box", "n_slices": len(zs), "n_labels": vp.n_labels,

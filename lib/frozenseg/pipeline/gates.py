@@ -54,10 +54,10 @@ def cue_values(frame, mask: np.ndarray, pred_iou: float) -> dict[str, float]:
 
 
 def tissue_cue(frame, mask: np.ndarray) -> float:
-    """Fraction of the mask at the organ's grey level (``frame.vprior``), lowered by that fraction in a ring
-    around it (in [0, 1])."""
+    """Fraction of the mask at the organ's grey level (``frame.vprior``; on the frame's ``tissue_grey`` scale where it
+    has one, e.g. ranks among the volume's body voxels), lowered by that fraction in a ring around it (in [0, 1])."""
     vp = frame.vprior
-    inside = np.abs(frame.grey - vp.fg_grey) <= 2.5 * vp.fg_grey_sd
+    inside = np.abs(getattr(frame, "tissue_grey", frame.grey) - vp.fg_grey) <= 2.5 * vp.fg_grey_sd
     r = ring(mask, max(2, int(0.02 * max(mask.shape))))
     fin = float(inside[mask].mean())
     fout = float(inside[r].mean()) if r.any() else 0.0

@@ -79,6 +79,10 @@ def _real_2d(domain: str, profile: Profile, root, present: set[str]) -> dict:
             return {"records": len(ids), "test": test, "train_pool": min(profile.n_train, len(ids) - test),
                     "split": "PraNet's 100 test images"}
         n = len(ids)
+    elif not {"montgomery", "shenzhen"} <= present and "cxr_lungs" in present:     # the resized stand-in folder
+        from ..data.loaders import pairs_folder
+
+        n = len(pairs_folder(_folder("cxr_lungs", root)))
     else:
         n = len(pairs_montgomery(_folder("montgomery", root))) + len(pairs_shenzhen(_folder("shenzhen", root)))
     test = _n_test(n, profile.n_test)

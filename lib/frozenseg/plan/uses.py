@@ -3,8 +3,8 @@ it (``make data-status``).
 
 A dataset's notebooks follow from the code: its domain (``frozenseg.data.loaders.DATASET_KEYS`` and
 ``EXTRA_KEYS``) and the domains each notebook reads (its ``DOMAIN`` constant, else every domain when it loops over
-``study.domains``). A weight's notebooks, and every entry's effect, are declared once beside the entry, in its
-``without`` field of data_manifest.yaml.
+``study.domains``), unless the entry names them. A weight's notebooks, and every entry's effect, are declared once
+beside the entry, in its ``without`` field of data_manifest.yaml.
 """
 from __future__ import annotations
 
@@ -41,8 +41,9 @@ def entry_domain(key: str) -> str | None:
 
 
 def entry_notebooks(entry, domains: dict[str, tuple[str, ...]] | None = None) -> tuple[str, ...]:
-    """Notebooks that read ``entry``: a dataset's from its domain, a weight's from its ``without.notebooks``."""
-    if entry.kind == "dataset":
+    """Notebooks that read ``entry``: its ``without.notebooks`` where declared (every weight; a dataset only one
+    notebook reads, e.g. the MR spleen sample), else a dataset's from its domain."""
+    if entry.kind == "dataset" and "notebooks" not in entry.without:
         domain = entry_domain(entry.key)
         domains = notebook_domains() if domains is None else domains
         return tuple(nb for nb, ds in domains.items() if domain in ds)

@@ -1,8 +1,9 @@
 """Tiny fake datasets in the real archives' layouts: one archive per download part of each data_manifest.yaml entry.
 
 Each archive holds the part's top-level folder (its ``member``) exactly as the real archive unpacks: ISIC 2018 Task 1
-training, validation and test inputs and ground truths, MSD Task09 spleen NIfTI, the CT spleen folder, Kvasir-SEG,
-Montgomery (left and right lung masks) and Shenzhen (images, and the separate lung-mask release, one image unmasked).
+training, validation and test inputs and ground truths, MSD Task09 spleen NIfTI, the CT and MR spleen folders,
+Kvasir-SEG, Montgomery (left and right lung masks), Shenzhen (images, and the separate lung-mask release, one image
+unmasked) and the resized chest X-ray folder.
 Images are a textured background with one bright ellipse, the mask is the ellipse: the shapes of real data, no
 content (any Dice measured on them means nothing).
 """
@@ -23,6 +24,7 @@ KVASIR_TRAIN = ("cju0qkwl35piu0993l0dewei2", "cju0qoxqj9q6s0835b43399p4", "cju0r
 ISIC_IDS = {"Training": (1, 2, 3, 4), "Validation": (101,), "Test": (201,)}
 MSD_IDS, CT_IDS = ("spleen_2", "spleen_3", "spleen_10"), ("ts_ct_full", "ts_ct_sm", "ts_dicom_ct")
 MONTGOMERY_IDS, SHENZHEN_IDS, SHENZHEN_MASKED = (1, 2), (1, 2, 3), (1, 3)
+CXR_LUNGS_IDS, MR_IDS = ("MCUCXR_0001_0", "CHNCXR_0001_0", "CHNCXR_0002_1"), ("chaos_mr_01", "chaos_mr_03")
 VOLUME_SHAPE, SPACING = (40, 40, 4), (2.0, 2.0, 5.0)
 
 
@@ -110,6 +112,14 @@ def _shenzhen_masks(folder: Path) -> None:
         _save(folder / f"{name}_mask.png", (left | right).astype(np.uint8) * 255)
 
 
+def _cxr_lungs(folder: Path) -> None:
+    """The resized chest X-ray folder: images/<stem>.png and masks/<stem>.png (both lungs in one 0/255 mask)."""
+    for name in CXR_LUNGS_IDS:
+        img, left, right = _lungs(_seed(name))
+        _save(folder / "images" / f"{name}.png", img)
+        _save(folder / "masks" / f"{name}.png", (left | right).astype(np.uint8) * 255)
+
+
 def _volume(seed: int) -> tuple[np.ndarray, np.ndarray]:
     """(CT-like volume in HU, spleen label): an ellipsoid of soft tissue in a few middle slices."""
     rng = np.random.default_rng(seed)
@@ -145,7 +155,9 @@ MEMBERS: dict[str, Callable[[Path], None]] = {
     "mask/": _shenzhen_masks,
 }
 # entries whose archive has no top-level folder: key -> writer of the target folder's contents
-NO_MEMBER: dict[str, Callable[[Path], None]] = {"spleen_ct_silver": _nifti_pairs(CT_IDS, "images", "masks")}
+NO_MEMBER: dict[str, Callable[[Path], None]] = {"spleen_ct_silver": _nifti_pairs(CT_IDS, "images", "masks"),
+                                                "spleen_mr": _nifti_pairs(MR_IDS, "images", "masks"),
+                                                "cxr_lungs": _cxr_lungs}
 
 
 def write_archive(out: Path, fmt: str, member: str | None, writer: Callable[[Path], None], work: Path) -> Path:

@@ -1,15 +1,16 @@
 """The spleen volume pipeline: a 3D volume prior learned from labelled train volumes, then GT-free skills that
 work across the slices of one test volume, each proposal kept only when the gate improves; scored per 3D volume.
 
-    vp = VolumePipeline(model, params).fit(train_slices, support, support_embeddings)
-    trace = vp.run(volume.image, embed)          # embed(z) -> embedding of slice z; the mask is never read
+    vp = VolumePipeline(model, params).fit(train_slices, support, support_embeddings, train_volumes)
+    trace = vp.run(volume.image, embed, spacing=volume.spacing)   # embed(z): slice z's embedding; no mask read
     trace.stages[-1].masks                       # {z: mask} of the deployed prediction
 
 Stages (each recorded, so the ablation is read off one run):
 
-* ``localize``: the volume-prior box (:mod:`.prior`). The train volumes give the normalised (x, y, z) extent of
-  the organ: the slices to process (the union of the train z-extents, never the test mask's slices) and a box per
-  normalised z.
+* ``localize``: the volume-prior box (:mod:`.prior`). The train volumes give the organ's extent in each volume's
+  body frame (:mod:`.body`, found from the image alone: boxes relative to the slice's body box, positions along the
+  body's slices, lengths in mm): the slices to process (the union of the train extents, never the test mask's
+  slices) and a box per position along the body.
 * ``within_volume_prior`` (:mod:`.trajectory`): a smooth trajectory (organ extent along z, centroid line, area
   profile) is fit to the confident slices; slices outside the fitted extent are emptied, and slices that disagree
   with the trajectory are re-decoded from a sibling-mask seed (the neighbour's mask box moved along the trajectory)
@@ -36,7 +37,8 @@ from .genome import (GENOME_OBJECTIVE, VOLUME_GENOME, VOLUME_GENOME_CODE, fit_vo
                      genome_volumes, objective_slices)
 from .pipeline import (DEFAULT_GATE, DEFAULT_PARAMS, DEV_NOTE, LOCALIZE, SKILL_ORDER, SKILLS, STAGES,  # noqa: F401
                        VolumePipeline)
-from .prior import N_T_BINS, N_Z_BINS, VolumePrior  # noqa: F401
+from .body import BodyFrame  # noqa: F401
+from .prior import N_T_BINS, N_Z_BINS, VolumePrior, frames_of  # noqa: F401
 from .skills import BoundaryPolish, MultiPrototype, Pyramid, zoom_image  # noqa: F401
 from .state import SliceFrame, VolumeSkill, VolumeStage, VolumeState, VolumeTrace  # noqa: F401
 from .trajectory import WithinVolumePrior  # noqa: F401

@@ -13,6 +13,7 @@ from ...errors import ConfigError, DataError
 from .. import genome
 from ..genome import MAX_GENOME_LABELS, code_hash
 from .pipeline import DEFAULT_PARAMS, SKILL_ORDER, VolumePipeline
+from .prior import frames_of
 
 # parameter -> (low, high). Powell searches in this order, so the first ones get the most evaluations under a small
 # budget.
@@ -26,9 +27,9 @@ VOLUME_GENOME = {
     "pyramid.tip_frac": (0.05, 0.4),
 }
 # The code a volume genome fit runs (paths relative to frozenseg/pipeline; every localizer is hashed too).
-VOLUME_GENOME_CODE = ("volume/__init__.py", "volume/prior.py", "volume/state.py", "volume/trajectory.py",
-                      "volume/skills.py", "volume/pipeline.py", "volume/genome.py", "frame.py", "gates.py",
-                      "genome.py", "prior.py")
+VOLUME_GENOME_CODE = ("volume/__init__.py", "volume/body.py", "volume/prior.py", "volume/state.py",
+                      "volume/trajectory.py", "volume/skills.py", "volume/pipeline.py", "volume/genome.py",
+                      "frame.py", "gates.py", "genome.py", "prior.py")
 GENOME_OBJECTIVE = ("mean over the genome's train volumes of the 3D Dice over each volume's labelled organ slices "
                     "and its organ-free slices of the trained networks' background draw (a false positive there "
                     "lowers it); the other slices around the organ are not scored, since whether they hold organ "
@@ -71,10 +72,12 @@ def scored_part(vol, zs):
 def fit_volume_genome(model, volumes, train_slices, support, support_embeddings, embed, embed_crop=None,
                       budget: int = 30, spec: dict | None = None, params: dict | None = None, gate: dict | None = None,
                       skills=SKILL_ORDER, labelled: dict | None = None, background: dict | None = None,
-                      cache: bool = False, use_cache: bool = True, extra: dict | None = None) -> dict:
+                      cache: bool = False, use_cache: bool = True, extra: dict | None = None,
+                      train_volumes: dict | None = None) -> dict:
     """Fit the volume pipeline's genome on labelled train ``volumes`` by bounded Powell (at most ``budget``
     evaluations of the mean Dice). Each volume is segmented by a pipeline refit without it (prior and prototypes
-    from the other volumes' labelled slices ``train_slices``: leave one out), so no volume is scored by a prior
+    from the other volumes' labelled slices ``train_slices``, in the body frames of ``train_volumes`` ({id: Volume}
+    holding every volume those slices come from): leave one out), so no volume is scored by a prior
     that saw it. With ``labelled`` ({volume id: slice indices}) each volume is scored in 3D on its labelled slices
     plus its organ-free ``background`` slices ({volume id: slice indices}; :data:`GENOME_OBJECTIVE`); None scores
     whole volumes. ``embed(cases)`` gives slice embeddings. With ``cache`` the record is read from (``use_cache``)
@@ -93,6 +96,7 @@ def fit_volume_genome(model, volumes, train_slices, support, support_embeddings,
         if vol is not None and any(vol.mask[:, :, z].any() for z in zs):
             raise DataError(vid, "volume genome: a background slice holds organ", "pass organ-free slices only")
     runs: list = []
+    bodies = frames_of({**dict(train_volumes or {}), **{v.volume_id: v for v in volumes}})
 
     def leave_one_out() -> list:
         """Per volume: (volume, its pipeline fit without it, slice embeddings, frame cache, scored slices, part)."""
@@ -106,11 +110,13 @@ def fit_volume_genome(model, volumes, train_slices, support, support_embeddings,
             if not pairs:                  # the whole support came from this volume: take slices of the others
                 more = rest[:max(1, len(support))]
                 pairs = list(zip(more, embed(more)))
-            vp = VolumePipeline(model, base, gate, skills).fit(rest, [c for c, _ in pairs], [e for _, e in pairs])
-            zs = vp.prior.slice_range(vol.image.shape[2], int(vp.params["range_margin"]))
+            vp = VolumePipeline(model, base, gate, skills).fit(rest, [c for c, _ in pairs], [e for _, e in pairs],
+                                                                 bodies)
+            frames = {"body": bodies[vol.volume_id]}
+            zs = vp.prior.slice_range(frames["body"], int(vp.params["range_margin"]))
             slice_embs = dict(zip(zs, embed([vol.slice_case(z) for z in zs])))
             scored = objective_slices(vol, labelled, background)
-            out.append((vol, vp, slice_embs, {}, scored, scored_part(vol, scored)))
+            out.append((vol, vp, slice_embs, frames, scored, scored_part(vol, scored)))
         return out
 
     def objective(vals: dict) -> float:
@@ -119,7 +125,8 @@ def fit_volume_genome(model, volumes, train_slices, support, support_embeddings,
         d = []
         for vol, vp, slice_embs, frames, zs, part in runs:
             vp.params.update(vals)
-            tr = vp.run(vol.image, slice_embs.__getitem__, embed_crop=embed_crop, frame_cache=frames)
+            tr = vp.run(vol.image, slice_embs.__getitem__, embed_crop=embed_crop, frame_cache=frames,
+                        spacing=vol.spacing)
             pred = tr.volume(vol.mask.shape)
             d.append(ev.score_volume(pred if zs is None else pred[:, :, zs], part, with_hd95=False)["dice"])
         return float(np.mean(d))

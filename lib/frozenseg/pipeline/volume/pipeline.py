@@ -11,6 +11,7 @@ import pandas as pd
 from ...errors import ConfigError, DataError
 from ...localizers.base import grow_box
 from ..gates import Gate
+from .body import BodyFrame
 from .prior import VolumePrior
 from .skills import BoundaryPolish, MultiPrototype, Pyramid
 from .state import SliceFrame, VolumeSkill, VolumeState, VolumeTrace
@@ -60,9 +61,10 @@ class VolumePipeline:
         self.n_labels = 0                # the label budget N they were drawn at
         self.label_volumes = 0           # how many train volumes those slices come from
 
-    def fit(self, train_slices, support=None, support_embeddings=None) -> "VolumePipeline":
-        """The volume prior from labelled train slices; prototypes from the support slices and their embeddings."""
-        self.prior = VolumePrior.fit(train_slices)
+    def fit(self, train_slices, support=None, support_embeddings=None, volumes=None) -> "VolumePipeline":
+        """The volume prior from labelled train slices and the body frames of their ``volumes`` ({volume id: Volume
+        or BodyFrame}); prototypes from the support slices and their embeddings."""
+        self.prior = VolumePrior.fit(train_slices, volumes)
         support = list(support or [])
         if "multi_prototype" in self.skill_names and not support:
             raise DataError(None, "volume pipeline: the support set for multi-prototype is empty",
@@ -79,11 +81,12 @@ class VolumePipeline:
                 {"what": "labels used", "value": f"{len(self.labels)} labelled slices: the N={self.n_labels} draw the "
                  f"trained networks train on, and {len(self.background)} of their organ-free slices (genome)",
                  "fit": ""},
-                {"what": "prior z-range (normalised)", "value": f"{p.z_range[0]:.3f} - {p.z_range[1]:.3f}",
-                 "fit": "train volumes"},
-                {"what": "organ length (normalised)", "value": f"{p.length[0]:.3f} - {p.length[1]:.3f}",
-                 "fit": "train volumes"},
-                {"what": "organ grey level", "value": f"{p.fg_grey:.1f} ± {p.fg_grey_sd:.1f}", "fit": "train slices"},
+                {"what": "prior range along the body's slices (0 = first, 1 = last)",
+                 "value": f"{p.z_range[0]:.3f} - {p.z_range[1]:.3f}", "fit": "train volumes"},
+                {"what": "organ length (mm; the longest of the organs not cut by the field of view)",
+                 "value": f"{p.length[0]:.0f} - {p.length[1]:.0f}", "fit": "train volumes"},
+                {"what": "organ grey level (rank among the body's voxels)",
+                 "value": f"{p.fg_grey:.3f} ± {p.fg_grey_sd:.3f}", "fit": "train slices"},
                 {"what": "skills (in order)", "value": " -> ".join(self.skill_names), "fit": ""}]
         fitted = self.genome.get("params", {})
         bounds = self.genome.get("bounds", {})
@@ -98,18 +101,30 @@ class VolumePipeline:
         rows += [{"what": f"gate.{k}", "value": f"{v:g}", "fit": "fixed"} for k, v in self.gate.weights.items()]
         return pd.DataFrame(rows)
 
+    def body(self, image: np.ndarray, spacing=None, frame_cache: dict | None = None) -> BodyFrame:
+        """The body frame of an (H, W, D) volume with ``spacing`` (mm; row, col, slice; None: 1 mm), found from
+        the image alone (kept in ``frame_cache`` under "body" when one is given)."""
+        fr = None if frame_cache is None else frame_cache.get("body")
+        if fr is None:
+            fr = BodyFrame.of(image, 1.0 if spacing is None else float(spacing[2]))
+            if frame_cache is not None:
+                frame_cache["body"] = fr
+        return fr
+
     def run(self, image: np.ndarray, embed, embed_crop=None, slices=None,
-            frame_cache: dict | None = None) -> VolumeTrace:
-        """Segment one (H, W, D) volume. ``embed(z)`` gives slice z's embedding, ``embed_crop(img)`` a zoomed
-        crop's (pyramid); the volume's mask is never an argument. ``slices`` overrides the prior's range.
-        ``frame_cache``: a dict kept by the caller across runs of this pipeline on this volume (genome
-        evaluations), so that a decoder call already made for a slice is not made again."""
+            frame_cache: dict | None = None, spacing=None) -> VolumeTrace:
+        """Segment one (H, W, D) volume of ``spacing`` (mm; row, col, slice; None: 1 mm). ``embed(z)`` gives slice
+        z's embedding, ``embed_crop(img)`` a zoomed crop's (pyramid); the volume's mask is never an argument.
+        ``slices`` overrides the prior's range. ``frame_cache``: a dict kept by the caller across runs of this
+        pipeline on this volume (genome evaluations), so that a decoder call already made for a slice is not made
+        again."""
         if self.prior is None:
             raise ConfigError("VolumePipeline: call fit(train_slices, support, support_embeddings) first")
         if image.ndim != 3:
             raise DataError(None, f"expected an (H, W, D) volume, got {image.shape}", "pass Volume.image")
         depth = image.shape[2]
-        zs = slices if slices is not None else self.prior.slice_range(depth, int(self.params["range_margin"]))
+        body = self.body(image, spacing, frame_cache)
+        zs = slices if slices is not None else self.prior.slice_range(body, int(self.params["range_margin"]))
         frames = {}
         t0 = time.perf_counter()
         for z in zs:
@@ -117,7 +132,7 @@ class VolumePipeline:
             if fr is None or fr.vprior is not self.prior or fr.gate is not self.gate:
                 rgb = np.repeat(image[:, :, z, None], 3, axis=2)
                 fr = SliceFrame(image=rgb, embedding=embed(z), model=self.model, prior=self.prior.domain,
-                                gate=self.gate, z=z, vprior=self.prior)
+                                gate=self.gate, z=z, vprior=self.prior, body=body)
                 if frame_cache is not None:
                     frame_cache[z] = fr
             else:                        # reused: forget this run's expectation and the mask-input decodes (keyed by id)
@@ -128,9 +143,9 @@ class VolumePipeline:
         cur = {}
         t0 = time.perf_counter()
         for z, fr in frames.items():
-            box = grow_box(self.prior.box_at(z, depth, fr.shape), self.params["box_margin"], fr.shape)
+            box = grow_box(self.prior.box_at(z, body), self.params["box_margin"], fr.shape)
             cur[z] = fr.decode(box=box, origin=LOCALIZE)
-        state = VolumeState(frames, cur, depth, self.prior, self.params, embed_crop)
+        state = VolumeState(frames, cur, depth, self.prior, self.params, embed_crop, body)
         stages = [state.snapshot(LOCALIZE, fired=zs, seconds=time.perf_counter() - t0)]
         for skill in self.skills:
             t0 = time.perf_counter()

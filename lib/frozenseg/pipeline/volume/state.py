@@ -2,24 +2,42 @@
 values, the record of each stage, and the base class of a volume skill (fire, propose, keep-best per slice)."""
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from ...boxes import clip_box
+from ...errors import ConfigError
 from .. import gates
 from ..frame import Candidate, Frame
+from .body import BodyFrame
 from .prior import VolumePrior
 
 
 @dataclass
 class SliceFrame(Frame):
-    """A Frame of one slice, with the volume prior (the gate's tissue cue) and the trajectory's expectation for
-    this slice (its trajectory cue)."""
+    """A Frame of one slice, with the volume prior (the gate's tissue cue; its atlas in the body frame) and the
+    trajectory's expectation for this slice (its trajectory cue)."""
 
     z: int = 0
     vprior: VolumePrior | None = None
     expect: dict | None = None       # {"cx", "cy", "area"} from the within-volume trajectory
+    body: BodyFrame | None = None    # the volume's body frame (found from the image)
+
+    @functools.cached_property
+    def tissue_grey(self) -> np.ndarray:
+        """Grey levels as ranks among the volume's body voxels (the scale of the volume prior's organ grey level)."""
+        if self.body is None or self.body.levels is None:
+            raise ConfigError(f"slice {self.z}: the tissue cue needs the volume's body frame (SliceFrame(body=...))")
+        return self.body.rank(self.grey)
+
+    @functools.cached_property
+    def atlas(self) -> np.ndarray:
+        """The volume prior's atlas placed in this slice's body box (the 2D atlas without a body frame)."""
+        if self.vprior is None or self.body is None or self.vprior.atlas is None:
+            return self.prior.atlas_at(self.shape)
+        return self.vprior.atlas_at(self.z, self.body)
 
 
 @dataclass
@@ -63,9 +81,11 @@ class VolumeTrace:
 class VolumeState:
     """Frames and current candidates of one volume while the skills run."""
 
-    def __init__(self, frames: dict, cur: dict, depth: int, prior: VolumePrior, params: dict, embed_crop=None):
+    def __init__(self, frames: dict, cur: dict, depth: int, prior: VolumePrior, params: dict, embed_crop=None,
+                 body: BodyFrame | None = None):
         self.frames, self.cur, self.depth, self.prior, self.params = frames, cur, depth, prior, params
         self.embed_crop = embed_crop
+        self.body = body
         self.extent: tuple[int, int] | None = None
         self.trajectory: dict = {}
         self._gates: dict = {}

@@ -10,7 +10,6 @@ from ...boxes import mask_to_box
 from ...localizers.base import grow_box
 from ..frame import Candidate
 from ..gates import tissue_cue, trajectory_cue
-from .prior import N_T_BINS
 from .state import VolumeSkill, VolumeState, box_around, centroid
 
 
@@ -79,7 +78,7 @@ class WithinVolumePrior(VolumeSkill):
         if not runs:
             return {}
         a, b = max(runs, key=lambda r: (sum(conf[r[0]:r[1] + 1] * tissue[r[0]:r[1] + 1]), r[1] - r[0]))
-        lmax = prior.length[1] * (state.depth - 1) * float(self.p(state, "max_length"))
+        lmax = prior.max_slices(state.body.z_spacing if state.body else 1.0) * float(self.p(state, "max_length"))
         while zs[b] - zs[a] > lmax:
             if conf[a] * tissue[a] < conf[b] * tissue[b]:
                 a += 1
@@ -127,8 +126,7 @@ class WithinVolumePrior(VolumeSkill):
                 break
         # trajectory box: the prior's box shape at this position, scaled to the expected area
         t = (z - state.extent[0]) / max(state.extent[1] - state.extent[0], 1)
-        tb = state.prior.t_box[min(int(t * N_T_BINS), N_T_BINS - 1)]
-        bw, bh = (tb[2] - tb[0]) * (fr.shape[1] - 1), (tb[3] - tb[1]) * (fr.shape[0] - 1)
+        bw, bh = state.prior.t_box_at(t, z, state.body)
         k = np.sqrt(e["area"] / max(np.pi / 4 * bw * bh, 1.0))
         out.append(fr.decode(box=box_around(e["cx"], e["cy"], bw * k * 1.1, bh * k * 1.1, fr.shape),
                              origin="trajectory_box"))
