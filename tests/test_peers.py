@@ -155,7 +155,7 @@ def test_headline_shows_each_peer_with_its_labels(tmp_path, monkeypatch):
     peers = B.peers_per_seed("smoke", ["kvasir", "spleen"])
     assert set(peers.stage) == {"persam_1shot", "persam", "selfprompt"}
     cells = B.peer_cells(peers, "kvasir", 10, "04_kvasir")
-    assert cells["PerSAM, 1 support"] == "0.300 (1 labels)" and cells[B.PEERS[2].title] == "0.600 (5 labels)"
+    assert cells["PerSAM, 1 support"] == "0.300 (1 label)" and cells[B.PEERS[2].title] == "0.600 (5 labels)"
     assert set(B.peer_cells(peers, "spleen", 10, "03_spleen").values()) == {"–"}
     assert set(B.peer_cells(peers, "cxr", 10, B.PENDING).values()) == {B.PENDING}
 

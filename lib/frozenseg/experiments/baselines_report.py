@@ -116,8 +116,13 @@ def peer_cells(peers: pd.DataFrame, dom: str, n: int, origin: str) -> dict[str, 
     for p in PEERS:
         at = peers[(peers.domain == dom) & (peers.stage == p.stage) & (peers.n_labels == n)] if len(peers) else None
         out[p.title] = (PENDING if origin == PENDING else "–" if at is None or at.empty
-                        else f"{_cell(at.dice)} ({int(at.labels_used.max())} labels)")
+                        else f"{_cell(at.dice)} ({_labels(int(at.labels_used.max()))})")
     return out
+
+
+def _labels(k: int) -> str:
+    """'1 label', '10 labels'."""
+    return f"{k} label{'s' * (k != 1)}"
 
 
 def decoder_per_seed(profile: str) -> pd.DataFrame:
