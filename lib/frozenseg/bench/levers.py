@@ -23,7 +23,7 @@ import pandas as pd
 from ..evaluation.metrics import dice
 from ..io import atomic_path
 from ..models.base import Prediction
-from ..pipeline.core import Pipeline, Route
+from ..pipeline.core import Route
 from ..pipeline.router import cv_dice, get_route, fit_route
 
 # name -> (localizer params over the route's, skill replacements {old: [new, ...]} or None)
