@@ -678,7 +678,7 @@ def test_the_baselines_package_is_the_method_only():
 
 
 # Per notebook: the experiments modules it may import; besides them only the infrastructure below.
-NOTEBOOK_EXPERIMENTS = {"06_trained_baselines": {"baselines", "baselines_report"}, "07_fewshot_decoder": {"fewshot"},
+NOTEBOOK_EXPERIMENTS = {"06_trained_baselines": {"baselines", "baselines_report", "peers"}, "07_fewshot_decoder": {"fewshot"},
                         "08_medical_pretraining": {"pretraining"}}
 INFRASTRUCTURE = {"frozenseg.study", "frozenseg.results", "frozenseg.evaluation", "frozenseg.report", "frozenseg.viz",
                   "frozenseg.errors"}
