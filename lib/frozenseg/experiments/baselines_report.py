@@ -68,16 +68,21 @@ def envelope_per_seed(df: pd.DataFrame) -> pd.DataFrame:
 # ---------------------------------------------------------------- the other columns, read from results files
 
 
+def pipeline_results(dom: str, profile: str) -> tuple[str | None, pd.DataFrame | None]:
+    """(notebook, its results) of a domain's pipeline notebook (02-05); None where it has none or has not run."""
+    nb = PIPELINE_NOTEBOOKS.get(dom)
+    try:
+        return nb, (load_results(nb, profile) if nb else None)
+    except DataError:
+        return nb, None
+
+
 def pipeline_per_seed(profile: str, domains) -> tuple[pd.DataFrame, dict[str, str]]:
     """Deployed-stage Dice per domain x N x seed from notebooks 02-05 with the labels the pipeline used, and per
     domain where it came from (or 'pending')."""
     parts, origin = [], {}
     for dom in domains:
-        nb = PIPELINE_NOTEBOOKS.get(dom)
-        try:
-            df = load_results(nb, profile) if nb else None
-        except DataError:
-            df = None
+        nb, df = pipeline_results(dom, profile)
         rows = (None if df is None or "stage" not in df
                 else ev.scored_units(df[(df.domain == dom) & (df.stage == "deployed")]))
         if rows is None or rows.empty or "n_labels" not in rows:
@@ -95,11 +100,7 @@ def peers_per_seed(profile: str, domains) -> pd.DataFrame:
     the labels it used (empty where none has run; spleen's notebook runs no peer)."""
     parts = []
     for dom in domains:
-        nb = PIPELINE_NOTEBOOKS.get(dom)
-        try:
-            df = load_results(nb, profile) if nb else None
-        except DataError:
-            df = None
+        df = pipeline_results(dom, profile)[1]
         if df is None or "stage" not in df or "n_labels" not in df:
             continue
         rows = ev.scored_units(df[(df.domain == dom) & df.stage.isin([p.stage for p in PEERS])])
