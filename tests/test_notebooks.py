@@ -128,7 +128,7 @@ def _summary_paths(profile: str = "smoke") -> dict:
     from frozenseg.experiments.data import cards_table
     from frozenseg.experiments.fewshot import summarize_fewshot
     from frozenseg.experiments.oracle import sensitivity_summary, summarize_oracle
-    from frozenseg.experiments import gallery
+    from frozenseg.experiments import annotate_loop, gallery
     from frozenseg.experiments import concept_report
     from frozenseg.experiments import gate_validity
     from frozenseg.experiments.router import route_scores_table, routing_table
@@ -176,6 +176,8 @@ def _summary_paths(profile: str = "smoke") -> dict:
             "10_gate_validity": lambda: gate_validity.correlation_table(r("10_gate_validity"), n_boot=50, seed=0),
             "11_concept_search": concept,
             "12_gallery": lambda: gallery.pick_cases(r("02_isic")),
+            "13_annotate_loop": lambda: (annotate_loop.curve_table(r("13_annotate_loop")),
+                                         annotate_loop.gain_table(r("13_annotate_loop"))),
             "README": lambda: sample_rows(profile)}
 
 

@@ -34,6 +34,7 @@ class Profile:
     loosen_levels: tuple[float, ...] = (1.0, 1.1, 1.25, 1.5, 2.0)
     budgets: tuple[int, ...] = (10, 25, 50, 100)
     concept: dict = field(default_factory=dict)   # concept-search sizes (frozenseg.experiments.concept_search.DEFAULTS)
+    annotate: dict = field(default_factory=dict)  # annotate-loop sizes (frozenseg.experiments.annotate_loop.DEFAULTS)
     fewshot: dict = field(default_factory=dict)   # decoder tuning sizes (frozenseg.experiments.fewshot.DEFAULTS)
     baselines: dict = field(default_factory=dict)  # trained-network sizes (frozenseg.experiments.baselines.DEFAULTS)
     pipeline: dict = field(default_factory=dict)  # training-free pipeline sizes (frozenseg.experiments.domain.DEFAULTS)
@@ -56,6 +57,12 @@ SMALL_BASELINES = {"archs": ("unet_regnetx002", "segformer_b0"), "image_side": 1
 # The 2-core profiles' other sections (cpu and sample share them). Concept search: the loop ends at 10 labels, so
 # it meets the pipeline and the tuned decoder at N = 10.
 SMALL_CONCEPT = {"k": 4, "epochs": 8, "refit_epochs": 4, "rounds": 2, "per_round": 5, "starts": (5,), "pool": 12}
+# Notebook 13 on 2 cores: the annotate command on a Kvasir collection (the pool's first 40 images of each seed's
+# draw plus the held-out test units), 10 labels then three rounds of 5 corrections, three loop seeds; the command's
+# router with the 2-core profiles' router sizes over the domain's own candidates.
+SMALL_ANNOTATE = {"domain": "kvasir", "start": 10, "rounds": 3, "per_round": 5, "pool": 40, "folds": 3,
+                  "genome_budget": 3, "finalists": 2, "candidates": ("kvasir", "kvasir_knn", "persam", "selfprompt"),
+                  "seeds": (0, 1, 2)}
 SMALL_FEWSHOT = {"budgets": (10, 25), "epochs": 3, "patience": 2}
 SMALL_PIPELINE = {"n_support": 10, "n_genome": 12, "genome_budget": 10, "router_n_test": 6, "router_folds": 3,
                   "router_genome_budget": 3, "router_finalists": 2,
@@ -72,6 +79,8 @@ PROFILES: dict[str, Profile] = {
         jitter_levels=(0.0, 0.2), loosen_levels=(1.0, 1.5), budgets=(5, 10),
         concept={"k": 2, "epochs": 6, "refit_epochs": 3, "rounds": 2, "per_round": 1, "starts": (1,), "pool": 4, "n_test": 3},
         fewshot={"budgets": (1, 2), "epochs": 2, "patience": 1, "n_test": 3},
+        annotate={"domain": "kvasir", "start": 3, "rounds": 1, "per_round": 2, "pool": 8, "held_out": 3, "folds": 2,
+                  "genome_budget": 1, "finalists": 1, "candidates": ("agnostic", "kvasir"), "seeds": (0,)},
         baselines={"archs": ("unet_regnetx002", "segformer_b0"), "budgets": (5,), "image_side": 32, "batch_size": 2,
                    "steps": 2, "eval_every": 1, "patience": 1, "threads": 1, "keep_checkpoints": False,
                    "nnunet": False},
@@ -85,6 +94,7 @@ PROFILES: dict[str, Profile] = {
         spleen_train_volumes=10, spleen_test_volumes=2, phantom_size=256, phantom_depth=32,
         jitter_levels=(0.0, 0.1, 0.3), loosen_levels=(1.0, 1.25, 2.0),
         concept=SMALL_CONCEPT, fewshot=SMALL_FEWSHOT, baselines=SMALL_BASELINES, pipeline=SMALL_PIPELINE,
+        annotate=SMALL_ANNOTATE,
     ),
     # The real samples where they are present under FROZENSEG_DATA (../shared/realdata: Kvasir-SEG, ISIC, a silver CT
     # spleen folder, the resized chest X-ray folder), phantoms elsewhere, on 2 CPU cores; sizes chosen to keep a cold report short there (the runner
@@ -94,7 +104,7 @@ PROFILES: dict[str, Profile] = {
         spleen_train_volumes=10, spleen_test_volumes=1, phantom_size=256, phantom_depth=32, real_max_side=512,
         jitter_levels=(0.0, 0.1, 0.3), loosen_levels=(1.0, 1.25, 2.0),
         concept=SMALL_CONCEPT, fewshot=SMALL_FEWSHOT, baselines=SMALL_BASELINES, pipeline=SMALL_PIPELINE,
-        splits={"isic": "official", "kvasir": "random"},
+        annotate=SMALL_ANNOTATE, splits={"isic": "official", "kvasir": "random"},
         # notebook 03 also evaluates these real spleen samples leave one scan out, where present (the CT folder and
         # the MR folder: frozenseg.experiments.spleen_lovo)
         extra={"spleen_lovo": ("spleen_ct_silver", "spleen_mr")},
@@ -120,6 +130,8 @@ PROFILES: dict[str, Profile] = {
         concept={"k": 2, "epochs": 2, "refit_epochs": 1, "rounds": 1, "per_round": 1, "starts": (1,), "pool": 3,
                  "n_test": 1, "n_boot": 20},
         fewshot={"budgets": (2,), "epochs": 1, "patience": 1, "n_test": 1},
+        annotate={"domain": "kvasir", "start": 3, "rounds": 1, "per_round": 1, "held_out": 1, "folds": 2,
+                  "genome_budget": 1, "finalists": 1, "candidates": ("agnostic", "kvasir"), "seeds": (0,)},
         baselines={"archs": ("unet_r34", "segformer_b2"), "budgets": (4,), "image_side": 32, "batch_size": 2,
                    "steps": 2, "eval_every": 1, "patience": 1, "threads": None, "keep_checkpoints": True,
                    "nnunet": True},

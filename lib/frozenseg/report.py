@@ -58,6 +58,9 @@ SECTIONS: tuple[Section, ...] = (
             "uncertainty, and the active annotation loop, versus the localizer pipelines."),
     Section(10, "gallery", "Gallery", ("12_gallery",),
             "Best and worst cases per domain (green = ground truth, red = prediction)."),
+    Section(11, "annotate", "Annotate your own collection", ("13_annotate_loop",),
+            "The annotate command round after round with a simulated annotator: the uncertainty queue against "
+            "random choice, on held-out units and on the unlabelled rest."),
 )
 
 

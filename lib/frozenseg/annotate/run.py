@@ -3,6 +3,7 @@ item (resuming past ones already written for the same images and fit), then the 
 round."""
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Callable
 
@@ -69,12 +70,16 @@ def annotate(folder: str | Path, out: str | Path | None = None, model="litemedsa
     todo = coll.unlabelled
     log(f"{folder}: {len(coll.items)} item(s), {len(coll.labelled)} labelled ({len(cases)} labelled case(s)), "
         f"{len(todo)} to segment" + (f", {len(coll.skipped)} skipped as unreadable" if coll.skipped else ""))
+    clock = time.perf_counter()
     encoded = _encode_all(model, cache, [c.image for c in cases] + [s for it in todo for s in it.slices()], progress)
+    timings = {"encode_s": time.perf_counter() - clock}
+    clock = time.perf_counter()
     log(f"encoded {encoded} new image(s); the rest came from the embedding cache ({cache.root})")
     embs = [cache.get(model, c.image) for c in cases]
     fit = fit_collection(model, cases, embs, out / out_.STATE, route, candidates, folds, genome_budget, finalists,
                          seed)
     del embs
+    timings["fit_s"] = time.perf_counter() - clock
     if len(fit.scores):
         log("route choice, k-fold cross-validation on the labels:\n" + scores_table(fit.scores).to_string(index=False))
     cv = "" if fit.cv_dice is None else f", cross-validated Dice {fit.cv_dice:.3f} ± {fit.cv_sd:.3f} (sd across folds)"
@@ -85,6 +90,7 @@ def annotate(folder: str | Path, out: str | Path | None = None, model="litemedsa
     log(f"since the last round: {_moved(prev, fit)}")
     out_.drop_stale(out, {it.name for it in todo})
     records, views, resumed = [], {}, 0
+    clock = time.perf_counter()
     for item in tqdm(todo, desc="predicting", unit="item", disable=not progress or not todo):
         rec = out_.load_record(out, item, fit.fit_key)
         if rec is not None:
@@ -94,12 +100,15 @@ def annotate(folder: str | Path, out: str | Path | None = None, model="litemedsa
             rec = out_.save_record(out, item, fit.fit_key, out_.write_mask(out, item, mask), hue.to_dict())
         records.append(rec)
         views[item.name] = item_view(item, mask)
+    timings["predict_s"] = time.perf_counter() - clock
+    clock = time.perf_counter()
     table = out_.uncertainty_table(records, batch)
     out_.write_tables(out, table, folder)
     queued = list(table[table.queued].name)
     entry, _ = out_.record_round(out, [it.name for it in coll.labelled], fit, queued, len(records))
     write_review(out, table, views, fit, out_.read_rounds(out), coll, coll.skipped)
+    timings["write_s"] = time.perf_counter() - clock
     log(f"round {entry['round']}: {len(records)} mask(s) in {out / 'masks'} ({resumed} kept from an earlier run); "
         f"queued for correction ({len(queued)}): {', '.join(queued) or 'none'}; see {out / 'review.html'}")
     return {"out": out, "round": entry, "table": table, "fit": fit, "encoded": encoded, "resumed": resumed,
-            "skipped": coll.skipped, "previous": prev}
+            "skipped": coll.skipped, "previous": prev, "timings": {k: round(v, 2) for k, v in timings.items()}}

@@ -1,6 +1,6 @@
 """Benchmarks: the encoder under PyTorch and OpenVINO against the machine's matmul speed, encoder and decoder
 latency, cold vs warm report time, the training-free pipeline, concept fit and loop, few-shot decoder tuning,
-peak memory -> bench/bench.json (``--parts`` picks some).
+two rounds of the annotate command on 200 images, peak memory -> bench/bench.json (``--parts`` picks some).
 
     python -m frozenseg.bench --profile cpu      # what `make bench` runs (cold build: minutes)
     python -m frozenseg.bench --profile smoke    # a quick check of the harness
@@ -81,7 +81,7 @@ def bench_report(profile: str, seeds=(0,), notebooks=None) -> dict:
             "cache_mib": round(cache_mib, 1)}
 
 
-PARTS = ("encode", "model", "report", "pipeline", "concept", "finetune")
+PARTS = ("encode", "model", "report", "pipeline", "concept", "finetune", "annotate")
 ENCODE_KEYS = ("encode_torch_s", "encode_openvino_s", "encode_speedup", "encode_fraction_of_peak")
 FOUNDATION_NOTEBOOKS = ["00_data", "01_frozen_oracle"]
 
@@ -98,6 +98,7 @@ def main(argv=None) -> dict:
                     help="notebooks of the cold/warm build (default: the data and oracle sections)")
     a = ap.parse_args(argv)
     from .. import __version__
+    from .annotate import ANNOTATE_TARGETS, bench_annotate
     from .concept import CONCEPT_TARGETS, bench_concept, bench_finetune
     from .encode import ENCODE_TARGETS, bench_encode
     from .pipeline import PIPELINE_TARGETS, bench_pipeline
@@ -128,8 +129,11 @@ def main(argv=None) -> dict:
     if "finetune" in a.parts:
         result["finetune"] = bench_finetune(a.profile, domains=a.domains)
         print(result["finetune"], flush=True)
+    if "annotate" in a.parts:
+        result["annotate"] = bench_annotate(a.profile)
+        print(result["annotate"], flush=True)
     result["peak_memory"] = _peak_rss_mib()
-    result["targets"] = {**TARGETS, **ENCODE_TARGETS, **CONCEPT_TARGETS, **PIPELINE_TARGETS}
+    result["targets"] = {**TARGETS, **ENCODE_TARGETS, **CONCEPT_TARGETS, **PIPELINE_TARGETS, **ANNOTATE_TARGETS}
     write_json_atomic(a.out, result)
     print(f"wrote {a.out}")
     return result

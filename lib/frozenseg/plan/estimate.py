@@ -65,8 +65,25 @@ def work_units(profile: Profile, sizes: dict[str, dict], seeds, present: set[str
         "10_gate_validity": (s * test, "test units x seeds"),
         "11_concept_search": (concept, "image-rounds of the annotation loops"),
         "12_gallery": (test, "test units"),
+        "13_annotate_loop": (annotate_items(profile, sizes), "items predicted by the annotate command's rounds"),
     }
     return {k: (float(v), what) for k, (v, what) in units.items()}
+
+
+def annotate_items(profile: Profile, sizes: dict[str, dict]) -> float:
+    """Items the annotate loops of notebook 13 predict: per seed, round 0 and both strategies' later rounds, each
+    predicting the pool's unlabelled rest and the held-out units."""
+    from ..experiments.annotate_loop import loop_spec, profile_params
+
+    params = profile_params(profile)
+    spec = loop_spec(params)
+    v = live_domains(sizes).get(spec.domain)
+    if v is None:
+        return 0.0
+    pool = min(spec.pool or v["train_pool"], v["train_pool"])
+    held = v["test"] if spec.held_out is None else min(spec.held_out, v["test"])
+    per_round = [pool - spec.start - r * spec.per_round + held for r in range(spec.rounds + 1)]
+    return float(len(params["seeds"]) * (per_round[0] + 2 * sum(per_round[1:])))
 
 
 def test_units(sizes: dict[str, dict], seeds) -> float:
