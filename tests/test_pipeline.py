@@ -200,6 +200,34 @@ def test_router_scores_candidates_on_every_label_with_their_spread(litemedsam, c
         choose_route(litemedsam, cases[:2], embs[:2], candidates=["cxr"])
 
 
+def test_routes_with_one_definition_under_two_names_are_scored_once(monkeypatch):
+    """isic and kvasir (and their kNN variants) are the same route under two names: the router cross-validates
+    each definition once, lists the twin with the same scores, and picks finalists among distinct definitions."""
+    import pandas as pd
+
+    from frozenseg.pipeline import router
+
+    assert router._definition(get_route("isic")) == router._definition(get_route("kvasir"))
+    assert router._definition(get_route("isic")) != router._definition(get_route("isic_knn"))
+    seen = []
+
+    def fake_cv(route, model, cases, embs, k, budget, seed):
+        seen.append((route.domain, budget))
+        score = {"isic": 0.8, "isic_knn": 0.7, "agnostic": 0.6}[route.domain]
+        return pd.DataFrame({"fold": [0, 1, 2], "case_id": ["a", "b", "c"], "dice": [score] * 3})
+
+    monkeypatch.setattr(router, "cv_dice", fake_cv)
+    monkeypatch.setattr(router, "tqdm", lambda *a, **k: __import__("tqdm").tqdm(disable=True))
+    scores = router.route_scores(None, [0, 1, 2], [0, 1, 2], ["isic", "kvasir", "isic_knn", "kvasir_knn", "agnostic"],
+                                 folds_k=3, genome_budget=1, finalists=2)
+    assert seen == [("isic", 0), ("isic_knn", 0), ("agnostic", 0), ("isic", 1), ("isic_knn", 1)]
+    screen = scores[scores.stage == "screen"].set_index("route")
+    assert screen.loc["kvasir", "mean"] == screen.loc["isic", "mean"] and screen.loc["kvasir", "same_as"] == "isic"
+    assert set(scores[scores.stage == "final"].route) == {"isic", "kvasir", "isic_knn", "kvasir_knn"}
+    assert scores.chosen.sum() == 1 and scores.loc[scores.chosen, "route"].iloc[0] == "isic"
+    assert "kvasir (= isic)" in set(router.scores_table(scores).route)
+
+
 def test_onboard_a_new_domain_from_a_folder(litemedsam, cxr, tmp_path):
     cases, _ = cxr
     for sub in ("images", "masks"):

@@ -76,7 +76,7 @@ def _key(obj) -> str:
 
 def fit_collection(model, cases: list[Case], embeddings: list, state_dir: Path, route: str = "auto",
                    candidates=None, folds: int | None = None, genome_budget: int | None = None,
-                   finalists: int | None = None, seed: int = 0) -> Fit:
+                   finalists: int | None = None, seed: int = 0, progress: bool = False) -> Fit:
     """Choose (``route="auto"``) or take the route, fit it on every label, and record the choice in
     ``state_dir/fit.json`` keyed by the labels and settings, so a resumed run reuses the choice."""
     budget = ROUTING["genome_budget"] if genome_budget is None else genome_budget
@@ -85,7 +85,7 @@ def fit_collection(model, cases: list[Case], embeddings: list, state_dir: Path, 
     labels_key = _key({"labels": [case_key(c) for c in cases], **settings})
     state_path = state_dir / "fit.json"
     state = json.loads(state_path.read_text()) if state_path.is_file() else {}
-    kw = {"folds_k": folds, "genome_budget": genome_budget, "finalists": finalists}
+    kw = {"folds_k": folds, "genome_budget": genome_budget, "finalists": finalists, "progress": progress}
     if state.get("labels_key") == labels_key:
         scores = pd.DataFrame(state["scores"])
         chosen = get_route(state["route"])

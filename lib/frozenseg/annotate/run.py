@@ -77,7 +77,7 @@ def annotate(folder: str | Path, out: str | Path | None = None, model="litemedsa
     log(f"encoded {encoded} new image(s); the rest came from the embedding cache ({cache.root})")
     embs = [cache.get(model, c.image) for c in cases]
     fit = fit_collection(model, cases, embs, out / out_.STATE, route, candidates, folds, genome_budget, finalists,
-                         seed)
+                         seed, progress)
     del embs
     timings["fit_s"] = time.perf_counter() - clock
     if len(fit.scores):

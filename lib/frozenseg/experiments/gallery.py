@@ -95,3 +95,50 @@ def gallery(domains, profile: str, seed: int, data_of: Callable, n: int = 3,
         if note:
             notes.append(note)
     return panels, notes
+
+
+# Failure classes of a deployed unit, from its Dice and the GT-box oracle's Dice on the same unit (descriptive
+# thresholds, the same for every domain): what limits a route on its worst images.
+FAILURES = {
+    "no target": "negative unit (no target in the ground truth)",
+    "decoder limit": f"the GT box itself gives Dice < {0.7}: the frozen decoder, not the localizer, fails here",
+    "missed": "deployed Dice < 0.1 while the GT box works: the localizer prompted the wrong place or nothing",
+    "partial": "deployed Dice more than 0.1 below the GT box: the prompt overlaps the target but is off",
+    "near oracle": "deployed Dice within 0.1 of the GT box",
+}
+ORACLE_OK, MISSED_BELOW, NEAR = 0.7, 0.1, 0.1
+
+
+def failure_classes(df: pd.DataFrame) -> pd.DataFrame:
+    """Each deployed unit at the largest budget with its oracle Dice, the gap and its failure class (FAILURES)."""
+    from .domain import at_largest_budget
+
+    d = at_largest_budget(ev.scored_units(df))
+    keys = ["domain", "seed", "case_id"]
+    dep = d[d.stage == DEPLOYED].drop_duplicates(keys)[keys + ["n_labels", "dice", "negative"]]
+    orc = d[d.stage == "oracle"].drop_duplicates(keys)[keys + ["dice"]].rename(columns={"dice": "oracle"})
+    m = dep.merge(orc, on=keys, how="inner")
+    m["gap"] = m.oracle - m.dice
+    m["failure"] = np.select(
+        [m.negative.fillna(False).astype(bool), m.oracle < ORACLE_OK, m.dice < MISSED_BELOW, m.gap > NEAR],
+        ["no target", "decoder limit", "missed", "partial"], default="near oracle")
+    return m
+
+
+def failure_table(df: pd.DataFrame) -> pd.DataFrame:
+    """Per domain and failure class: units, their share, mean deployed and oracle Dice, and the share of the
+    domain's total oracle gap (sum of oracle - deployed over its units) that the class accounts for."""
+    m = failure_classes(df)
+    if m.empty:
+        return pd.DataFrame(columns=["domain", "failure", "units", "share", "dice", "oracle", "gap_share"])
+    out = []
+    for dom, g in m.groupby("domain", sort=True):
+        total_gap = float(g.gap.clip(lower=0).sum())
+        for cls in FAILURES:
+            c = g[g.failure == cls]
+            if c.empty:
+                continue
+            out.append({"domain": dom, "failure": cls, "units": len(c), "share": len(c) / len(g),
+                        "dice": ev.mean_sd(c.dice)[0], "oracle": ev.mean_sd(c.oracle)[0],
+                        "gap_share": float(c.gap.clip(lower=0).sum()) / total_gap if total_gap > 0 else 0.0})
+    return pd.DataFrame(out)

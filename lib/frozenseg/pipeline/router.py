@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import yaml
+from tqdm.auto import tqdm
 
 from ..errors import ConfigError
 from .. import evaluation as ev
@@ -111,7 +112,8 @@ def cv_dice(route: Route, model, cases, embeddings, k: int = 5, genome_budget: i
 
 
 def route_scores(model, cases, embeddings, candidates=None, seed: int = 0, folds_k: int | None = None,
-                 genome_budget: int | None = None, finalists: int | None = None) -> pd.DataFrame:
+                 genome_budget: int | None = None, finalists: int | None = None,
+                 progress: bool = False) -> pd.DataFrame:
     """Every candidate route scored on the labels by k-fold cross-validation, in two stages: all candidates fitted
     without their genome ('screen'), then the ``finalists`` best refitted with their genome on each fold, as they are
     deployed ('final'). One row per route and stage: mean held-out Dice over the labelled cases, its sd across
@@ -120,18 +122,42 @@ def route_scores(model, cases, embeddings, candidates=None, seed: int = 0, folds
     budget = ROUTING["genome_budget"] if genome_budget is None else genome_budget
     top = ROUTING["finalists"] if finalists is None else finalists
     routes = _candidates(candidates)
-    names = list(routes)
-    rows = [_score_row(n, "screen", cv_dice(routes[n], model, cases, embeddings, k, 0, seed)) for n in names]
+    # routes with the same definition under two names (e.g. isic and kvasir) are scored once and share the scores;
+    # the finalists are the best distinct definitions
+    same = {}
+    for n, r in routes.items():
+        same.setdefault(_definition(r), []).append(n)
+    names = [group[0] for group in same.values()]
+    twins = {group[0]: group[1:] for group in same.values()}
+    bar = tqdm(total=len(names) + (min(max(1, top), len(names)) if budget > 0 else 0), desc="route choice",
+               unit="route", disable=not progress)
+    rows = []
+    for n in names:
+        bar.set_postfix_str(n)
+        rows.append(_score_row(n, "screen", cv_dice(routes[n], model, cases, embeddings, k, 0, seed)))
+        bar.update()
     screen = sorted(rows, key=lambda r: -r["mean"])
     if budget > 0:
         for r in screen[:max(1, top)]:                # a route without a genome is deployed as it was screened
+            bar.set_postfix_str(f"{r['route']} + genome")
             cv = cv_dice(routes[r["route"]], model, cases, embeddings, k, budget, seed) if routes[r["route"]].genome \
                 else None
             rows.append(_score_row(r["route"], "final", cv) if cv is not None else {**r, "stage": "final"})
+            bar.update()
+    bar.close()
+    rows = [x for r in rows for x in [r] + [{**r, "route": t, "same_as": r["route"]} for t in twins[r["route"]]]]
     df = pd.DataFrame(rows)
     final = df[df.stage == "final"] if (df.stage == "final").any() else df
     best = final.loc[final["mean"].idxmax(), "route"]
     return df.assign(chosen=(df.route == best) & (df.stage == final.stage.iloc[0]), genome_budget=budget, folds=k)
+
+
+def _definition(route: Route) -> str:
+    """What a route does, without its name and note: two routes with the same definition score the same."""
+    import json
+
+    return json.dumps([route.localizer, route.skills, route.gate, route.genome, route.params], sort_keys=True,
+                      default=str)
 
 
 def _candidates(candidates) -> dict[str, Route]:
@@ -195,8 +221,10 @@ def scores_table(scores: pd.DataFrame) -> pd.DataFrame:
     """The router's scores for display: route, stage, held-out Dice ± sd across folds, per-fold means, chosen."""
     if scores.empty:
         return scores
-    return pd.DataFrame({"route": scores.route, "stage": scores.stage.map({"screen": "all routes, no genome",
-                                                                          "final": "finalists, genome fitted"}),
+    twin = scores["same_as"] if "same_as" in scores else pd.Series([None] * len(scores), index=scores.index)
+    route = [r if not isinstance(t, str) else f"{r} (= {t})" for r, t in zip(scores.route, twin)]
+    return pd.DataFrame({"route": route, "stage": scores.stage.map({"screen": "all routes, no genome",
+                                                                   "final": "finalists, genome fitted"}),
                          "held-out Dice": [f"{m:.3f} ± {s:.3f}" for m, s in zip(scores["mean"], scores["sd"])],
                          "per fold": [", ".join(f"{v:.2f}" for v in f) for f in scores.fold_means],
                          "chosen": ["✓" if c else "" for c in scores.chosen]})
