@@ -32,7 +32,7 @@ n_show = 3           # best and worst cases per domain
 import matplotlib.pyplot as plt
 
 from frozenseg import viz
-from frozenseg.experiments.gallery import gallery
+from frozenseg.experiments.gallery import failure_caption, failure_summary, gallery
 from frozenseg.study import setup
 
 study = setup(profile=profile, seeds=seeds, domains=domains, source=source, model=model,
@@ -55,6 +55,21 @@ if panels:
         "prediction red. Spleen: the slice of largest ground-truth area of each volume, titled with the 3D volume "
         "Dice. With fewer than twice as many test cases as panels the two rows share cases."))
     plt.show()
+else:
+    print(art.note("No domain has pipeline results in this profile yet; run notebooks 02–05 first."))
+
+# %% [markdown]
+# ## What limits the worst cases
+#
+# Every deployed test unit of each domain against the GT-box oracle on the same unit: where the frozen decoder
+# itself fails (the oracle is low too), where the localizer prompted the wrong place, where it was partly off, and
+# where it came close to the oracle. The share of the oracle gap each class accounts for says which one to fix.
+
+# %%
+fails = failure_summary(study.domains, study.profile.name, seed, titles)
+if len(fails):
+    sources = "; ".join(f"{titles[d]}: {study.source_detail(d)}" for d in study.domains)
+    art.table(fails, "failures", caption=failure_caption(study.profile.name, seed, sources), float_format="{:.3f}")
 else:
     print(art.note("No domain has pipeline results in this profile yet; run notebooks 02–05 first."))
 

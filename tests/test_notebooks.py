@@ -175,7 +175,7 @@ def _summary_paths(profile: str = "smoke") -> dict:
             "09_router": router,
             "10_gate_validity": lambda: gate_validity.correlation_table(r("10_gate_validity"), n_boot=50, seed=0),
             "11_concept_search": concept,
-            "12_gallery": lambda: gallery.pick_cases(r("02_isic")),
+            "12_gallery": lambda: (gallery.pick_cases(r("02_isic")), gallery.failure_table(r("04_kvasir"))),
             "13_annotate_loop": lambda: (annotate_loop.curve_table(r("13_annotate_loop")),
                                          annotate_loop.gain_table(r("13_annotate_loop"))),
             "README": lambda: sample_rows(profile)}

@@ -101,7 +101,7 @@ def gallery(domains, profile: str, seed: int, data_of: Callable, n: int = 3,
 # thresholds, the same for every domain): what limits a route on its worst images.
 FAILURES = {
     "no target": "negative unit (no target in the ground truth)",
-    "decoder limit": f"the GT box itself gives Dice < {0.7}: the frozen decoder, not the localizer, fails here",
+    "decoder limit": "the GT box itself gives Dice < 0.7: the frozen decoder, not the localizer, fails here",
     "missed": "deployed Dice < 0.1 while the GT box works: the localizer prompted the wrong place or nothing",
     "partial": "deployed Dice more than 0.1 below the GT box: the prompt overlaps the target but is off",
     "near oracle": "deployed Dice within 0.1 of the GT box",
@@ -113,8 +113,10 @@ def failure_classes(df: pd.DataFrame) -> pd.DataFrame:
     """Each deployed unit at the largest budget with its oracle Dice, the gap and its failure class (FAILURES)."""
     from .domain import at_largest_budget
 
-    d = at_largest_budget(ev.scored_units(df))
     keys = ["domain", "seed", "case_id"]
+    if df is None or df.empty:
+        return pd.DataFrame(columns=keys + ["n_labels", "dice", "negative", "oracle", "gap", "failure"])
+    d = at_largest_budget(ev.scored_units(df))
     dep = d[d.stage == DEPLOYED].drop_duplicates(keys)[keys + ["n_labels", "dice", "negative"]]
     orc = d[d.stage == "oracle"].drop_duplicates(keys)[keys + ["dice"]].rename(columns={"dice": "oracle"})
     m = dep.merge(orc, on=keys, how="inner")
@@ -142,3 +144,27 @@ def failure_table(df: pd.DataFrame) -> pd.DataFrame:
                         "dice": ev.mean_sd(c.dice)[0], "oracle": ev.mean_sd(c.oracle)[0],
                         "gap_share": float(c.gap.clip(lower=0).sum()) / total_gap if total_gap > 0 else 0.0})
     return pd.DataFrame(out)
+
+
+def failure_summary(domains, profile: str, seed: int, titles: dict | None = None) -> pd.DataFrame:
+    """The failure table of every study domain whose pipeline notebook has results for ``seed`` (2D and volume
+    units alike: each unit against the GT-box oracle on the same unit)."""
+    frames = []
+    for dom in domains:
+        nb = PIPELINE_NOTEBOOKS.get(dom)
+        if nb is None or not results_path(nb, profile).is_file():
+            continue
+        df = load_results(nb, profile)
+        frames.append(df[(df.domain == dom) & (df.seed == seed)])
+    if not frames:
+        return failure_table(pd.DataFrame())
+    out = failure_table(pd.concat(frames, ignore_index=True))
+    return out.assign(domain=out.domain.map(lambda d: (titles or {}).get(d, d))) if len(out) else out
+
+
+def failure_caption(profile: str, seed: int, sources: str) -> str:
+    """Caption of the failure table: its data, and what each class means."""
+    return (f"Deployed training-free pipeline at the largest label budget, seed {seed}, profile {profile} "
+            f"({sources}): each test unit classed against the GT-box oracle on the same unit. "
+            + "; ".join(f"{k}: {v}" for k, v in FAILURES.items())
+            + ". gap_share: the class's part of the domain's summed oracle gap (oracle minus deployed, floored at 0).")
