@@ -59,10 +59,13 @@ SMALL_BASELINES = {"archs": ("unet_regnetx002", "segformer_b0"), "image_side": 1
 SMALL_CONCEPT = {"k": 4, "epochs": 8, "refit_epochs": 4, "rounds": 2, "per_round": 5, "starts": (5,), "pool": 12}
 # Notebook 13 on 2 cores: the annotate command on a Kvasir collection (the pool's first 40 images of each seed's
 # draw plus the held-out test units), 10 labels then three rounds of 5 corrections, three loop seeds; the command's
-# router with the 2-core profiles' router sizes over the domain's own candidates.
+# router with the 2-core profiles' router sizes over the domain's own candidates (sample: about 80 s a round, 21
+# rounds). The cpu profile's phantoms run a cheaper loop (two rounds, two candidates) to keep the cold report short.
 SMALL_ANNOTATE = {"domain": "kvasir", "start": 10, "rounds": 3, "per_round": 5, "pool": 40, "folds": 3,
                   "genome_budget": 3, "finalists": 2, "candidates": ("kvasir", "kvasir_knn", "persam", "selfprompt"),
                   "seeds": (0, 1, 2)}
+CPU_ANNOTATE = {**SMALL_ANNOTATE, "rounds": 2, "pool": 30, "genome_budget": 2, "finalists": 1,
+                "candidates": ("kvasir", "selfprompt")}
 SMALL_FEWSHOT = {"budgets": (10, 25), "epochs": 3, "patience": 2}
 SMALL_PIPELINE = {"n_support": 10, "n_genome": 12, "genome_budget": 10, "router_n_test": 6, "router_folds": 3,
                   "router_genome_budget": 3, "router_finalists": 2,
@@ -94,7 +97,7 @@ PROFILES: dict[str, Profile] = {
         spleen_train_volumes=10, spleen_test_volumes=2, phantom_size=256, phantom_depth=32,
         jitter_levels=(0.0, 0.1, 0.3), loosen_levels=(1.0, 1.25, 2.0),
         concept=SMALL_CONCEPT, fewshot=SMALL_FEWSHOT, baselines=SMALL_BASELINES, pipeline=SMALL_PIPELINE,
-        annotate=SMALL_ANNOTATE,
+        annotate=CPU_ANNOTATE,
     ),
     # The real samples where they are present under FROZENSEG_DATA (../shared/realdata: Kvasir-SEG, ISIC, a silver CT
     # spleen folder, the resized chest X-ray folder), phantoms elsewhere, on 2 CPU cores; sizes chosen to keep a cold report short there (the runner

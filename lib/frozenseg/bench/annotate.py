@@ -48,7 +48,7 @@ def _collection(root: Path, n: int, start: int, side: int = 512) -> tuple[str, d
     return source, masks
 
 
-def bench_annotate(profile: str = "cpu", n: int = 200, start: int = 10, per_round: int = 5) -> dict:
+def bench_annotate(profile: str = "cpu", n: int = 200, start: int = 10, per_round: int = 5, side: int = 512) -> dict:
     """Two rounds of ``annotate`` on an ``n``-image collection with an empty embedding cache; see the module."""
     from ..annotate import annotate
     from ..annotate.inputs import read_collection
@@ -60,7 +60,7 @@ def bench_annotate(profile: str = "cpu", n: int = 200, start: int = 10, per_roun
     model = load_model(get_profile(profile).model)
     with tempfile.TemporaryDirectory(prefix="frozenseg-bench-annotate-") as tmp:
         root = Path(tmp) / "collection"
-        source, masks = _collection(root, n, start)
+        source, masks = _collection(root, n, start, side)
         cache = EmbeddingCache(Path(tmp) / "cache")
         coll = read_collection(root)
         sample = [it.image for it in coll.items[:8]]
@@ -75,7 +75,7 @@ def bench_annotate(profile: str = "cpu", n: int = 200, start: int = 10, per_roun
         round1 = time.perf_counter() - t0
         encoded = first["encoded"]
         enc_cmd = first.get("timings", {}).get("encode_s")
-        queued = list(first["table"][first["table"].queued].name)[:per_round]
+        queued = list(first["table"].name)[:per_round]               # the most uncertain first
         for stem in queued:
             Image.fromarray(masks[stem].astype(np.uint8) * 255).save(root / "masks" / f"{stem}.png")
         t0 = time.perf_counter()
@@ -86,7 +86,7 @@ def bench_annotate(profile: str = "cpu", n: int = 200, start: int = 10, per_roun
             "labelled_round1": start, "labelled_round2": start + len(queued),
             "load_avg_1min": round(os.getloadavg()[0], 2),
             "round1_s": round(round1, 1), "round1_encoded": encoded, "round1_encode_s": round(enc_cmd or 0.0, 1),
-            "command_encode_s_per_image": round(per_image, 3), "encoder_s_per_image": round(enc_s, 3),
+            "command_encode_s_per_image": round(per_image, 4), "encoder_s_per_image": round(enc_s, 4),
             "encode_ratio": round(per_image / enc_s, 3),
             "round2_s": round(round2, 1), "round2_encoded": second["encoded"],
             "round2_timings": second.get("timings", {}), "round2_route": second["fit"].route,

@@ -223,7 +223,8 @@ def _round(folder: Path, spec: LoopSpec, study, seed: int, pool, held, labelled:
     wall = time.perf_counter() - t0
     n = len(labelled)
     fit = res["fit"]
-    meta = {"strategy": strategy, "n_labels": n, "route": fit.route, "cv_dice": fit.cv_dice, "wall_s": wall}
+    meta = {"strategy": strategy, "n_labels": n, "route": fit.route, "cv_dice": fit.cv_dice, "wall_s": wall,
+            **{k: v for k, v in res.get("timings", {}).items() if k in ("fit_s", "predict_s")}}
     rows = [{**r, **meta} for r in score_round(folder / "frozenseg", res["table"], pool, held, labelled)]
     return {"labelled": sorted(labelled), "added": sorted(added), "rows": rows, **meta}
 

@@ -88,7 +88,8 @@ def gain_note(gain: pd.DataFrame) -> str:
 def round_table(df: pd.DataFrame) -> pd.DataFrame:
     """Per seed, strategy and round: the route the command chose, its cross-validated Dice on the labels, and the
     command's wall time."""
-    cols = ["seed", "strategy", "round", "n_labels", "route", "cv_dice", "wall_s"]
+    cols = [c for c in ["seed", "strategy", "round", "n_labels", "route", "cv_dice", "wall_s", "fit_s", "predict_s"]
+            if c in df]
     return df[cols].drop_duplicates(["seed", "strategy", "round"]).sort_values(["seed", "strategy", "round"])\
         .reset_index(drop=True)
 
@@ -98,4 +99,4 @@ def round_caption(study, spec) -> str:
     return (f"The annotate command's own record per loop and round ({study.title(spec.domain)}, "
             f"{study.model_label}, profile {study.profile.name}): the route chosen by {spec.folds or 'the default'}-"
             "fold cross-validation on the labels, that route's cross-validated Dice, and the command's wall seconds "
-            "on this machine (round 0 is run once per seed and shared; its time is repeated under both strategies).")
+            "on this machine, with its route choice and fit (fit_s) and its predictions (predict_s) apart (round 0 is run once per seed and shared; its time is repeated under both strategies).")
