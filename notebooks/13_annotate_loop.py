@@ -26,7 +26,7 @@
 profile = "cpu"      # smoke | cpu | sample | full
 seeds = [0]          # the study's seeds (unused here: the loop runs over `loop_seeds`)
 loop_seeds = None    # None: the profile's (three in cpu and sample); each draws its own start set and order
-domains = None       # None: the profile's loop domain; or one 2D domain, e.g. ["isic"]
+domains = None       # None: Kvasir (DOMAIN below); or one 2D domain, e.g. ["isic"]
 source = None        # None: the profile's data source (phantom for smoke/cpu, real for full)
 model = None         # None: the profile's model (litemedsam for smoke/cpu)
 data_root = None     # None: $FROZENSEG_DATA, else <repo>/data
@@ -39,8 +39,9 @@ from frozenseg.experiments import annotate_loop as loop, annotate_report as rep
 from frozenseg.results import save_results
 from frozenseg.study import setup
 
+DOMAIN = "kvasir"     # the collection's domain (`domains` picks another 2D domain)
 params = loop.profile_params(profile)
-spec = loop.loop_spec(params, domains)
+spec = loop.loop_spec({**params, "domain": DOMAIN}, domains)
 study = setup(profile=profile, seeds=seeds, domains=domains, source=source, model=model,
               data_root=data_root, folders=folders)
 art = study.artifacts(loop.NOTEBOOK)

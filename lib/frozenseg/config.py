@@ -61,7 +61,7 @@ SMALL_CONCEPT = {"k": 4, "epochs": 8, "refit_epochs": 4, "rounds": 2, "per_round
 # draw plus the held-out test units), 10 labels then three rounds of 5 corrections, three loop seeds; the command's
 # router with the 2-core profiles' router sizes over the domain's own candidates (sample: about 80 s a round, 21
 # rounds). The cpu profile's phantoms run a cheaper loop (two rounds, two candidates) to keep the cold report short.
-SMALL_ANNOTATE = {"domain": "kvasir", "start": 10, "rounds": 3, "per_round": 5, "pool": 40, "folds": 3,
+SMALL_ANNOTATE = {"start": 10, "rounds": 3, "per_round": 5, "pool": 40, "folds": 3,
                   "genome_budget": 3, "finalists": 2, "candidates": ("kvasir", "kvasir_knn", "persam", "selfprompt"),
                   "seeds": (0, 1, 2)}
 CPU_ANNOTATE = {**SMALL_ANNOTATE, "rounds": 2, "pool": 30, "genome_budget": 2, "finalists": 1,
@@ -82,7 +82,7 @@ PROFILES: dict[str, Profile] = {
         jitter_levels=(0.0, 0.2), loosen_levels=(1.0, 1.5), budgets=(5, 10),
         concept={"k": 2, "epochs": 6, "refit_epochs": 3, "rounds": 2, "per_round": 1, "starts": (1,), "pool": 4, "n_test": 3},
         fewshot={"budgets": (1, 2), "epochs": 2, "patience": 1, "n_test": 3},
-        annotate={"domain": "kvasir", "start": 3, "rounds": 1, "per_round": 2, "pool": 8, "held_out": 3, "folds": 2,
+        annotate={"start": 3, "rounds": 1, "per_round": 2, "pool": 8, "held_out": 3, "folds": 2,
                   "genome_budget": 1, "finalists": 1, "candidates": ("agnostic", "kvasir"), "seeds": (0,)},
         baselines={"archs": ("unet_regnetx002", "segformer_b0"), "budgets": (5,), "image_side": 32, "batch_size": 2,
                    "steps": 2, "eval_every": 1, "patience": 1, "threads": 1, "keep_checkpoints": False,
@@ -133,7 +133,7 @@ PROFILES: dict[str, Profile] = {
         concept={"k": 2, "epochs": 2, "refit_epochs": 1, "rounds": 1, "per_round": 1, "starts": (1,), "pool": 3,
                  "n_test": 1, "n_boot": 20},
         fewshot={"budgets": (2,), "epochs": 1, "patience": 1, "n_test": 1},
-        annotate={"domain": "kvasir", "start": 3, "rounds": 1, "per_round": 1, "held_out": 1, "folds": 2,
+        annotate={"start": 3, "rounds": 1, "per_round": 1, "held_out": 1, "folds": 2,
                   "genome_budget": 1, "finalists": 1, "candidates": ("agnostic", "kvasir"), "seeds": (0,)},
         baselines={"archs": ("unet_r34", "segformer_b2"), "budgets": (4,), "image_side": 32, "batch_size": 2,
                    "steps": 2, "eval_every": 1, "patience": 1, "threads": None, "keep_checkpoints": True,
