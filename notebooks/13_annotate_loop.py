@@ -46,7 +46,6 @@ study = setup(profile=profile, seeds=seeds, domains=domains, source=source, mode
               data_root=data_root, folders=folders)
 art = study.artifacts(loop.NOTEBOOK)
 loop_seeds = list(loop_seeds if loop_seeds is not None else params["seeds"])
-title = study.title(spec.domain)
 print(art.note(rep.setting_note(study, spec, loop_seeds)))
 
 # %% [markdown]
@@ -65,7 +64,7 @@ gain = loop.gain_table(df)
 # ## Dice after each round: uncertainty queue against random choice
 
 # %%
-fig = rep.curve_figure(curves, title)
+fig = rep.curve_figure(curves, rep.figure_title(study, spec, loop_seeds))
 art.figure(fig, "curves", caption=rep.curve_caption(study, spec, loop_seeds, curves))
 plt.show()
 

@@ -38,6 +38,12 @@ def curve_caption(study, spec, seeds, curves: pd.DataFrame) -> str:
             "Round 0 is shared. The 'rest' panel scores a different, shrinking set per strategy.")
 
 
+def figure_title(study, spec, seeds) -> str:
+    """The figure's title: domain, data source, model, profile and loop seeds."""
+    return (f"{study.title(spec.domain)}: {study.source_detail(spec.domain)}; {study.model_label}; profile "
+            f"{study.profile.name}; loop seeds {list(seeds)}")
+
+
 def curve_figure(curves: pd.DataFrame, title: str):
     """Dice against labelled images, one panel per split, solid = uncertainty queue, dashed = random, 95% bands."""
     import matplotlib.pyplot as plt
