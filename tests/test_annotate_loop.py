@@ -136,3 +136,27 @@ def test_curves_and_gain_pair_strategies_by_unit_and_seed():
     assert len(curves) == 4 and set(curves.n) == {6}
     assert "above" in rep.gain_note(gain.assign(lo=0.05, hi=0.15))
     assert "not distinguishable" in rep.gain_note(gain.assign(lo=-0.05, hi=0.15))
+
+
+def test_a_crash_after_a_round_ran_but_before_it_was_recorded_corrects_the_same_items(tmp_path, monkeypatch):
+    train, test = [_case(i) for i in range(10)], [_case(100 + i) for i in range(2)]
+    study = _Study(train, test)
+    spec = al.LoopSpec(start=3, rounds=2, per_round=2, candidates=("agnostic",))
+    monkeypatch.setattr(al, "_command", _fake_command([]))
+    clean = al.run_domain(study, spec, [0], tmp_path / "clean", progress=False)
+    real_round, n = al._round, {"calls": 0}
+
+    def crashing_round(*a, **k):
+        out = real_round(*a, **k)                 # the command ran and rewrote uncertainty.csv ...
+        n["calls"] += 1
+        if n["calls"] == 2:                       # ... and the process died before loop.json recorded the round
+            raise KeyboardInterrupt
+        return out
+
+    monkeypatch.setattr(al, "_round", crashing_round)
+    with pytest.raises(KeyboardInterrupt):
+        al.run_domain(study, spec, [0], tmp_path / "crash", progress=False)
+    monkeypatch.setattr(al, "_round", real_round)
+    resumed = al.run_domain(study, spec, [0], tmp_path / "crash", progress=False)
+    cols = ["strategy", "round", "split", "case_id", "dice"]
+    pd.testing.assert_frame_equal(clean[cols].reset_index(drop=True), resumed[cols].reset_index(drop=True))

@@ -206,11 +206,15 @@ def run_loop(study, spec: LoopSpec, seed: int, strategy: str, work: Path, pool: 
     while len(state["rounds"]) <= spec.rounds:
         last = state["rounds"][-1]
         labelled = set(last["labelled"])
-        table = pd.read_csv(work / "frozenseg" / "uncertainty.csv")
-        new = pick(strategy, table, pool, labelled, spec.per_round)
+        if state.get("pending") is None:               # the pick is recorded before its masks are written, so a
+            table = pd.read_csv(work / "frozenseg" / "uncertainty.csv")   # resumed round corrects the same items
+            state["pending"] = pick(strategy, table, pool, labelled, spec.per_round)
+            write_json_atomic(state_path, state)
+        new = state["pending"]
         labelled |= set(new)
         make_folder(work, pool, held, sorted(labelled))
         state["rounds"].append(_round(work, spec, study, seed, pool, held, labelled, strategy, new))
+        state["pending"] = None
         write_json_atomic(state_path, state)
     return [r for rnd in state["rounds"] for r in rnd["rows"]]
 
