@@ -234,6 +234,6 @@ def test_a_weights_entry_is_declared_only_for_notebooks_that_reach_the_code_read
             src = (paths.NOTEBOOKS / f"{nb}.py").read_text(encoding="utf-8")
             mods = {f"frozenseg.experiments.{m}" for m in re.findall(r"from frozenseg\.experiments\.(\w+) import", src)}
             for names in re.findall(r"from frozenseg\.experiments import ([\w, ]+)", src):
-                mods |= {f"frozenseg.experiments.{n.strip()}" for n in names.split(",")}
+                mods |= {f"frozenseg.experiments.{n.split()[0]}" for n in names.split(",") if n.strip()}  # "x as y"
             readers = [m for m in reach(mods) if re.search(rf"[\"']{key}[\"']", source(m))]
             assert readers, f"{key}: {nb} reaches no module that names it; fix its without.notebooks"
