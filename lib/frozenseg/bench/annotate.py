@@ -48,8 +48,10 @@ def _collection(root: Path, n: int, start: int, side: int = 512) -> tuple[str, d
     return source, masks
 
 
-def bench_annotate(profile: str = "cpu", n: int = 200, start: int = 10, per_round: int = 5, side: int = 512) -> dict:
-    """Two rounds of ``annotate`` on an ``n``-image collection with an empty embedding cache; see the module."""
+def bench_annotate(profile: str = "cpu", n: int = 200, start: int = 10, per_round: int = 5, side: int = 512,
+                   candidates=None) -> dict:
+    """Two rounds of ``annotate`` on an ``n``-image collection with an empty embedding cache; see the module.
+    ``candidates``: the command's routes to choose from (None: its default, every route)."""
     from ..annotate import annotate
     from ..annotate.inputs import read_collection
     from ..cache import EmbeddingCache
@@ -71,7 +73,7 @@ def bench_annotate(profile: str = "cpu", n: int = 200, start: int = 10, per_roun
         enc_s = (time.perf_counter() - t0) / len(sample)
         log = []
         t0 = time.perf_counter()
-        first = annotate(root, model=model, cache=cache, progress=False, log=log.append)
+        first = annotate(root, model=model, cache=cache, candidates=candidates, progress=False, log=log.append)
         round1 = time.perf_counter() - t0
         encoded = first["encoded"]
         enc_cmd = first.get("timings", {}).get("encode_s")
@@ -79,7 +81,7 @@ def bench_annotate(profile: str = "cpu", n: int = 200, start: int = 10, per_roun
         for stem in queued:
             Image.fromarray(masks[stem].astype(np.uint8) * 255).save(root / "masks" / f"{stem}.png")
         t0 = time.perf_counter()
-        second = annotate(root, model=model, cache=cache, progress=False, log=log.append)
+        second = annotate(root, model=model, cache=cache, candidates=candidates, progress=False, log=log.append)
         round2 = time.perf_counter() - t0
     per_image = enc_cmd / encoded if enc_cmd and encoded else float("nan")
     return {"profile": profile, "model": model.key, "threads": threads, "source": source, "items": n,
