@@ -91,10 +91,12 @@ def built(tmp_path, monkeypatch):
 
 
 def test_sections_match_study_order():
-    """SECTIONS lists the ten study sections with their notebooks, in order."""
-    assert [s.number for s in rep.SECTIONS] == list(range(1, 11))
+    """SECTIONS lists the eleven sections with their notebooks, in order, every numbered notebook in one."""
+    from frozenseg.runner import notebook_sources
+
+    assert [s.number for s in rep.SECTIONS] == list(range(1, 12))
     nbs = [nb for s in rep.SECTIONS for nb in s.notebooks]
-    assert nbs == sorted(nbs) and len(nbs) == len(set(nbs)) == 13
+    assert nbs == sorted(nbs) and len(nbs) == len(set(nbs)) == 14 and nbs == list(notebook_sources())
     assert rep.SECTIONS[2].notebooks == ("02_isic", "03_spleen", "04_kvasir", "05_cxr")
 
 
