@@ -99,14 +99,15 @@ def gallery(domains, profile: str, seed: int, data_of: Callable, n: int = 3,
 
 # Failure classes of a deployed unit, from its Dice and the GT-box oracle's Dice on the same unit (descriptive
 # thresholds, the same for every domain): what limits a route on its worst images.
+ORACLE_OK, MISSED_BELOW, NEAR = 0.7, 0.1, 0.1
 FAILURES = {
     "no target": "negative unit (no target in the ground truth)",
-    "decoder limit": "the GT box itself gives Dice < 0.7: the frozen decoder, not the localizer, fails here",
-    "missed": "deployed Dice < 0.1 while the GT box works: the localizer prompted the wrong place or nothing",
-    "partial": "deployed Dice more than 0.1 below the GT box: the prompt overlaps the target but is off",
-    "near oracle": "deployed Dice within 0.1 of the GT box",
+    "decoder limit": f"the GT box itself gives Dice < {ORACLE_OK}: the frozen decoder, not the localizer, fails here",
+    "missed": f"deployed Dice < {MISSED_BELOW} while the GT box works: the localizer prompted the wrong place or "
+              "nothing",
+    "partial": f"deployed Dice more than {NEAR} below the GT box: the prompt overlaps the target but is off",
+    "near oracle": f"deployed Dice within {NEAR} of the GT box",
 }
-ORACLE_OK, MISSED_BELOW, NEAR = 0.7, 0.1, 0.1
 
 
 def failure_classes(df: pd.DataFrame) -> pd.DataFrame:
