@@ -49,9 +49,11 @@ def _collection(root: Path, n: int, start: int, side: int = 512) -> tuple[str, d
 
 
 def bench_annotate(profile: str = "cpu", n: int = 200, start: int = 10, per_round: int = 5, side: int = 512,
-                   candidates=None) -> dict:
+                   candidates=None, folds: int | None = None, genome_budget: int | None = None,
+                   finalists: int | None = None) -> dict:
     """Two rounds of ``annotate`` on an ``n``-image collection with an empty embedding cache; see the module.
-    ``candidates``: the command's routes to choose from (None: its default, every route)."""
+    ``candidates``, ``folds``, ``genome_budget``, ``finalists``: the command's route choice (None: its defaults,
+    every route, as a user runs it)."""
     from ..annotate import annotate
     from ..annotate.inputs import read_collection
     from ..cache import EmbeddingCache
@@ -73,7 +75,8 @@ def bench_annotate(profile: str = "cpu", n: int = 200, start: int = 10, per_roun
         enc_s = (time.perf_counter() - t0) / len(sample)
         log = []
         t0 = time.perf_counter()
-        first = annotate(root, model=model, cache=cache, candidates=candidates, progress=False, log=log.append)
+        routing = {"candidates": candidates, "folds": folds, "genome_budget": genome_budget, "finalists": finalists}
+        first = annotate(root, model=model, cache=cache, progress=False, log=log.append, **routing)
         round1 = time.perf_counter() - t0
         encoded = first["encoded"]
         enc_cmd = first.get("timings", {}).get("encode_s")
@@ -81,7 +84,7 @@ def bench_annotate(profile: str = "cpu", n: int = 200, start: int = 10, per_roun
         for stem in queued:
             Image.fromarray(masks[stem].astype(np.uint8) * 255).save(root / "masks" / f"{stem}.png")
         t0 = time.perf_counter()
-        second = annotate(root, model=model, cache=cache, candidates=candidates, progress=False, log=log.append)
+        second = annotate(root, model=model, cache=cache, progress=False, log=log.append, **routing)
         round2 = time.perf_counter() - t0
     per_image = enc_cmd / encoded if enc_cmd and encoded else float("nan")
     return {"profile": profile, "model": model.key, "threads": threads, "source": source, "items": n,
@@ -90,6 +93,7 @@ def bench_annotate(profile: str = "cpu", n: int = 200, start: int = 10, per_roun
             "round1_s": round(round1, 1), "round1_encoded": encoded, "round1_encode_s": round(enc_cmd or 0.0, 1),
             "command_encode_s_per_image": round(per_image, 4), "encoder_s_per_image": round(enc_s, 4),
             "encode_ratio": round(per_image / enc_s, 3),
+            "routing": {k: v for k, v in routing.items() if v is not None} or "the command's defaults",
             "round2_s": round(round2, 1), "round2_encoded": second["encoded"],
             "round2_timings": second.get("timings", {}), "round2_route": second["fit"].route,
             "meets_round": round2 <= ANNOTATE_TARGETS["annotate_round_max_s"] and second["encoded"] == 0,
