@@ -11,17 +11,19 @@
 # %% [markdown]
 # # 02 · ISIC (dermoscopy): a route chosen on the labels, zero gradient training
 #
-# Two GT-free routes are candidates for ISIC. Route `isic` localizes the lesion by **dense correspondence** (CPG,
+# Several GT-free routes are candidates for ISIC. Route `isic` localizes the lesion by **dense correspondence** (CPG,
 # as for Kvasir): each labelled support image's mask is transferred to the query through the cosine similarity of
 # every query patch of the frozen encoder to every support patch; the peak's component gives the box. Route
 # `isic_drawer` is the source study's **polygon drawer** (an LLM vision endpoint, or offline a heuristic: pigment
-# saliency against the image border). Either box goes through the frozen decoder, then GT-free skills run under a
-# keep-best gate, and a small **genome** (localizer parameters, box margin, re-prompt margin, gate weights) is fit
-# leave one out on at most 40 labelled *train* images by a derivative-free optimiser.
+# saliency against the image border); `isic_knn` transfers the labels by pooled k-nearest neighbours instead, and
+# `concept` is concept search (prompt tokens fitted through the frozen decoder, no box). A box goes through the
+# frozen decoder, then GT-free skills run under a keep-best gate, and a small **genome** (localizer parameters, box
+# margin, re-prompt margin, gate weights) is fit leave one out on at most 40 labelled *train* images by a
+# derivative-free optimiser.
 #
 # **Which route is deployed** is decided by the router's k-fold cross-validation on the labels: at each label
-# budget N and seed, both candidates are scored on exactly the labelled train images the pipeline uses at that N
-# (each held out once; the finalists refitted with their genome as deployed), and the better one is deployed. The
+# budget N and seed, the candidates are scored on exactly the labelled train images the pipeline uses at that N
+# (each held out once; the finalists refitted with their genome as deployed), and the best one is deployed. The
 # choice table below shows those scores and the route chosen per N. The test split is never seen by the choice nor
 # by the genome fit. `drawer_backend` sets the drawer's backend; `deploy_drawer=True` deploys the drawer without a
 # choice (a user override, which the choice table then says).
@@ -55,8 +57,8 @@ art = study.artifacts("02_isic")
 # %% [markdown]
 # ## Route choice, genome, skill-by-skill ablation and the oracle gap closed, beside the few-shot SAM peers
 #
-# The route is chosen among the domain's candidates (routes.yaml), the few-shot SAM peers PerSAM and
-# Self-prompting SAM among them, by cross-validation on the labels. Whatever is deployed, the peers also run on the
+# The route is chosen among the domain's candidates (routes.yaml), concept search and the few-shot SAM peers
+# PerSAM and Self-prompting SAM among them, by cross-validation on the labels. Whatever is deployed, the peers also run on the
 # same test units from the same label draw (PerSAM with one support and with the N supports), in the peers table.
 
 # %%
