@@ -56,6 +56,14 @@ def write_mask(out: Path, item: Item, mask: np.ndarray) -> Path:
     return write_atomic(path, lambda p: p.write_bytes(blob))
 
 
+def read_png_mask(path: Path, shape: tuple[int, int]) -> np.ndarray:
+    """A written PNG mask read back as a boolean array of ``shape`` (nearest-neighbour where its size differs)."""
+    m = np.asarray(Image.open(path).convert("L")) > 127
+    if m.shape != tuple(shape):
+        m = np.asarray(Image.fromarray(m.astype(np.uint8) * 255).resize((shape[1], shape[0]), Image.NEAREST)) > 127
+    return m
+
+
 def record_path(out: Path, item: Item) -> Path:
     """The per-item record written after its mask."""
     return out / STATE / "items" / f"{item.name}.json"

@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
-from PIL import Image
 from tqdm.auto import tqdm
 
 from ..pipeline.router import scores_table
@@ -30,10 +29,7 @@ def _mask_back(out: Path, item: Item, rec: dict) -> np.ndarray:
     """A written mask read back in the item's working grid (for the review page of a resumed item)."""
     path = out / rec["mask"]
     if item.kind == "image":
-        m = np.asarray(Image.open(path).convert("L")) > 127
-        rows, cols = item.image.shape[:2]
-        return m if m.shape == (rows, cols) else \
-            np.asarray(Image.fromarray(m.astype(np.uint8) * 255).resize((cols, rows), Image.NEAREST)) > 127
+        return out_.read_png_mask(path, item.image.shape[:2])
     from ..data.files import read_nifti_image
 
     data = read_nifti_image(path)[0]

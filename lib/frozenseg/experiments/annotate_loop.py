@@ -37,6 +37,7 @@ from .. import evaluation as ev
 from ..data.splits import nested_order
 from ..data.types import Case
 from ..errors import ConfigError
+from ..annotate.outputs import read_png_mask
 from ..io import write_json_atomic
 
 NOTEBOOK = "13_annotate_loop"
@@ -141,21 +142,13 @@ def make_folder(folder: Path, pool: list[Case], held: list[Case], labelled: list
         _png(folder / "masks" / f"{_safe(pool[i].case_id)}.png", pool[i].mask)
 
 
-def _read_mask(path: Path, shape: tuple[int, int]) -> np.ndarray:
-    """A written mask in the case's loaded grid."""
-    m = np.asarray(Image.open(path).convert("L")) > 127
-    if m.shape != tuple(shape):
-        m = np.asarray(Image.fromarray(m.astype(np.uint8) * 255).resize((shape[1], shape[0]), Image.NEAREST)) > 127
-    return m
-
-
 def score_round(out: Path, table: pd.DataFrame, pool: list[Case], held: list[Case], labelled: set[int]) -> list[dict]:
     """Scored rows of one round's written masks: every held-out unit and every still-unlabelled pool item, with
     the item's HUE U from the round's uncertainty table."""
     u = dict(zip(table.name, table.u))
     rows = []
     for split, cases in (("held_out", held), ("rest", [c for i, c in enumerate(pool) if i not in labelled])):
-        preds = [_read_mask(out / "masks" / f"{_safe(c.case_id)}.png", c.mask.shape) for c in cases]
+        preds = [read_png_mask(out / "masks" / f"{_safe(c.case_id)}.png", c.mask.shape) for c in cases]
         for r in ev.unit_rows(cases, preds, with_hd95=False):
             rows.append({**r, "split": split, "u": float(u.get(_safe(r["case_id"]), np.nan))})
     return rows
