@@ -104,3 +104,31 @@ def test_update_rewrites_only_between_markers(tmp_path, monkeypatch):
     md.write_text("no markers here\n")
     with pytest.raises(DataError, match="BEGIN speed"):
         readme.update(md, ["speed"])
+
+
+def test_speed_table_shows_the_annotate_rounds_with_the_commit_that_measured_them():
+    bench = {"commit": "new1234", "annotate": {
+        "commit": "old5678", "items": 200, "source": "real sample (Kvasir-SEG, n = 200 images)", "labelled_round1": 10,
+        "labelled_round2": 15, "command_encode_s_per_image": 0.31, "encoder_s_per_image": 0.3, "encode_ratio": 1.03,
+        "round2_encoded": 0, "routing": "the command's defaults", "round2_s": 259.4,
+        "round2_timings": {"fit_s": 196.3, "predict_s": 62.7}}}
+    (r1, v1), (r2, v2) = readme.annotate_rows(bench)
+    assert "commit old5678" in r1 and "n = 200 images" in r1 and v1.endswith("= 1.03 (target <= 1.25)")
+    assert "15 labelled, 0 images encoded" in r2 and v2.startswith("259 s (route choice and fit 196 s, predicting 63 s")
+    assert v2.endswith("target <= 30 s)")
+    assert readme.annotate_rows({"commit": "x"}) == [], "no annotate part, no rows"
+
+
+def test_a_bench_part_rerun_keeps_the_other_parts():
+    from frozenseg.bench import merge_parts
+
+    old = {"commit": "a", "encode": {"commit": "a", "encode_torch_s": 0.5}, "encode_speedup": 1.4,
+           "annotate": {"commit": "a", "round2_s": 300.0}}
+    new = {"commit": "b", "annotate": {"commit": "b", "round2_s": 250.0}}
+    merged = merge_parts(old, new, ["annotate"])
+    assert merged["annotate"]["round2_s"] == 250.0 and merged["commit"] == "b"
+    assert merged["encode"] == old["encode"] and merged["encode_speedup"] == 1.4, "the encode part is kept"
+    assert merge_parts({"commit": "a", "encode": {"s": 1}}, new, ["annotate"])["encode"] == {"commit": "a", "s": 1}, \
+        "a kept part without its own commit is stamped with the file's"
+    assert merge_parts(old, {"commit": "c", "encode": {"x": 1}}, ["encode"]) == \
+        {"commit": "c", "encode": {"x": 1}, "annotate": old["annotate"]}, "a rerun encode part replaces its summary"

@@ -152,10 +152,31 @@ def speed_section(bench: Path | None = None) -> str:
             ("2048x2048 float32 matmul, same run", f"{e['matmul_gflops']:.0f} GFLOP/s"),
             (f"default encoder ({e['default_engine']}) FLOP rate / matmul rate",
              f"{e['encode_fraction_of_peak']:.2f} (target >= 0.75; {e['encoder_gflop']:.1f} GFLOP per image)")]
-    head = (f"Measured by `make bench` at commit {b.get('commit', '?')} on {b.get('cpus', '?')} CPU cores, "
+    head = (f"Measured by `make bench` at commit {e.get('commit', b.get('commit', '?'))} on {b.get('cpus', '?')} CPU cores, "
             f"{e['repeats']} interleaved repeats, median (written by `make readme` from `bench/bench.json`).")
-    rows += report_rows("cpu") + report_rows("sample")
+    rows += annotate_rows(b) + report_rows("cpu") + report_rows("sample")
     return "\n".join([head, "", "| what | measured |", "|---|---|"] + [f"| {a} | {v} |" for a, v in rows])
+
+
+def annotate_rows(bench: dict) -> list[tuple[str, str]]:
+    """The annotate part of bench.json (``make bench BENCH=annotate``): round 1's encoding against the encoder's own
+    speed, and round 2 (refit and predict, nothing encoded) against its target; empty when the part is absent."""
+    a = bench.get("annotate")
+    if not a:
+        return []
+    from .bench.annotate import ANNOTATE_TARGETS
+
+    t2 = a.get("round2_timings", {})
+    enc = (bench.get("encode") or {}).get("commit", bench.get("commit"))
+    at = f", commit {a['commit']}" if a.get("commit") and a["commit"] != enc else ""
+    return [(f"annotate round 1 on {a['items']} images ({a['source']}; {a['labelled_round1']} labelled{at}): "
+             "encoding per image, command / encoder alone",
+             f"{a['command_encode_s_per_image']:.3f} s / {a['encoder_s_per_image']:.3f} s = {a['encode_ratio']:.2f} "
+             f"(target <= {ANNOTATE_TARGETS['annotate_encode_ratio_max']})"),
+            (f"annotate round 2 ({a['labelled_round2']} labelled, {a['round2_encoded']} images encoded; route choice: "
+             f"{a.get('routing', 'the defaults')}): refit and predict",
+             f"{a['round2_s']:.0f} s (route choice and fit {t2.get('fit_s', float('nan')):.0f} s, predicting "
+             f"{t2.get('predict_s', float('nan')):.0f} s; target <= {ANNOTATE_TARGETS['annotate_round_max_s']:.0f} s)")]
 
 
 def report_rows(profile: str = "cpu") -> list[tuple[str, str]]:

@@ -1,6 +1,7 @@
 """Benchmarks: the encoder under PyTorch and OpenVINO against the machine's matmul speed, encoder and decoder
 latency, cold vs warm report time, the training-free pipeline, concept fit and loop, few-shot decoder tuning,
-two rounds of the annotate command on 200 images, peak memory -> bench/bench.json (``--parts`` picks some).
+two rounds of the annotate command on 200 images, peak memory -> bench/bench.json (``--parts`` picks some; the
+parts not run this time are kept from the file, each part stamped with the commit that measured it).
 
     python -m frozenseg.bench --profile cpu      # what `make bench` runs (cold build: minutes)
     python -m frozenseg.bench --profile smoke    # a quick check of the harness
@@ -86,6 +87,29 @@ ENCODE_KEYS = ("encode_torch_s", "encode_openvino_s", "encode_speedup", "encode_
 FOUNDATION_NOTEBOOKS = ["00_data", "01_frozen_oracle"]
 
 
+def merge_parts(previous: dict, result: dict, parts) -> dict:
+    """bench.json after a run of ``parts``: the run's record, plus every other part (and, when ``encode`` was not
+    run, its top-level summary keys) kept from the previous file, so one part's rerun loses no other part."""
+    kept = {k: ({"commit": previous.get("commit"), **v} if isinstance(v, dict) else v)   # who measured a kept part
+            for k, v in previous.items() if k in PARTS and k not in parts}
+    if "encode" not in parts:
+        kept.update({k: previous[k] for k in ENCODE_KEYS if k in previous})
+    return {**result, **kept}
+
+
+def _previous(path: Path) -> dict:
+    """The existing bench.json, or {} (with a message) when it is missing or unreadable."""
+    import json
+
+    if not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        print(f"{path}: unreadable ({e}); its parts are not kept, this run's record replaces it", flush=True)
+        return {}
+
+
 def main(argv=None) -> dict:
     """Run the chosen benchmarks and write bench/bench.json."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -132,8 +156,12 @@ def main(argv=None) -> dict:
     if "annotate" in a.parts:
         result["annotate"] = bench_annotate(a.profile)
         print(result["annotate"], flush=True)
+    for part in a.parts:
+        if isinstance(result.get(part), dict):
+            result[part]["commit"] = result["commit"]
     result["peak_memory"] = _peak_rss_mib()
     result["targets"] = {**TARGETS, **ENCODE_TARGETS, **CONCEPT_TARGETS, **PIPELINE_TARGETS, **ANNOTATE_TARGETS}
+    result = merge_parts(_previous(Path(a.out)), result, a.parts)
     write_json_atomic(a.out, result)
     print(f"wrote {a.out}")
     return result
