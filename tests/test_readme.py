@@ -132,3 +132,36 @@ def test_a_bench_part_rerun_keeps_the_other_parts():
         "a kept part without its own commit is stamped with the file's"
     assert merge_parts(old, {"commit": "c", "encode": {"x": 1}}, ["encode"]) == \
         {"commit": "c", "encode": {"x": 1}, "annotate": old["annotate"]}, "a rerun encode part replaces its summary"
+
+
+def test_the_cold_build_row_survives_a_later_partial_run(tmp_path, monkeypatch):
+    from frozenseg import paths
+    from frozenseg.runner import COLD_TIMES
+
+    monkeypatch.setattr(paths, "build_dir", lambda profile: tmp_path / profile)
+    (tmp_path / "cpu").mkdir()
+    cold = {"all_notebooks": True, "embedding_cache_entries_at_start": 0, "jobs": 1, "commit": "c01d", "total_s": 1800,
+            "notebooks": {"06_trained_baselines": 600.0, "00_data": 5.0}}
+    partial = {**cold, "all_notebooks": False, "commit": "9a27", "notebooks": {"02_isic": 200.0}}
+    (tmp_path / "cpu" / COLD_TIMES).write_text(json.dumps(cold))
+    (tmp_path / "cpu" / "run_times.json").write_text(json.dumps(partial))
+    (row, value), = readme.report_rows("cpu")
+    assert "commit c01d" in row and value == "30.0 min; notebooks over a minute (min): 06_trained_baselines 10.0"
+    (tmp_path / "cpu" / COLD_TIMES).unlink()
+    assert readme.report_rows("cpu") == [], "a partial run alone gives no cold-build row"
+
+
+def test_a_row_never_mixes_data_sources(tmp_path, monkeypatch):
+    monkeypatch.setenv("FROZENSEG_OUT", str(tmp_path))
+    _save("05_cxr", [{"domain": "cxr", "source": "real", "unit": "case", "case_id": f"c{i}", "stage": "deployed",
+                      "method": "deployed_n10", "n_labels": 10, "labels_used": 10, "dice": 0.9} for i in range(6)])
+    _save("01_frozen_oracle", [{"domain": "cxr", "source": "real", "unit": "case", "case_id": f"c{i}",
+                                "method": "gt_box", "dice": 0.95} for i in range(6)])
+    _save("06_trained_baselines", [{"domain": "cxr", "source": "phantom", "unit": "case", "case_id": f"p{i}",
+                                    "arch": "unet_regnetx002", "method": "unet_regnetx002", "n_labels": 10,
+                                    "status": "ok", "dice": 0.98, "val_dice": 0.97} for i in range(6)])
+    row = readme.sample_rows().iloc[0]
+    assert row["best trained network at N"] == readme.OTHER_DATA, "phantom networks beside a real-sample pipeline"
+    assert row["GT-box oracle"].startswith("0.950"), "the oracle ran on the same data: shown"
+    text = readme.sample_section()
+    assert "| – (other data) |" in text and "rerun it on this profile" in text and "nan" not in text

@@ -25,6 +25,7 @@ from .results import PIPELINE_NOTEBOOKS, results_if_run
 TITLES = {"isic": "ISIC (dermoscopy)", "spleen": "spleen (CT)", "kvasir": "Kvasir-SEG (endoscopy)",
           "cxr": "chest X-ray"}
 BEST_NN = "best trained network at N"
+OTHER_DATA = "– (other data)"    # a notebook whose results for the domain came from another data source
 
 
 def _cell(rows: pd.DataFrame, intervals: list | None = None) -> str:
@@ -53,8 +54,8 @@ def sample_rows(profile: str = "sample", intervals: list | None = None) -> pd.Da
     (seed 0), from the profile's results files; every interval drawn is appended to ``intervals``."""
     from .report import source_study
 
-    oracle, nn, dec = (results_if_run(nb, profile)
-                       for nb in ("01_frozen_oracle", "06_trained_baselines", "07_fewshot_decoder"))
+    others = {nb: results_if_run(nb, profile) for nb in ("01_frozen_oracle", "06_trained_baselines",
+                                                          "07_fewshot_decoder")}
     rows = []
     for dom, nb in PIPELINE_NOTEBOOKS.items():
         pipe = results_if_run(nb, profile)
@@ -63,6 +64,8 @@ def sample_rows(profile: str = "sample", intervals: list | None = None) -> pd.Da
         dep = _first_seed(ev.scored_units(pipe[(pipe.domain == dom) & (pipe.stage == "deployed")]))
         if dep.empty:
             continue
+        src = pipe[pipe.domain == dom].source.iloc[0] if "source" in pipe else None
+        oracle, nn, dec = (_same_source(df, dom, src) for df in others.values())
         nets = ev.scored_units(nn[nn.domain == dom]) if nn is not None and "arch" in nn else dep.iloc[:0]
         both = sorted(set(dep.n_labels) & set(nets.n_labels)) if "n_labels" in nets else []
         n = int(both[-1] if both else dep.n_labels.max())       # the largest budget both were run at
@@ -81,11 +84,25 @@ def sample_rows(profile: str = "sample", intervals: list | None = None) -> pd.Da
         if oracle is not None:
             row["GT-box oracle"] = _cell(_first_seed(ev.scored_units(
                 oracle[(oracle.domain == dom) & (oracle.method == "gt_box")])), intervals)
+        for col, nb_, got in ((BEST_NN, "06_trained_baselines", nn), ("tuned decoder + localizer (N)",
+                                                                    "07_fewshot_decoder", dec),
+                              ("GT-box oracle", "01_frozen_oracle", oracle)):
+            if got is None and others[nb_] is not None:
+                row[col] = OTHER_DATA
         ref = [source_study(k).get(dom, "–") for k in ("training_free_pipeline_dice", "best_trained_nn_n100_dice",
                                                        "fewshot_decoder_n100_gt_box_dice")]
         row["source study: pipeline / best NN N=100 / tuned decoder N=100 (GT box)"] = " / ".join(map(str, ref))
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def _same_source(df: pd.DataFrame | None, domain: str, source: str | None) -> pd.DataFrame | None:
+    """A notebook's results when their data source for ``domain`` is the pipeline's (None otherwise: a row never
+    mixes, e.g., a real-sample pipeline with networks trained on phantoms by an earlier run)."""
+    if df is None or source is None or "source" not in df:
+        return df
+    got = set(df[df.domain == domain].source)
+    return df if not got or got == {source} else None
 
 
 def _first_seed(df: pd.DataFrame) -> pd.DataFrame:
@@ -112,14 +129,16 @@ def sample_section(profile: str = "sample") -> str:
     if t.empty:
         return (f"*No results of the `{profile}` profile yet: run "
                 f"`FROZENSEG_DATA=../shared/realdata make report PROFILE={profile}`, then `make readme`.*")
-    lines = ["| " + " | ".join(t.columns) + " |", "|" + "---|" * len(t.columns)]
-    lines += ["| " + " | ".join(str(v) for v in r) + " |" for r in t.itertuples(index=False)]
     n_min, n_max = int(t["test units"].min()), int(t["test units"].max())
     units = f"{n_min}-{n_max}" if n_min != n_max else f"{n_min}"
     spread = _widths(intervals)
     width = (f"the intervals drawn are {spread} wide, so differences between methods smaller than that are not "
              "resolved" if spread else "no interval could be drawn, so no difference between methods is resolved")
     no_val = "–" in set(t[BEST_NN])
+    t = t.fillna("–")
+    other = OTHER_DATA in set(t.to_numpy().ravel())
+    lines = ["| " + " | ".join(t.columns) + " |", "|" + "---|" * len(t.columns)]
+    lines += ["| " + " | ".join(str(v) for v in r) + " |" for r in t.itertuples(index=False)]
     return "\n".join(lines) + (
         f"\n\nMean Dice of the test units of seed 0 with a {ev.interval_note()} (profile `{profile}`, written by "
         f"`make readme` from `results/{profile}/`). N is the largest label budget at which both the pipeline and the "
@@ -127,6 +146,8 @@ def sample_section(profile: str = "sample") -> str:
         "the pipeline used at N, the trained network with the highest validation Dice at N (mean over seeds; chosen "
         "on validation data, never on these test scores" + ("; '–' where the results carry no validation Dice"
                                                               if no_val else "") + "), the tuned decoder's N. "
+        + (f"'{OTHER_DATA}': that notebook's results for the domain are from another data source than the "
+           "pipeline's (an earlier run); rerun it on this profile to fill the cell. " if other else "") +
         "Real-sample rows are measured on samples, not the study's datasets: "
         f"with {units} test units per domain {width}, and no row is a study result. What the sample allows: "
         "checking that each method runs on real images in the official layouts and lands in the right range against "
@@ -181,8 +202,13 @@ def annotate_rows(bench: dict) -> list[tuple[str, str]]:
 
 def report_rows(profile: str = "cpu") -> list[tuple[str, str]]:
     """The last cold `make report` of a profile (every notebook run, empty embedding cache), from the runner's
-    ``report/build/<profile>/run_times.json``: total and the notebooks over a minute."""
-    path = paths.build_dir(profile) / "run_times.json"
+    ``report/build/<profile>/cold_run_times.json`` (``run_times.json`` of a build made before that file existed):
+    total and the notebooks over a minute."""
+    from .runner import COLD_TIMES
+
+    path = paths.build_dir(profile) / COLD_TIMES
+    if not path.is_file():
+        path = paths.build_dir(profile) / "run_times.json"
     if not path.is_file():
         return []
     t = json.loads(path.read_text())
