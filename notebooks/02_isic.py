@@ -15,11 +15,10 @@
 # as for Kvasir): each labelled support image's mask is transferred to the query through the cosine similarity of
 # every query patch of the frozen encoder to every support patch; the peak's component gives the box. Route
 # `isic_drawer` is the source study's **polygon drawer** (an LLM vision endpoint, or offline a heuristic: pigment
-# saliency against the image border); `isic_knn` transfers the labels by pooled k-nearest neighbours instead, and
-# `concept` is concept search (prompt tokens fitted through the frozen decoder, no box). A box goes through the
-# frozen decoder, then GT-free skills run under a keep-best gate, and a small **genome** (localizer parameters, box
-# margin, re-prompt margin, gate weights) is fit leave one out on at most 40 labelled *train* images by a
-# derivative-free optimiser.
+# saliency against the image border); `concept` is concept search (prompt tokens fitted through the frozen decoder,
+# no box). A box goes through the frozen decoder, then GT-free skills run under a keep-best gate, and a small
+# **genome** (localizer parameters, box margin, re-prompt margin, gate weights) is fit leave one out on at most 40
+# labelled *train* images by a derivative-free optimiser.
 #
 # **Which route is deployed** is decided by the router's k-fold cross-validation on the labels: at each label
 # budget N and seed, the candidates are scored on exactly the labelled train images the pipeline uses at that N
