@@ -57,8 +57,9 @@ art = study.artifacts("02_isic")
 # ## Route choice, genome, skill-by-skill ablation and the oracle gap closed, beside the few-shot SAM peers
 #
 # The route is chosen among the domain's candidates (routes.yaml), concept search and the few-shot SAM peers
-# PerSAM and Self-prompting SAM among them, by cross-validation on the labels. Whatever is deployed, the peers also run on the
-# same test units from the same label draw (PerSAM with one support and with the N supports), in the peers table.
+# PerSAM and Self-prompting SAM among them, by cross-validation on the labels. Whatever is deployed, the peers also
+# run on the same test units from the same label draw (PerSAM with one support and with the N supports), in the
+# peers table.
 
 # %%
 if DOMAIN in study.domains:

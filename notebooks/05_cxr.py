@@ -17,8 +17,8 @@
 # **catastrophic fix** (positive points on lung-like pixels, negative points on the spill) for masks the gate
 # calls catastrophic; and a **letterbox trim** that drops components lying over near-black padding. Concept search
 # (prompt tokens fitted through the frozen decoder on the supports, no box) competes with this route on the labels:
-# lungs are large and alike from film to film, which suits a concept. The source
-# study's skill-by-skill chain on real films is printed below from report/source_study.yaml, for reference.
+# lungs are large and alike from film to film, which suits a concept. The source study's skill-by-skill chain on
+# real films is printed below from report/source_study.yaml, for reference.
 
 # %% tags=["parameters"]
 profile = "cpu"      # smoke | cpu | full
@@ -44,8 +44,9 @@ print(art.note(source_chain_note(DOMAIN), name="reference", reference=True))
 # ## Route, genome, skill-by-skill ablation and the oracle gap closed, beside the few-shot SAM peers
 #
 # The route is chosen among the domain's candidates (routes.yaml), concept search and the few-shot SAM peers
-# PerSAM and Self-prompting SAM among them, by cross-validation on the labels. Whatever is deployed, the peers also run on the
-# same test units from the same label draw (PerSAM with one support and with the N supports), in the peers table.
+# PerSAM and Self-prompting SAM among them, by cross-validation on the labels. Whatever is deployed, the peers also
+# run on the same test units from the same label draw (PerSAM with one support and with the N supports), in the
+# peers table.
 
 # %%
 if DOMAIN in study.domains:

@@ -173,7 +173,8 @@ def speed_section(bench: Path | None = None) -> str:
             ("2048x2048 float32 matmul, same run", f"{e['matmul_gflops']:.0f} GFLOP/s"),
             (f"default encoder ({e['default_engine']}) FLOP rate / matmul rate",
              f"{e['encode_fraction_of_peak']:.2f} (target >= 0.75; {e['encoder_gflop']:.1f} GFLOP per image)")]
-    head = (f"Measured by `make bench` at commit {e.get('commit', b.get('commit', '?'))} on {b.get('cpus', '?')} CPU cores, "
+    commit = e.get("commit", b.get("commit", "?"))        # the encode part's own commit (bench.merge_parts)
+    head = (f"Measured by `make bench` at commit {commit} on {b.get('cpus', '?')} CPU cores, "
             f"{e['repeats']} interleaved repeats, median (written by `make readme` from `bench/bench.json`).")
     rows += annotate_rows(b) + report_rows("cpu") + report_rows("sample")
     return "\n".join([head, "", "| what | measured |", "|---|---|"] + [f"| {a} | {v} |" for a, v in rows])

@@ -34,10 +34,10 @@ import pandas as pd
 from PIL import Image
 
 from .. import evaluation as ev
+from ..annotate.outputs import read_png_mask
 from ..data.splits import nested_order
 from ..data.types import Case
 from ..errors import ConfigError
-from ..annotate.outputs import read_png_mask
 from ..io import write_json_atomic
 
 NOTEBOOK = "13_annotate_loop"
